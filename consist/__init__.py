@@ -1,0 +1,99 @@
+"""consist: self-correcting visual recognition.
+
+A recognizer predicts; consist retrieves the image's neighbours from a store, lets
+registered consistency checkers vote, corrects the label when the evidence says so,
+and feeds verified samples back into the store.
+
+Public API (documented in docs/):
+
+* records: :class:`Sample`, :class:`Query`, :class:`Candidate`, :class:`Prediction`,
+  :class:`Neighbour`, :class:`Vote`, :class:`Decision`, :class:`Region`, ...
+* plugins: :data:`hookimpl`, :data:`hookspec`, :class:`Checker`, :class:`BaseChecker`,
+  :class:`Abstain`, :class:`CheckContext`
+* engine: :class:`Engine`, :class:`EngineConfig`, :func:`wrap`
+* stores: :func:`open_store`
+* feedback: :func:`correct`
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from consist.adapt import correct
+from consist.aggregate import AggregateResult, AggregationConfig, aggregate, calibrate
+from consist.checker import Abstain, BaseChecker, CheckContext, Checker
+from consist.controller import ControllerConfig, ControllerState
+from consist.engine import Engine, EngineConfig
+from consist.errors import ConsistError, ImageError, LabelConflict, PluginError, SampleNotFound, StoreError, StoreLockedError, UndoConflict
+from consist.hookspecs import hookimpl, hookspec
+from consist.images import load_image
+from consist.records import (
+    Candidate,
+    CheckerRun,
+    Decision,
+    HistoryEntry,
+    Localisation,
+    Neighbour,
+    Prediction,
+    Provenance,
+    Query,
+    Region,
+    RunStatus,
+    Sample,
+    Vote,
+)
+from consist.recognizer import KNNRecognizer, SelfCorrectingRecognizer, wrap
+from consist.stores.base import Store, open_store
+
+import structlog as _structlog
+
+if not _structlog.is_configured():  # quiet by default for library users; the CLI reconfigures
+    from consist.logs import configure_logging as _configure_logging
+
+    _configure_logging("WARNING")
+
+__all__ = [
+    "__version__",
+    "Abstain",
+    "AggregateResult",
+    "AggregationConfig",
+    "BaseChecker",
+    "Candidate",
+    "CheckContext",
+    "Checker",
+    "CheckerRun",
+    "ConsistError",
+    "ControllerConfig",
+    "ControllerState",
+    "Decision",
+    "Engine",
+    "EngineConfig",
+    "HistoryEntry",
+    "ImageError",
+    "KNNRecognizer",
+    "LabelConflict",
+    "Localisation",
+    "Neighbour",
+    "PluginError",
+    "Prediction",
+    "Provenance",
+    "Query",
+    "Region",
+    "RunStatus",
+    "Sample",
+    "SampleNotFound",
+    "SelfCorrectingRecognizer",
+    "Store",
+    "StoreError",
+    "StoreLockedError",
+    "UndoConflict",
+    "Vote",
+    "aggregate",
+    "calibrate",
+    "correct",
+    "hookimpl",
+    "hookspec",
+    "load_image",
+    "open_store",
+    "wrap",
+]

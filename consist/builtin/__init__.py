@@ -1,0 +1,1 @@
+"""consist's own default plugins: loaded like any plugin, always present."""

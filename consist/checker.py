@@ -1,0 +1,101 @@
+"""The checker contract: what a plugin implements to vote on a prediction.
+
+A checker is an *object* registered through ``consist_register_checkers`` (not a hook
+implementation): the engine calls it itself, so it can order checkers by cost, give
+each a time limit, and turn an exception or a hang into a recorded abstention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from consist.records import Neighbour, Prediction, Vote
+
+if TYPE_CHECKING:
+    from consist.stores.base import Store
+
+__all__ = ["Abstain", "Checker", "BaseChecker", "CheckContext", "DEFAULT_TIMEOUT_S"]
+
+#: Default per-call time limit of a checker, in seconds. A checker that needs longer
+#: (an LMM on a slow server) sets its own ``timeout``.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class Abstain(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raise from ``check`` to say "I have nothing to say about this query", with a reason."""
+
+
+@attrs.frozen
+class CheckContext:
+    """What a checker may read besides the prediction and the neighbours.
+
+    ``store`` is the store being verified against (``None`` for store-less use);
+    ``votes`` are the votes cast so far by cheaper checkers in this decision, and
+    ``scores`` the posterior log-odds per label after them, so that an expensive
+    checker can focus on the labels still in contention. ``config`` holds the
+    options given to this checker (``EngineConfig(checker_options={name: {...}})``).
+    ``signals`` is the one mutable thing: a dict shared by the checkers of one
+    decision where a checker may publish numbers for the controller and for later
+    checkers (``context.signals["community_uncertainty"] = 1.3``).
+    """
+
+    store: Store | None = None
+    votes: tuple[Vote, ...] = ()
+    scores: Mapping[str, float] = attrs.field(factory=dict)
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    signals: dict[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class Checker(Protocol):
+    """A consistency checker.
+
+    Attributes:
+        name: unique, stable identifier (appears in votes, CLI, config).
+        cost: expected seconds per query; the engine runs cheaper checkers first.
+        timeout: seconds before a call is abandoned and recorded as an abstention
+            (``None`` runs it inline with no limit: only for trusted, fast checkers).
+    """
+
+    name: str
+    cost: float
+    timeout: float | None
+
+    def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
+        """Return votes about the query (``[]`` or ``raise Abstain(reason)`` to abstain)."""
+        ...
+
+
+class BaseChecker:
+    """Convenience base class with the defaults most checkers want.
+
+    Subclasses set ``name`` (and usually ``cost``) and implement :meth:`check`.
+    ``enabled_by_default = False`` keeps a checker off unless asked for by name.
+    ``description`` is shown by ``consist plugins``.
+    """
+
+    name: str = ""
+    cost: float = 1.0
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    enabled_by_default: bool = True
+    description: str = ""
+
+    def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
+        raise NotImplementedError
+
+    def vote(self, label: str, support: float, confidence: float = 1.0, *, neighbour: Neighbour | None = None, **evidence: Any) -> Vote:
+        """Build a :class:`Vote` signed with this checker's name."""
+        return Vote(
+            checker=self.name,
+            label=label,
+            support=support,
+            confidence=confidence,
+            evidence=evidence,
+            neighbour_id=None if neighbour is None else neighbour.sample.id,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} cost={self.cost}>"

@@ -1,0 +1,318 @@
+"""The verification engine: run checkers cheapest first, isolate them, aggregate, adapt.
+
+One :meth:`Engine.verify` call is one decision:
+
+1. neighbours come from the caller or from the configured retriever;
+2. enabled checkers are sorted by ``cost``; before each, the ``consist_skip_checker``
+   hooks may skip it (the default stops once the decision is confident);
+3. each checker runs isolated: in a daemon thread with its time limit, so that an
+   exception or a hang becomes a recorded abstention (``Decision.runs``), never a
+   crash; a hung thread is abandoned, not killed (Python cannot kill threads), and a
+   checker that timed out is not called again by this engine until
+   ``quarantine_s`` has passed;
+4. the votes are aggregated (``consist_aggregate``; default: weighted log-odds);
+5. a store, when given, is adapted (``consist_adapt``), and observers are told
+   (``consist_decision_made``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+
+from consist import plugins as _plugins
+from consist.aggregate import AggregateResult, AggregationConfig
+from consist.checker import Abstain, CheckContext, Checker
+from consist.controller import ControllerConfig, ControllerState
+from consist.errors import ConsistError
+from consist.records import CheckerRun, Decision, Localisation, Neighbour, Prediction, Region, RunStatus, Vote
+
+__all__ = ["EngineConfig", "Engine"]
+
+log = structlog.get_logger("consist.engine")
+
+
+@attrs.frozen
+class EngineConfig:
+    """Everything that tunes an :class:`Engine`; each part has documented defaults.
+
+    Attributes:
+        controller: when to stop running checkers (:class:`ControllerConfig`).
+        aggregation: the vote-combination rule's parameters (:class:`AggregationConfig`).
+        k: neighbours to retrieve when the caller gives none.
+        adapt: write confident decisions back to the store.
+        adapt_threshold: minimum decision confidence for adaptation (0.9).
+        checker_options: per-checker options, given to it as ``context.config``.
+        timeouts: per-checker time-limit overrides, in seconds.
+        quarantine_s: after a time-out, how long the checker is not called again.
+    """
+
+    controller: ControllerConfig = attrs.field(factory=ControllerConfig)
+    aggregation: AggregationConfig = attrs.field(factory=AggregationConfig)
+    k: int = 10
+    adapt: bool = True
+    adapt_threshold: float = 0.9
+    checker_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    timeouts: Mapping[str, float] = attrs.field(factory=dict)
+    quarantine_s: float = 300.0
+
+
+class _Outcome:
+    __slots__ = ("votes", "error", "done")
+
+    def __init__(self) -> None:
+        self.votes: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class Engine:
+    """Verifies predictions against neighbours with the registered checkers.
+
+    Args:
+        checkers: names of registered checkers, or checker objects, to use; ``None``
+            uses every registered checker that is enabled by default.
+        store: the store to retrieve from and adapt (optional).
+        config: :class:`EngineConfig`.
+        retriever: name of a registered retriever (default ``"vector"``), used when
+            ``verify`` is called without neighbours.
+        plugin_manager: a specific plugin manager (tests); default the global one.
+    """
+
+    def __init__(
+        self,
+        checkers: Sequence[str | Checker] | None = None,
+        *,
+        store: Any = None,
+        config: EngineConfig | None = None,
+        retriever: str | Any = "vector",
+        plugin_manager: Any = None,
+    ) -> None:
+        self.pm = plugin_manager or _plugins.get_plugin_manager()
+        self.config = config or EngineConfig()
+        self.store = store
+        registered = _plugins.checkers(self.pm)
+        chosen: list[Checker] = []
+        if checkers is None:
+            chosen = [c for c in registered.values() if getattr(c, "enabled_by_default", True)]
+        else:
+            for item in checkers:
+                if isinstance(item, str):
+                    if item not in registered:
+                        known = ", ".join(sorted(registered)) or "none"
+                        raise ConsistError(f"unknown checker {item!r} (registered: {known})")
+                    chosen.append(registered[item])
+                else:
+                    if not isinstance(item, Checker):
+                        raise ConsistError(f"{item!r} is not a checker: it needs name, cost, timeout and check()")
+                    chosen.append(item)
+        # cheapest first; ties keep the given/registration order
+        self.checkers: tuple[Checker, ...] = tuple(sorted(chosen, key=lambda c: float(getattr(c, "cost", 1.0))))
+        self._retriever_spec = retriever
+        self._retriever: Any = None
+        self._quarantine: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ retrieval
+
+    @property
+    def retriever(self) -> Any:
+        if self._retriever is None:
+            spec = self._retriever_spec
+            if isinstance(spec, str):
+                found = _plugins.retrievers(self.pm)
+                if spec not in found:
+                    raise ConsistError(f"unknown retriever {spec!r} (registered: {', '.join(sorted(found)) or 'none'})")
+                spec = found[spec]
+            self._retriever = spec
+        return self._retriever
+
+    def neighbours(self, prediction: Prediction, k: int | None = None) -> list[Neighbour]:
+        """Retrieve the query's neighbours from the store (empty without a store)."""
+        if self.store is None:
+            return []
+        return list(self.retriever.retrieve(prediction.query, self.store, k or self.config.k))
+
+    # ------------------------------------------------------------------- checking
+
+    def _timeout_for(self, checker: Checker) -> float | None:
+        return self.config.timeouts.get(checker.name, getattr(checker, "timeout", None))
+
+    def _call(self, checker: Checker, prediction: Prediction, neighbours: Sequence[Neighbour], ctx: CheckContext) -> tuple[list[Vote], CheckerRun]:
+        name = checker.name
+        timeout = self._timeout_for(checker)
+        t0 = time.perf_counter()
+        outcome = _Outcome()
+
+        def target() -> None:
+            try:
+                outcome.votes = checker.check(prediction, neighbours, ctx)
+            except BaseException as exc:  # noqa: BLE001 - isolation is the point
+                outcome.error = exc
+            finally:
+                outcome.done.set()
+
+        if timeout is None:
+            target()
+        else:
+            threading.Thread(target=target, name=f"consist-checker-{name}", daemon=True).start()
+            if not outcome.done.wait(timeout):
+                self._quarantine[name] = time.monotonic() + self.config.quarantine_s
+                elapsed = time.perf_counter() - t0
+                log.warning("checker_timeout", checker=name, query=prediction.query.id, timeout_s=timeout)
+                return [], CheckerRun(name, RunStatus.TIMEOUT, f"no answer within {timeout:g} s", elapsed)
+        elapsed = time.perf_counter() - t0
+        err = outcome.error
+        if isinstance(err, Abstain):
+            return [], CheckerRun(name, RunStatus.ABSTAINED, str(err) or "abstained", elapsed)
+        if err is not None:
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):
+                raise err
+            log.warning("checker_failed", checker=name, query=prediction.query.id, error=f"{type(err).__name__}: {err}")
+            return [], CheckerRun(name, RunStatus.FAILED, f"{type(err).__name__}: {err}", elapsed)
+        raw = outcome.votes
+        if raw is None:
+            raw = []
+        if isinstance(raw, Vote) or not isinstance(raw, Iterable):
+            return [], CheckerRun(name, RunStatus.FAILED, f"check() returned {type(raw).__name__}, not a list of Vote", elapsed)
+        votes: list[Vote] = []
+        for v in raw:
+            if not isinstance(v, Vote):
+                return [], CheckerRun(name, RunStatus.FAILED, f"check() returned a {type(v).__name__} among its votes", elapsed)
+            votes.append(v if v.checker == name else attrs.evolve(v, checker=name))
+        if not votes:
+            return [], CheckerRun(name, RunStatus.ABSTAINED, "no votes", elapsed)
+        return votes, CheckerRun(name, RunStatus.RAN, "", elapsed, len(votes))
+
+    def _aggregate(self, prediction: Prediction, votes: Sequence[Vote]) -> AggregateResult:
+        result = self.pm.hook.consist_aggregate(prediction=prediction, votes=votes, config=self.config.aggregation)
+        if result is None:  # every implementation passed: cannot happen with the default loaded
+            raise ConsistError("no consist_aggregate implementation returned a result")
+        return result
+
+    def verify(self, prediction: Prediction, neighbours: Sequence[Neighbour] | None = None, *, adapt: bool | None = None) -> Decision:
+        """Decide on one prediction. Never raises because of a checker."""
+        t0 = time.perf_counter()
+        if neighbours is None:
+            neighbours = self.neighbours(prediction)
+        neighbours = tuple(neighbours)
+        votes: list[Vote] = []
+        runs: list[CheckerRun] = []
+        signals: dict[str, Any] = {}
+        current = self._aggregate(prediction, votes)
+        names = [c.name for c in self.checkers]
+        for i, checker in enumerate(self.checkers):
+            until = self._quarantine.get(checker.name)
+            if until is not None and time.monotonic() < until:
+                runs.append(CheckerRun(checker.name, RunStatus.SKIPPED, "quarantined after a time-out"))
+                continue
+            state = ControllerState(
+                prediction=prediction,
+                votes=tuple(votes),
+                current=current,
+                runs=tuple(runs),
+                remaining=tuple(names[i:]),
+                config=self.config.controller,
+                signals=signals,
+            )
+            reasons = [r for r in self.pm.hook.consist_skip_checker(checker=checker, state=state) if r]
+            if reasons:
+                runs.append(CheckerRun(checker.name, RunStatus.SKIPPED, "; ".join(reasons)))
+                continue
+            ctx = CheckContext(
+                store=self.store,
+                votes=tuple(votes),
+                scores=dict(current.scores),
+                config=self.config.checker_options.get(checker.name, {}),
+                signals=signals,
+            )
+            new_votes, run = self._call(checker, prediction, neighbours, ctx)
+            runs.append(run)
+            if new_votes:
+                votes.extend(new_votes)
+                current = self._aggregate(prediction, votes)
+        decision = Decision(
+            query_id=prediction.query.id,
+            label=current.label,
+            confidence=current.confidence,
+            changed=current.label != prediction.top.label,
+            predicted_label=prediction.top.label,
+            scores=current.scores,
+            votes=tuple(votes),
+            runs=tuple(runs),
+            localisations=_localisations(votes),
+            elapsed_s=time.perf_counter() - t0,
+        )
+        if self.store is not None and (self.config.adapt if adapt is None else adapt):
+            outcome = self.pm.hook.consist_adapt(decision=decision, prediction=prediction, store=self.store, config=self.config)
+            decision = attrs.evolve(decision, adapted=outcome, elapsed_s=time.perf_counter() - t0)
+        self._notify(decision, prediction)
+        return decision
+
+    def _notify(self, decision: Decision, prediction: Prediction) -> None:
+        log.debug(
+            "decision",
+            query=decision.query_id,
+            label=decision.label,
+            predicted=decision.predicted_label,
+            confidence=round(decision.confidence, 4),
+            changed=decision.changed,
+            ran=[r.checker for r in decision.runs if r.status is RunStatus.RAN],
+            skipped=[r.checker for r in decision.skipped],
+            elapsed_ms=round(decision.elapsed_s * 1e3, 3),
+        )
+        for impl in self.pm.hook.consist_decision_made.get_hookimpls():
+            try:
+                impl.function(decision=decision, prediction=prediction)
+            except Exception as exc:  # noqa: BLE001 - observers cannot break decisions
+                log.warning("observer_failed", plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}")
+
+    def verify_many(
+        self,
+        items: Iterable[Prediction | tuple[Prediction, Sequence[Neighbour] | None]],
+        *,
+        progress: bool = False,
+        total: int | None = None,
+        adapt: bool | None = None,
+    ) -> Iterator[Decision]:
+        """Decide on many predictions, lazily (a generator: memory stays bounded).
+
+        Each item is a prediction (neighbours are retrieved) or a
+        ``(prediction, neighbours)`` pair. ``progress=True`` shows a progress bar.
+        """
+        iterable: Iterable[Any] = items
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterable = tqdm(items, total=total, unit="query", desc="verifying")
+        for item in iterable:
+            if isinstance(item, Prediction):
+                yield self.verify(item, adapt=adapt)
+            else:
+                prediction, neighbours = item
+                yield self.verify(prediction, neighbours, adapt=adapt)
+
+
+def _localisations(votes: Sequence[Vote]) -> tuple[Localisation, ...]:
+    """Collect the regions checkers reported as ``evidence["polygon"]`` / ``["box"]``."""
+    out: list[Localisation] = []
+    for v in votes:
+        if v.neighbour_id is None or v.support <= 0.5:
+            continue
+        poly = v.evidence.get("polygon")
+        box = v.evidence.get("box")
+        try:
+            if poly:
+                region = Region(polygon=tuple(tuple(p) for p in poly))
+            elif box:
+                region = Region(box=tuple(box))
+            else:
+                continue
+        except (TypeError, ValueError):
+            continue  # a checker's malformed region is evidence lost, not a crash
+        out.append(Localisation(sample_id=v.neighbour_id, region=region, checker=v.checker, score=v.support))
+    return tuple(out)

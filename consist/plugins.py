@@ -1,0 +1,221 @@
+"""Plugin discovery, the kill switch, and the registries built from registration hooks.
+
+consist's own defaults (``consist.builtin``) are plugins too and always load; third
+party and first-party plugins come from the entry-point group ``consist``. The
+environment variable ``CONSIST_PLUGINS`` limits which entry points load:
+
+* unset: all installed plugins;
+* empty, ``none`` or ``0``: none (only the built-in defaults);
+* ``spatial,my-plugin``: only those (matched against the entry-point name and the
+  distribution name).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from consist import hookspecs
+from consist.errors import PluginError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ENV_VAR",
+    "BUILTIN_PLUGINS",
+    "PluginInfo",
+    "get_plugin_manager",
+    "reset_plugins",
+    "checkers",
+    "retrievers",
+    "embedders",
+    "store_openers",
+    "reporters",
+    "plugin_infos",
+]
+
+ENTRY_POINT_GROUP = "consist"
+ENV_VAR = "CONSIST_PLUGINS"
+BUILTIN_PLUGINS = (
+    "consist.builtin.defaults",
+    "consist.builtin.stores",
+    "consist.builtin.checkers",
+    "consist.builtin.retrieval",
+)
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``consist plugins`` shows about one loaded plugin."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    builtin: bool
+    hooks: tuple[str, ...]
+    checkers: tuple[str, ...] = ()
+
+
+def _allowed_names() -> set[str] | None:
+    """Names the kill switch allows, or ``None`` for all."""
+    raw = os.environ.get(ENV_VAR)
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.lower() in ("", "none", "0", "false"):
+        return set()
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _make_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("consist")
+    pm.add_hookspecs(hookspecs)
+    for modname in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(modname), name=modname)
+    allowed = _allowed_names()
+    for ep in _entry_points():
+        dist = ep.dist.name if ep.dist is not None else None
+        if allowed is not None and ep.name not in allowed and (dist is None or dist not in allowed):
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # one broken plugin must be named, not a traceback
+            raise PluginError(
+                f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc} "
+                f"(set {ENV_VAR} to load only the plugins you need)"
+            ) from exc
+        pm.register(plugin, name=ep.name)
+        if dist is not None:
+            pm._consist_dists = getattr(pm, "_consist_dists", {})  # type: ignore[attr-defined]
+            pm._consist_dists[ep.name] = (dist, ep.dist.version if ep.dist else None)  # type: ignore[attr-defined]
+    pm.hook.consist_addhookspecs.call_historic(kwargs={"pluginmanager": pm})
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements a hook that does not exist: {exc}") from exc
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, created (and plugins discovered) on first use."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            _pm = _make_manager()
+        return _pm
+
+
+def reset_plugins() -> None:
+    """Forget the plugin manager: the next use rediscovers plugins (tests, notebooks)."""
+    global _pm
+    with _lock:
+        _pm = None
+
+
+# -------------------------------------------------------------------- registries
+
+
+def _collect(hook: Callable[..., Any], what: str, key: Callable[[Any], str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+
+    def register(obj: Any) -> None:
+        name = key(obj)
+        if not name:
+            raise PluginError(f"a {what} was registered without a name: {obj!r}")
+        if name in found:
+            raise PluginError(f"two {what}s are registered as {name!r}: {found[name]!r} and {obj!r}")
+        found[name] = obj
+        owners[name] = current[0]
+
+    current = [""]
+    for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
+        current[0] = impl.plugin_name
+        impl.function(register=register)
+    _owners[what] = owners
+    return found
+
+
+_owners: dict[str, dict[str, str]] = {}
+
+
+def checkers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """All registered checkers by name."""
+    pm = pm or get_plugin_manager()
+    return _collect(pm.hook.consist_register_checkers, "checker", lambda c: getattr(c, "name", ""))
+
+
+def retrievers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    pm = pm or get_plugin_manager()
+    return _collect(pm.hook.consist_register_retrievers, "retriever", lambda r: getattr(r, "name", ""))
+
+
+def embedders(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    pm = pm or get_plugin_manager()
+    return _collect(pm.hook.consist_register_embedders, "embedder", lambda e: getattr(e, "name", ""))
+
+
+def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    pm = pm or get_plugin_manager()
+    return _collect(pm.hook.consist_register_reporters, "reporter", lambda r: getattr(r, "name", ""))
+
+
+def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[[str], Any]]:
+    """URI scheme -> opener."""
+    pm = pm or get_plugin_manager()
+    found: dict[str, Callable[[str], Any]] = {}
+
+    def register(scheme: str, opener: Callable[[str], Any]) -> None:
+        scheme = scheme.lower().rstrip(":/")
+        if scheme in found:
+            raise PluginError(f"two stores are registered for the URI scheme {scheme!r}")
+        found[scheme] = opener
+
+    for impl in reversed(pm.hook.consist_register_stores.get_hookimpls()):
+        impl.function(register=register)
+    return found
+
+
+def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
+    """Name, version, hooks and checkers of every loaded plugin (``consist plugins``)."""
+    pm = pm or get_plugin_manager()
+    checkers(pm)  # fills _owners["checker"]
+    by_owner: dict[str, list[str]] = {}
+    for cname, owner in _owners.get("checker", {}).items():
+        by_owner.setdefault(owner, []).append(cname)
+    dists: dict[str, tuple[str, str | None]] = getattr(pm, "_consist_dists", {})
+    import consist
+
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        builtin = name in BUILTIN_PLUGINS
+        dist, version = dists.get(name, ("consist", consist.__version__) if builtin else (None, None))
+        infos.append(
+            PluginInfo(
+                name=name,
+                version=version,
+                distribution=dist,
+                builtin=builtin,
+                hooks=hooks,
+                checkers=tuple(sorted(by_owner.get(name, []))),
+            )
+        )
+    return infos

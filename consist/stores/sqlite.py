@@ -1,0 +1,580 @@
+"""The embedded default store: SQLite in WAL mode, plus in-memory vector search.
+
+Why SQLite: no server, one file, atomic transactions, and a write-ahead log that
+keeps every committed transaction across a process killed at any moment (we use
+``synchronous=NORMAL`` by default: a *power* loss may lose the last transactions, a
+killed process loses none; ``?synchronous=full`` trades speed for power-loss
+durability). Readers never block; a second writer waits up to ``timeout`` seconds
+(default 10) and then gets :class:`StoreLockedError`.
+
+Nothing is ever destroyed by an ordinary write: deletion is a flag, and every
+change of a sample is a history row holding the sample before and after, so any
+change can be undone (``consist undo``).
+
+URI forms: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path, and
+``memory://`` (a private in-memory database). Query options: ``timeout`` (s),
+``synchronous`` (``normal``/``full``), ``ann_threshold`` (vectors above which HNSW
+search is used), ``readonly`` (``1``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import numpy as np
+import structlog
+
+from consist.errors import LabelConflict, SampleNotFound, StoreError, StoreLockedError, UndoConflict
+from consist.records import TRUST, HistoryEntry, Provenance, Region, Sample, from_dict, to_dict
+from consist.stores.base import split_uri
+from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
+
+__all__ = ["SQLiteStore", "SCHEMA_VERSION"]
+
+log = structlog.get_logger("consist.store")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    id TEXT PRIMARY KEY,
+    uri TEXT,
+    label TEXT,
+    provenance TEXT NOT NULL,
+    region TEXT,
+    meta TEXT NOT NULL DEFAULT '{}',
+    embedding BLOB,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_label ON samples(label) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS artefacts (
+    sample_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (sample_id, kind)
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    action TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    before TEXT,
+    after TEXT,
+    undoes INTEGER,
+    undone_by INTEGER
+);
+CREATE INDEX IF NOT EXISTS history_sample ON history(sample_id, seq);
+"""
+
+_SAMPLE_COLS = "id, uri, label, provenance, region, meta, embedding, deleted"
+
+
+def _state(sample: Sample | None, deleted: bool = False) -> dict[str, Any] | None:
+    """A sample as kept in the history: everything but the embedding (kept in place)."""
+    if sample is None:
+        return None
+    d = to_dict(sample)
+    d.pop("embedding", None)
+    d["deleted"] = deleted
+    return d
+
+
+class SQLiteStore:
+    """SQLite-backed :class:`consist.stores.Store`. Thread-safe within a process."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: str = "normal", ann_threshold: int = DEFAULT_ANN_THRESHOLD, readonly: bool = False, uri: str | None = None) -> None:
+        self.path = str(path)
+        self.uri = uri or (f"sqlite:///{self.path}" if self.path != ":memory:" else "memory://")
+        self.timeout = float(timeout)
+        self.readonly = readonly
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not readonly:
+                try:
+                    parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"{self.path}: cannot create the store's folder: {exc.strerror or exc}") from exc
+            elif not Path(self.path).exists():
+                raise StoreError(f"{self.path}: no such store")
+        try:
+            target = f"file:{self.path}?mode=ro" if readonly else self.path
+            self._db = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=readonly)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:" and not readonly:
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    log.warning("store_not_wal", path=self.path, journal_mode=mode)
+            sync = synchronous.upper()
+            if sync not in ("NORMAL", "FULL", "OFF", "EXTRA"):
+                raise StoreError(f"{self.uri}: synchronous must be normal or full, got {synchronous!r}")
+            self._db.execute(f"PRAGMA synchronous = {sync}")
+            if not readonly:
+                self._write_script(_SCHEMA)
+                self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a consist store or corrupt: {exc}") from exc
+        self._lock = threading.RLock()
+        self._tx_depth = 0
+        self._pending_vectors: list[tuple[str, np.ndarray | None]] = []
+        self._index = VectorIndex(ann_threshold=ann_threshold)
+        self._index_version: int | None = None  # vectors_version the index reflects
+
+    # ---------------------------------------------------------------- plumbing
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> SQLiteStore:
+        scheme, rest = split_uri(uri)
+        path_part, _, query = rest.partition("?")
+        opts = {k: v[-1] for k, v in parse_qs(query).items()}
+        if scheme == "memory":
+            path = ":memory:"
+        else:
+            # sqlite:///rel.db -> "/rel.db" after the split: strip one slash (SQLAlchemy style)
+            path = path_part[1:] if path_part.startswith("/") and "://" in uri else path_part
+            if not path:
+                raise StoreError(f"{uri!r}: no file path (use sqlite:///path/to/store.db)")
+        known = {"timeout": float, "synchronous": str, "ann_threshold": int, "readonly": lambda v: v not in ("0", "false", "")}
+        for key, val in opts.items():
+            if key not in known:
+                raise StoreError(f"{uri!r}: unknown option {key!r} (known: {', '.join(known)})")
+            kwargs.setdefault(key, known[key](val))
+        return cls(path, uri=uri, **kwargs)
+
+    def _write_script(self, script: str) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for stmt in filter(None, (s.strip() for s in script.split(";"))):
+                self._db.execute(stmt)
+            self._db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._raise_locked(exc)
+            raise
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('vectors_version', '0')")
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {row[0]} is newer than this consist understands ({SCHEMA_VERSION}); upgrade consist")
+
+    def _raise_locked(self, exc: sqlite3.OperationalError) -> None:
+        msg = str(exc).lower()
+        if "locked" in msg or "busy" in msg:
+            raise StoreLockedError(f"{self.uri}: another process is writing to the store and did not finish within {self.timeout:g} s") from exc
+        if "readonly" in msg or "read-only" in msg:
+            raise StoreError(f"{self.uri}: store is read-only") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteStore]:
+        """Group writes into one atomic, durable commit (much faster for batches).
+
+        Nested ``transaction()`` blocks join the outer one. On an exception nothing
+        of the block is written.
+        """
+        with self._lock:
+            if self._tx_depth == 0:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    self._raise_locked(exc)
+                    raise StoreError(f"{self.uri}: cannot start a write: {exc}") from exc
+                self._pending_vectors = []
+            self._tx_depth += 1
+            try:
+                yield self
+            except BaseException:
+                self._tx_depth -= 1
+                if self._tx_depth == 0:
+                    self._db.execute("ROLLBACK")
+                    self._pending_vectors = []
+                raise
+            else:
+                self._tx_depth -= 1
+                if self._tx_depth == 0:
+                    if self._pending_vectors:
+                        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_version'")
+                    try:
+                        self._db.execute("COMMIT")
+                    except sqlite3.OperationalError as exc:
+                        self._db.execute("ROLLBACK")
+                        self._raise_locked(exc)
+                        raise
+                    self._apply_pending_vectors()
+
+    def _apply_pending_vectors(self) -> None:
+        pending, self._pending_vectors = self._pending_vectors, []
+        if not pending or self._index_version is None:
+            return
+        version = self._vectors_version()
+        if version != self._index_version + 1:
+            self._index_version = None  # someone else wrote in between: reload lazily
+            return
+        removed = [sid for sid, vec in pending if vec is None]
+        self._index.remove(removed)
+        added = [(sid, vec) for sid, vec in pending if vec is not None]
+        if added:
+            self._index.add([a[0] for a in added], np.stack([a[1] for a in added]))
+        self._index_version = version
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.uri}>"
+
+    # -------------------------------------------------------------------- reads
+
+    def _row_to_sample(self, row: tuple[Any, ...]) -> Sample:
+        sid, uri, label, prov, region, meta, emb, _deleted = row
+        return Sample(
+            id=sid,
+            uri=uri,
+            label=label,
+            provenance=prov,
+            region=None if region is None else from_dict(Region, json.loads(region)),
+            embedding=None if emb is None else np.frombuffer(emb, dtype=np.float32),
+            meta=json.loads(meta),
+        )
+
+    def _fetch(self, sample_id: str, *, include_deleted: bool = False) -> tuple[Sample, bool] | None:
+        row = self._db.execute(f"SELECT {_SAMPLE_COLS} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        if row is None or (row[-1] and not include_deleted):
+            return None
+        return self._row_to_sample(row), bool(row[-1])
+
+    def get(self, sample_id: str) -> Sample | None:
+        with self._lock:
+            got = self._fetch(sample_id)
+        return None if got is None else got[0]
+
+    def get_many(self, ids: Sequence[str]) -> list[Sample | None]:
+        """Samples in the order of ``ids`` (``None`` for missing or deleted)."""
+        out: dict[str, Sample] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.execute(f"SELECT {_SAMPLE_COLS} FROM samples WHERE deleted = 0 AND id IN ({marks})", chunk):
+                    out[row[0]] = self._row_to_sample(row)
+        return [out.get(i) for i in ids]
+
+    def samples(self, *, label: str | None = None, include_deleted: bool = False) -> Iterator[Sample]:
+        """All samples (optionally of one label), streamed in insertion order."""
+        where = [] if include_deleted else ["deleted = 0"]
+        args: list[Any] = []
+        if label is not None:
+            where.append("label = ?")
+            args.append(label)
+        sql = f"SELECT {_SAMPLE_COLS} FROM samples" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid"
+        last = 0
+        while True:  # page by rowid: no long-lived cursor, so writers are not blocked
+            with self._lock:
+                page_sql = sql.replace(" ORDER BY rowid", (" AND " if where else " WHERE ") + "rowid > ? ORDER BY rowid LIMIT 1000")
+                rows = self._db.execute(page_sql.replace("SELECT id,", "SELECT rowid, id,", 1), [*args, last]).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                last = row[0]
+                yield self._row_to_sample(row[1:])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE deleted = 0").fetchone()[0])
+
+    def labels(self) -> dict[str, int]:
+        """Label -> number of (live) samples, most frequent first."""
+        with self._lock:
+            rows = self._db.execute("SELECT label, COUNT(*) FROM samples WHERE deleted = 0 AND label IS NOT NULL GROUP BY label ORDER BY 2 DESC, 1").fetchall()
+        return {label: n for label, n in rows}
+
+    # ------------------------------------------------------------------- vectors
+
+    def _vectors_version(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()[0])
+
+    def _ensure_index(self) -> VectorIndex:
+        version = self._vectors_version()
+        if self._index_version != version:
+            index = VectorIndex(ann_threshold=self._index.ann_threshold)
+            ids: list[str] = []
+            vecs: list[np.ndarray] = []
+            for sid, emb in self._db.execute("SELECT id, embedding FROM samples WHERE deleted = 0 AND embedding IS NOT NULL ORDER BY rowid"):
+                ids.append(sid)
+                vecs.append(np.frombuffer(emb, dtype=np.float32))
+                if len(ids) >= 10_000:
+                    index.add(ids, np.stack(vecs))
+                    ids, vecs = [], []
+            if ids:
+                index.add(ids, np.stack(vecs))
+            self._index, self._index_version = index, version
+        return self._index
+
+    def search(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[tuple[Sample, float]]:
+        """The ``k`` samples whose embeddings are most similar (cosine) to ``vector``."""
+        with self._lock:
+            index = self._ensure_index()
+            if len(index) == 0:
+                return []
+            try:
+                hits = index.search(np.asarray(vector, dtype=np.float32), k, exclude=exclude)
+            except ValueError as exc:
+                raise StoreError(f"{self.uri}: {exc}") from exc
+            samples = self.get_many([h[0] for h in hits])
+        return [(s, sim) for s, (_, sim) in zip(samples, hits) if s is not None]
+
+    @property
+    def vector_index(self) -> VectorIndex:
+        with self._lock:
+            return self._ensure_index()
+
+    # -------------------------------------------------------------------- writes
+
+    def _record(self, action: str, sample_id: str, provenance: Provenance, reason: str, before: dict[str, Any] | None, after: dict[str, Any] | None, undoes: int | None = None) -> HistoryEntry:
+        ts = time.time()
+        cur = self._db.execute(
+            "INSERT INTO history (ts, action, sample_id, provenance, reason, before, after, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ts, action, sample_id, provenance.value, reason, None if before is None else json.dumps(before), None if after is None else json.dumps(after), undoes),
+        )
+        seq = int(cur.lastrowid or 0)
+        if undoes is not None:
+            self._db.execute("UPDATE history SET undone_by = ? WHERE seq = ?", (seq, undoes))
+        return HistoryEntry(seq=seq, ts=ts, action=action, sample_id=sample_id, provenance=provenance, reason=reason, before=before, after=after, undoes=undoes)
+
+    def _write_row(self, sample: Sample, deleted: bool, embedding: np.ndarray | None | bool) -> None:
+        """Upsert a sample row. ``embedding=False`` keeps the stored embedding."""
+        region = None if sample.region is None else json.dumps(to_dict(sample.region))
+        meta = json.dumps(sample.meta, ensure_ascii=False, default=str)
+        if embedding is False:
+            self._db.execute(
+                "INSERT INTO samples (id, uri, label, provenance, region, meta, deleted, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET uri=excluded.uri, label=excluded.label, provenance=excluded.provenance, region=excluded.region, meta=excluded.meta, deleted=excluded.deleted, updated=excluded.updated",
+                (sample.id, sample.uri, sample.label, sample.provenance.value, region, meta, int(deleted), time.time()),
+            )
+            row = self._db.execute("SELECT embedding FROM samples WHERE id = ?", (sample.id,)).fetchone()
+            if row is not None and row[0] is not None:
+                self._pending_vectors.append((sample.id, None if deleted else np.frombuffer(row[0], dtype=np.float32)))
+            return
+        blob = None if embedding is None else np.ascontiguousarray(embedding, dtype=np.float32).tobytes()
+        self._db.execute(
+            "INSERT INTO samples (id, uri, label, provenance, region, meta, embedding, deleted, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET uri=excluded.uri, label=excluded.label, provenance=excluded.provenance, region=excluded.region, meta=excluded.meta, embedding=excluded.embedding, deleted=excluded.deleted, updated=excluded.updated",
+            (sample.id, sample.uri, sample.label, sample.provenance.value, region, meta, blob, int(deleted), time.time()),
+        )
+        self._pending_vectors.append((sample.id, None if (deleted or embedding is None) else np.asarray(embedding, dtype=np.float32)))
+
+    def _check_dim(self, sample: Sample) -> None:
+        if sample.embedding is None:
+            return
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'embedding_dim'").fetchone()
+        dim = int(sample.embedding.shape[0])
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('embedding_dim', ?)", (str(dim),))
+        elif int(row[0]) != dim:
+            raise StoreError(f"{self.uri}: sample {sample.id!r} has a {dim}-d embedding; the store holds {row[0]}-d embeddings")
+
+    @staticmethod
+    def _may_replace(old: Sample, new_label: str | None, new_prov: Provenance, force: bool) -> bool:
+        if force or old.label == new_label or old.label is None:
+            return True
+        return TRUST[new_prov] >= TRUST[old.provenance]
+
+    def put(self, samples: Sequence[Sample], *, reason: str = "", force: bool = False, on_conflict: str = "raise") -> list[HistoryEntry]:
+        """Add or update samples; one history entry per sample that changed.
+
+        A sample whose label would replace one of higher trust (a user's label with
+        an automatic one) is a conflict: ``on_conflict="raise"`` raises
+        :class:`LabelConflict` and writes nothing; ``"skip"`` leaves that sample as it
+        is, records the refusal in the history (action ``conflict``) and goes on.
+        ``force=True`` overrides the trust rule (the change is still recorded).
+        """
+        if on_conflict not in ("raise", "skip"):
+            raise ValueError(f"on_conflict must be 'raise' or 'skip', got {on_conflict!r}")
+        entries: list[HistoryEntry] = []
+        with self.transaction():
+            for sample in samples:
+                self._check_dim(sample)
+                got = self._fetch(sample.id, include_deleted=True)
+                if got is None or got[1]:
+                    before = None if got is None else _state(got[0], deleted=True)
+                    self._write_row(sample, False, sample.embedding)
+                    entries.append(self._record("add", sample.id, sample.provenance, reason, before, _state(sample)))
+                    continue
+                old = got[0]
+                if not self._may_replace(old, sample.label, sample.provenance, force):
+                    msg = f"{self.uri}: sample {sample.id!r} has a {old.provenance.value} label {old.label!r}; a {sample.provenance.value} change to {sample.label!r} may not replace it"
+                    if on_conflict == "raise":
+                        raise LabelConflict(msg + " (use force to override)")
+                    entries.append(self._record("conflict", sample.id, sample.provenance, reason or msg, _state(old), _state(old)))
+                    continue
+                same_vector = sample.embedding is None or (old.embedding is not None and np.array_equal(sample.embedding, old.embedding))
+                if _state(old) == _state(sample) and same_vector:
+                    continue  # nothing changed: no history noise
+                # a sample given without an embedding keeps the stored one
+                self._write_row(sample, False, False if sample.embedding is None else sample.embedding)
+                entries.append(self._record("update", sample.id, sample.provenance, reason, _state(old), _state(sample)))
+        return entries
+
+    def _require(self, sample_id: str) -> Sample:
+        got = self._fetch(sample_id)
+        if got is None:
+            raise SampleNotFound(f"{self.uri}: no sample {sample_id!r}")
+        return got[0]
+
+    def relabel(self, sample_id: str, label: str, *, provenance: Provenance = Provenance.USER, reason: str = "", force: bool = False) -> HistoryEntry | None:
+        """Change a sample's label (``None`` if it already had that label and provenance)."""
+        provenance = Provenance(provenance)
+        with self.transaction():
+            old = self._require(sample_id)
+            if old.label == label and old.provenance == provenance:
+                return None
+            if not self._may_replace(old, label, provenance, force):
+                raise LabelConflict(f"{self.uri}: sample {sample_id!r} has a {old.provenance.value} label {old.label!r}; a {provenance.value} relabel to {label!r} may not replace it (use force to override)")
+            new = attrs.evolve(old, label=label, provenance=provenance)
+            self._write_row(new, False, False)
+            return self._record("relabel", sample_id, provenance, reason, _state(old), _state(new))
+
+    def set_region(self, sample_id: str, region: Region | None, *, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None:
+        """Set (or clear) the region of a sample that shows the labelled object."""
+        provenance = Provenance(provenance)
+        with self.transaction():
+            old = self._require(sample_id)
+            if old.region == region:
+                return None
+            new = attrs.evolve(old, region=region)
+            self._write_row(new, False, False)
+            return self._record("region", sample_id, provenance, reason, _state(old), _state(new))
+
+    def delete(self, sample_id: str, *, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None:
+        """Hide a sample (undoable: the row, its embedding and artefacts are kept)."""
+        provenance = Provenance(provenance)
+        with self.transaction():
+            old = self._require(sample_id)
+            self._write_row(old, True, False)
+            return self._record("delete", sample_id, provenance, reason, _state(old), _state(old, deleted=True))
+
+    # ------------------------------------------------------------------- history
+
+    def _row_to_entry(self, row: tuple[Any, ...]) -> HistoryEntry:
+        seq, ts, action, sid, prov, reason, before, after, undoes, undone_by = row
+        return HistoryEntry(
+            seq=seq, ts=ts, action=action, sample_id=sid, provenance=prov, reason=reason,
+            before=None if before is None else json.loads(before),
+            after=None if after is None else json.loads(after),
+            undoes=undoes, undone_by=undone_by,
+        )
+
+    def history(self, *, sample_id: str | None = None, limit: int | None = 50, newest_first: bool = True) -> list[HistoryEntry]:
+        """Changes, newest first by default (optionally of one sample)."""
+        sql = "SELECT seq, ts, action, sample_id, provenance, reason, before, after, undoes, undone_by FROM history"
+        args: list[Any] = []
+        if sample_id is not None:
+            sql += " WHERE sample_id = ?"
+            args.append(sample_id)
+        sql += " ORDER BY seq " + ("DESC" if newest_first else "ASC")
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            return [self._row_to_entry(r) for r in self._db.execute(sql, args)]
+
+    def entry(self, seq: int) -> HistoryEntry:
+        with self._lock:
+            row = self._db.execute("SELECT seq, ts, action, sample_id, provenance, reason, before, after, undoes, undone_by FROM history WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise StoreError(f"{self.uri}: no history entry #{seq}")
+        return self._row_to_entry(row)
+
+    def undo(self, seq: int, *, force: bool = False) -> HistoryEntry:
+        """Revert history entry ``seq``: the sample goes back to its state before it.
+
+        Refuses (:class:`UndoConflict`) when a later change of the same sample is
+        still in effect, unless ``force``; undoing an undo redoes the change.
+        """
+        with self.transaction():
+            target = self.entry(seq)
+            if target.undone_by is not None:
+                raise UndoConflict(f"{self.uri}: history entry #{seq} was already undone by #{target.undone_by}")
+            if target.action == "conflict":
+                raise UndoConflict(f"{self.uri}: history entry #{seq} records a refused change; there is nothing to undo")
+            later = self._db.execute(
+                "SELECT seq FROM history WHERE sample_id = ? AND seq > ? AND undone_by IS NULL AND action NOT IN ('conflict') AND NOT (undoes IS NOT NULL AND undoes = ?) ORDER BY seq",
+                (target.sample_id, seq, seq),
+            ).fetchall()
+            if later and not force:
+                raise UndoConflict(
+                    f"{self.uri}: sample {target.sample_id!r} changed again after #{seq} (#{', #'.join(str(r[0]) for r in later)}); undo those first or force"
+                )
+            current = self._fetch(target.sample_id, include_deleted=True)
+            cur_state = None if current is None else _state(current[0], deleted=current[1])
+            before = target.before
+            if before is None:  # undo an add: hide the sample, keep its data
+                if current is not None:
+                    self._write_row(current[0], True, False)
+                after_state = None if current is None else _state(current[0], deleted=True)
+            else:
+                restored = from_dict(Sample, {k: v for k, v in before.items() if k != "deleted"})
+                self._write_row(restored, bool(before.get("deleted", False)), False)
+                after_state = before
+            return self._record("undo", target.sample_id, Provenance.USER, f"undo #{seq} ({target.action})", cur_state, after_state, undoes=seq)
+
+    # ----------------------------------------------------------------- artefacts
+
+    def put_artefact(self, sample_id: str, kind: str, data: bytes) -> None:
+        """Cache derived data of a sample (features, answers); replaced if present."""
+        with self.transaction():
+            self._db.execute("INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?)", (sample_id, kind, sqlite3.Binary(data), time.time()))
+
+    def get_artefact(self, sample_id: str, kind: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM artefacts WHERE sample_id = ? AND kind = ?", (sample_id, kind)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def artefact_kinds(self) -> dict[str, int]:
+        with self._lock:
+            return {k: n for k, n in self._db.execute("SELECT kind, COUNT(*) FROM artefacts GROUP BY kind ORDER BY kind")}
+
+    def delete_artefacts(self, kind: str, sample_id: str | None = None) -> int:
+        """Drop cached artefacts (they are derived data: recomputed when needed)."""
+        with self.transaction():
+            if sample_id is None:
+                cur = self._db.execute("DELETE FROM artefacts WHERE kind = ?", (kind,))
+            else:
+                cur = self._db.execute("DELETE FROM artefacts WHERE kind = ? AND sample_id = ?", (kind, sample_id))
+            return cur.rowcount
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``consist store info``-style summaries."""
+        with self._lock:
+            n_all, n_live = self._db.execute("SELECT COUNT(*), COALESCE(SUM(deleted = 0), 0) FROM samples").fetchone()
+            n_vec = self._db.execute("SELECT COUNT(*) FROM samples WHERE deleted = 0 AND embedding IS NOT NULL").fetchone()[0]
+            n_hist = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+            prov = dict(self._db.execute("SELECT provenance, COUNT(*) FROM samples WHERE deleted = 0 GROUP BY provenance").fetchall())
+        return {"uri": self.uri, "samples": int(n_live), "deleted": int(n_all - n_live), "embeddings": int(n_vec), "history": int(n_hist), "provenance": prov, "labels": len(self.labels()), "artefacts": self.artefact_kinds()}
