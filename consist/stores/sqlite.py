@@ -123,7 +123,7 @@ class SQLiteStore:
             if sync not in ("NORMAL", "FULL", "OFF", "EXTRA"):
                 raise StoreError(f"{self.uri}: synchronous must be normal or full, got {synchronous!r}")
             self._db.execute(f"PRAGMA synchronous = {sync}")
-            if not readonly:
+            if not readonly and not self._schema_present():
                 self._write_script(_SCHEMA)
                 self._check_schema()
         except sqlite3.DatabaseError as exc:
@@ -166,6 +166,18 @@ class SQLiteStore:
                 self._db.execute("ROLLBACK")
             self._raise_locked(exc)
             raise
+
+    def _schema_present(self) -> bool:
+        """True when the store is already initialised (opening then needs no write lock)."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        if row is None:
+            return False
+        if int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {row[0]} is newer than this consist understands ({SCHEMA_VERSION}); upgrade consist")
+        return int(row[0]) == SCHEMA_VERSION
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -525,7 +537,8 @@ class SQLiteStore:
             if target.action == "conflict":
                 raise UndoConflict(f"{self.uri}: history entry #{seq} records a refused change; there is nothing to undo")
             later = self._db.execute(
-                "SELECT seq FROM history WHERE sample_id = ? AND seq > ? AND undone_by IS NULL AND action NOT IN ('conflict') AND NOT (undoes IS NOT NULL AND undoes = ?) ORDER BY seq",
+                # later changes still in effect; an undo of an even later change cancels out
+                "SELECT seq FROM history WHERE sample_id = ? AND seq > ? AND undone_by IS NULL AND action != 'conflict' AND NOT (undoes IS NOT NULL AND undoes >= ?) ORDER BY seq",
                 (target.sample_id, seq, seq),
             ).fetchall()
             if later and not force:

@@ -1,0 +1,1 @@
+"""The ``consist`` command line (click). Plugins add commands via ``consist_register_commands``."""

@@ -1,0 +1,50 @@
+"""Helpers shared by CLI commands: JSON output, store option, error handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from consist.errors import ConsistError
+
+__all__ = ["store_option", "json_option", "emit_json", "fail", "open_store_or_fail", "DEFAULT_STORE_ENV"]
+
+#: The store used when ``--store`` is not given.
+DEFAULT_STORE_ENV = "CONSIST_STORE"
+
+
+def store_option(f: Any) -> Any:
+    return click.option(
+        "--store",
+        "store_uri",
+        envvar=DEFAULT_STORE_ENV,
+        required=True,
+        metavar="URI",
+        help=f"Store URI (sqlite:///path.db, a path, memory://). Default: ${DEFAULT_STORE_ENV}.",
+    )(f)
+
+
+def json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(f)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2 (bad invocation or bad input)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def open_store_or_fail(uri: str) -> Any:
+    from consist.stores.base import open_store
+
+    try:
+        return open_store(uri)
+    except ConsistError as exc:
+        fail(str(exc))

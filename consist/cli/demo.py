@@ -1,0 +1,116 @@
+"""``consist demo``: the engine end to end on real photos that scikit-image ships."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consist.cli.common import emit_json, json_option
+
+
+def _short(path: str | None, root: Path) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def run_demo(out: Path, *, say: Any = None) -> dict[str, Any]:
+    """Build the demo data and store, recognise the queries, return a JSON-able report."""
+    import consist
+    from consist import plugins
+    from consist.demo import build_demo_data
+    from consist.plugins import checkers as registered_checkers
+
+    say = say or (lambda _msg: None)
+    data = build_demo_data(out, progress=say)
+    store_path = out / "store.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store_path}{suffix}").unlink(missing_ok=True)
+    store = consist.open_store(f"sqlite:///{store_path}")
+    embedder = plugins.embedders()["tiny"]
+    with store.transaction():
+        store.put(
+            [
+                consist.Sample(id=_short(str(p), out), uri=str(p), label=label, provenance="import", embedding=embedder.embed(p))
+                for p, label in data.references
+            ],
+            reason="demo references",
+        )
+    names = sorted(registered_checkers(), key=lambda n: n)
+    say(f"store {store.uri}: {len(store)} reference views of {len(store.labels())} objects; checkers: {', '.join(names)}")
+    if "spatial" not in names:
+        say("note: consist-spatial is not installed, so only the neighbour vote checks predictions (pip install -e plugins/spatial)")
+    recognizer = consist.wrap(None, store, embedder=embedder, k=6)
+    results = []
+    for path, truth in data.queries:
+        decision = recognizer.predict(str(path))
+        prediction_top = decision.predicted_label
+        results.append({"query": _short(str(path), out), "truth": truth, "decision": consist.records.to_dict(decision), "recognizer_correct": prediction_top == truth, "final_correct": decision.label == truth})
+    summary = {
+        "queries": len(results),
+        "recognizer_correct": sum(r["recognizer_correct"] for r in results),
+        "final_correct": sum(r["final_correct"] for r in results),
+        "corrected": sum(r["decision"]["changed"] for r in results),
+        "adapted": sum(1 for r in results if (r["decision"]["adapted"] or "").startswith(("added", "updated"))),
+        "store_after": len(store),
+    }
+    store.close()
+    return {"root": str(out), "store": f"sqlite:///{store_path}", "checkers": names, "results": results, "summary": summary}
+
+
+def _print_human(report: dict[str, Any]) -> None:
+    root = Path(report["root"])
+    for r in report["results"]:
+        d = r["decision"]
+        click.echo("")
+        click.echo(click.style(f"query {r['query']}", bold=True) + f"   (true label: {r['truth']})")
+        click.echo(f"  recognizer says  {d['predicted_label']}")
+        verdict = f"CORRECTED {d['predicted_label']} -> {d['label']}" if d["changed"] else "kept"
+        color = "green" if r["final_correct"] else "red"
+        click.echo("  decision         " + click.style(f"{d['label']}  (confidence {d['confidence']:.3f}, {verdict})", fg=color))
+        click.echo("  evidence:")
+        for v in sorted(d["votes"], key=lambda v: (v["checker"], -v["support"])):
+            ev = v["evidence"]
+            detail = ", ".join(f"{k}={ev[k]}" for k in ("inliers", "inlier_ratio", "neighbours") if k in ev)
+            where = f" vs {_short(v['neighbour_id'], root)}" if v["neighbour_id"] else ""
+            click.echo(f"    {v['checker']:<8} {v['label']:<11} support {v['support']:.2f}  confidence {v['confidence']:.2f}  {detail}{where}")
+        for run in d["runs"]:
+            if run["status"] != "ran":
+                click.echo(f"    {run['checker']:<8} {run['status']}: {run['reason']}")
+        for loc in d["localisations"][:2]:
+            pts = loc["region"]["polygon"] or []
+            click.echo(f"  localised in {_short(loc['sample_id'], root)}: " + " ".join(f"({x:.0f},{y:.0f})" for x, y in pts[:6]))
+        click.echo(f"  store            {d['adapted']}")
+    s = report["summary"]
+    click.echo("")
+    click.echo(
+        f"{s['queries']} queries: the recognizer alone was right {s['recognizer_correct']}/{s['queries']}, "
+        f"after verification {s['final_correct']}/{s['queries']} ({s['corrected']} corrected); "
+        f"{s['adapted']} verified queries were added to the store ({s['store_after']} samples now)."
+    )
+    click.echo(f"store: {report['store']}  (try: consist history --store {report['store']})")
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("consist-demo"), show_default=True, help="Folder for the demo's images and store.")
+@click.option("--clean", is_flag=True, help="Delete the folder first.")
+@json_option
+def demo_command(out: Path, clean: bool, as_json: bool) -> None:
+    """Recognise new views of real photos, verify, correct and adapt (no download)."""
+    if clean and out.exists():
+        shutil.rmtree(out)
+    report = run_demo(out, say=None if as_json else (lambda m: click.echo(m)))
+    if as_json:
+        emit_json(report)
+    else:
+        _print_human(report)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(demo_command)

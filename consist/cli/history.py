@@ -1,0 +1,82 @@
+"""``consist history`` and ``consist undo``: every change of the store, reversible."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import click
+
+from consist.cli.common import emit_json, json_option, open_store_or_fail, store_option
+from consist.records import HistoryEntry, to_dict
+
+
+def _describe(e: HistoryEntry) -> str:
+    b = e.before or {}
+    a = e.after or {}
+    if e.action in ("add",):
+        what = f"label {a.get('label')!r}"
+    elif e.action in ("relabel", "update", "undo"):
+        what = f"{b.get('label')!r} -> {a.get('label')!r}" if b.get("label") != a.get("label") else "fields updated"
+        if e.action == "undo":
+            what = f"undo of #{e.undoes}: " + what
+    elif e.action == "region":
+        what = "region set" if a.get("region") else "region cleared"
+    elif e.action == "delete":
+        what = "deleted"
+    elif e.action == "conflict":
+        what = "refused (higher-trust label kept)"
+    else:
+        what = e.action
+    return what
+
+
+@click.command("history")
+@store_option
+@click.option("--sample", "sample_id", default=None, help="Only this sample's changes.")
+@click.option("--limit", default=50, show_default=True, help="How many entries (0: all).")
+@click.option("--oldest-first", is_flag=True, help="Chronological order.")
+@json_option
+def history_command(store_uri: str, sample_id: str | None, limit: int, oldest_first: bool, as_json: bool) -> None:
+    """Show the store's changes, newest first: what changed, who said so, why."""
+    store = open_store_or_fail(store_uri)
+    entries = store.history(sample_id=sample_id, limit=limit or None, newest_first=not oldest_first)
+    if as_json:
+        emit_json([to_dict(e) for e in entries])
+        return
+    if not entries:
+        click.echo("no changes recorded")
+        return
+    for e in entries:
+        when = _dt.datetime.fromtimestamp(e.ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        flag = f"  [undone by #{e.undone_by}]" if e.undone_by else ""
+        click.echo(f"#{e.seq:<6} {when}  {e.action:<8} {e.provenance.value:<6} {e.sample_id}  {_describe(e)}{flag}")
+        if e.reason:
+            click.echo(f"        {e.reason}")
+
+
+@click.command("undo")
+@click.argument("seq", type=int, required=False)
+@store_option
+@click.option("--last", is_flag=True, help="Undo the newest change that is still in effect.")
+@click.option("--force", is_flag=True, help="Undo even if the sample changed again later.")
+@json_option
+def undo_command(seq: int | None, store_uri: str, last: bool, force: bool, as_json: bool) -> None:
+    """Revert history entry SEQ (see `consist history`); the undo is itself recorded."""
+    store = open_store_or_fail(store_uri)
+    if seq is None:
+        if not last:
+            raise click.UsageError("give a history entry number, or --last")
+        candidates = [e for e in store.history(limit=None) if e.undone_by is None and e.action not in ("conflict",)]
+        if not candidates:
+            raise click.UsageError("nothing to undo")
+        seq = candidates[0].seq
+    entry = store.undo(seq, force=force)
+    if as_json:
+        emit_json(to_dict(entry))
+    else:
+        click.echo(f"#{entry.seq} undid #{seq}: {entry.sample_id} {_describe(entry)}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(history_command)
+    group.add_command(undo_command)

@@ -1,0 +1,78 @@
+"""Entry point of the ``consist`` command.
+
+Exit codes: 0 success; 1 the command ran and found problems (only where a command
+documents it, e.g. ``--fail-on-issues``); 2 bad invocation or bad input (one-line
+``error:`` message on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from consist import __version__
+from consist.errors import ConsistError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="consist")
+@click.option("--log-json", is_flag=True, help="Log as JSON lines on stderr (for log collectors).")
+@click.option("--log-level", default="WARNING", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False), help="Minimum level of log events.")
+@click.option("-v", "--verbose", count=True, help="Shortcut: -v for INFO, -vv for DEBUG.")
+def cli(log_json: bool, log_level: str, verbose: int) -> None:
+    """consist: self-correcting visual recognition.
+
+    Checkers (geometric, topological, semantic) verify a recognizer's predictions
+    against the neighbours in a store, correct them, and feed verified samples back.
+    """
+    from consist.logs import configure_logging
+
+    level = {0: log_level, 1: "INFO"}.get(verbose, "DEBUG") if verbose else log_level
+    configure_logging(level, json=log_json)
+
+
+def _add_commands(group: click.Group) -> None:
+    from consist.cli import demo, feedback, history, plugins_cmd, store_cmd
+
+    for mod in (plugins_cmd, history, feedback, store_cmd, demo):
+        mod.register(group)
+
+
+_add_commands(cli)
+_plugin_commands_added = False
+
+
+def _add_plugin_commands() -> None:
+    global _plugin_commands_added
+    if _plugin_commands_added:
+        return
+    _plugin_commands_added = True
+    from consist.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.consist_register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: errors become one line and exit code 2."""
+    try:
+        _add_plugin_commands()
+        cli.main(args=argv, prog_name="consist", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except ConsistError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,35 @@
+"""``consist plugins``: what is loaded, from where, implementing which hooks."""
+
+from __future__ import annotations
+
+import click
+
+from consist.cli.common import emit_json, json_option
+
+
+@click.command("plugins")
+@json_option
+@click.option("--all", "show_all", is_flag=True, help="Include consist's built-in default plugins.")
+def plugins_command(as_json: bool, show_all: bool) -> None:
+    """List loaded plugins: name, version, hooks and checkers.
+
+    Set CONSIST_PLUGINS to limit which plugins load ("" or "none" for none).
+    """
+    from consist.plugins import plugin_infos
+
+    infos = [i for i in plugin_infos() if show_all or not i.builtin]
+    if as_json:
+        emit_json([{"name": i.name, "version": i.version, "distribution": i.distribution, "builtin": i.builtin, "hooks": list(i.hooks), "checkers": list(i.checkers)} for i in infos])
+        return
+    if not infos:
+        click.echo("no plugins loaded (use --all to see the built-in defaults)")
+        return
+    for i in infos:
+        click.echo(f"{i.name} {i.version or ''}".rstrip() + (f"  ({i.distribution})" if i.distribution and i.distribution != i.name else ""))
+        click.echo(f"  hooks:    {', '.join(i.hooks) or '-'}")
+        if i.checkers:
+            click.echo(f"  checkers: {', '.join(i.checkers)}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(plugins_command)

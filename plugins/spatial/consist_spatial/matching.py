@@ -1,0 +1,86 @@
+"""Tentative correspondences: mutual nearest neighbours + Lowe's ratio test.
+
+Both filters come from one distance matrix (a GEMM, computed in row blocks so that
+memory stays bounded for large feature sets), so matching two 2k-feature images
+costs ~10 ms and is deterministic (no approximate search, no random tie-breaking).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from consist_spatial.features import LocalFeatures
+
+__all__ = ["LOWE_RATIO", "match_descriptors", "match_features"]
+
+#: Lowe (IJCV 2004, sec. 7.1): rejecting matches whose nearest/second-nearest
+#: distance ratio exceeds 0.8 drops 90% of false matches and < 5% of true ones.
+LOWE_RATIO = 0.8
+
+_BLOCK = 4096  # rows of the distance matrix computed at once (4096 x N float32)
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
+    d = (a * a).sum(axis=1, keepdims=True) + b_sq[None, :] - 2.0 * (a @ b.T)
+    return np.maximum(d, 0.0, out=d)
+
+
+def match_descriptors(d1: np.ndarray, d2: np.ndarray, *, ratio: float | None = LOWE_RATIO, mutual: bool = True) -> np.ndarray:
+    """Match descriptor sets by Euclidean distance.
+
+    Args:
+        d1, d2: ``N1 x D`` and ``N2 x D`` descriptors (any numeric dtype).
+        ratio: keep a match only if ``dist(1st) < ratio * dist(2nd)`` among ``d2``
+            (Lowe's test; ``None`` disables it). With fewer than two descriptors in
+            ``d2`` the test cannot be applied and nothing is matched.
+        mutual: keep only pairs that are each other's nearest neighbour, which
+            makes matching one-to-one (several query points cannot pile onto one
+            database point and inflate the inlier count).
+
+    Returns:
+        ``M x 2`` int64 array of ``(index in d1, index in d2)`` pairs, by ``d1`` index.
+    """
+    empty = np.zeros((0, 2), dtype=np.int64)
+    n1, n2 = len(d1), len(d2)
+    if n1 == 0 or n2 == 0 or (ratio is not None and n2 < 2):
+        return empty
+    a = np.asarray(d1, dtype=np.float32).reshape(n1, -1)
+    b = np.asarray(d2, dtype=np.float32).reshape(n2, -1)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptor sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    b_sq = (b * b).sum(axis=1)
+    nn12 = np.empty(n1, dtype=np.int64)
+    keep = np.ones(n1, dtype=bool)
+    col_best = np.full(n2, np.inf, dtype=np.float32)
+    col_arg = np.zeros(n2, dtype=np.int64)
+    rows = np.arange(_BLOCK)
+    for start in range(0, n1, _BLOCK):
+        d = _sq_dists(a[start : start + _BLOCK], b, b_sq)
+        m = len(d)
+        if ratio is not None:
+            two = np.argpartition(d, 1, axis=1)[:, :2]
+            dv = d[rows[:m, None], two]
+            order = np.argsort(dv, axis=1)
+            first = two[rows[:m], order[:, 0]]
+            d1st = dv[rows[:m], order[:, 0]]
+            d2nd = dv[rows[:m], order[:, 1]]
+            # compare squared distances: d1 < r * d2  <=>  d1^2 < r^2 * d2^2
+            keep[start : start + m] = d1st < (ratio * ratio) * d2nd
+            nn12[start : start + m] = first
+        else:
+            nn12[start : start + m] = np.argmin(d, axis=1)
+        if mutual:
+            blk_arg = np.argmin(d, axis=0)
+            blk_best = d[blk_arg, np.arange(n2)]
+            better = blk_best < col_best
+            col_best[better] = blk_best[better]
+            col_arg[better] = blk_arg[better] + start
+    idx1 = np.arange(n1)
+    if mutual:
+        keep &= col_arg[nn12] == idx1
+    return np.stack([idx1[keep], nn12[keep]], axis=1).astype(np.int64)
+
+
+def match_features(f1: LocalFeatures, f2: LocalFeatures, *, ratio: float | None = LOWE_RATIO, mutual: bool = True) -> np.ndarray:
+    """:func:`match_descriptors` on two :class:`~consist_spatial.features.LocalFeatures`."""
+    return match_descriptors(f1.descriptors, f2.descriptors, ratio=ratio, mutual=mutual)
