@@ -211,7 +211,7 @@ def rootsift(descriptors: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """
     d = np.asarray(descriptors, dtype=np.float32)
     if d.size == 0:
-        return d.reshape(len(d), -1)
+        return d
     d = d / (np.abs(d).sum(axis=1, keepdims=True) + eps)
     return np.sqrt(np.maximum(d, 0.0))
 

@@ -1,0 +1,34 @@
+"""consist-spatial: geometric verification for consist.
+
+Local features (SIFT/RootSIFT, cached in the store), tentative matches (mutual
+nearest neighbours + Lowe's ratio test), a robust model (DEGENSAC or MAGSAC++
+homography / fundamental matrix) with degeneracy checks, and the ``spatial``
+checker that turns verified pairs into votes and localisations.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from consist_spatial.checker import SpatialChecker, SpatialConfig
+from consist_spatial.features import FeatureExtractor, LocalFeatures, SiftExtractor, features_for, rootsift
+from consist_spatial.matching import LOWE_RATIO, match_descriptors, match_features
+from consist_spatial.verify import DEFAULT_THRESHOLDS, Verification, project_points, verify_pair
+
+__all__ = [
+    "__version__",
+    "DEFAULT_THRESHOLDS",
+    "FeatureExtractor",
+    "LOWE_RATIO",
+    "LocalFeatures",
+    "SiftExtractor",
+    "SpatialChecker",
+    "SpatialConfig",
+    "Verification",
+    "features_for",
+    "match_descriptors",
+    "match_features",
+    "project_points",
+    "rootsift",
+    "verify_pair",
+]

@@ -1,0 +1,3 @@
+"""consist-topological: Topological consistency for consist: matching hypergraph, hypergraph propagation, community selection, topological RANSAC (in development)."""
+
+__version__ = "0.1.0"
