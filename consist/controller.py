@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from consist.aggregate import AggregateResult
-from consist.records import CheckerRun, Prediction, Vote
+from consist.records import CheckerRun, Neighbour, Prediction, Vote
 
 __all__ = ["ControllerConfig", "ControllerState"]
 
@@ -46,6 +46,7 @@ class ControllerState:
     """
 
     prediction: Prediction
+    neighbours: tuple[Neighbour, ...]
     votes: tuple[Vote, ...]
     current: AggregateResult
     runs: tuple[CheckerRun, ...]

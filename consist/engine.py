@@ -17,6 +17,7 @@ One :meth:`Engine.verify` call is one decision:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -105,7 +106,8 @@ class Engine:
                 if isinstance(item, str):
                     if item not in registered:
                         known = ", ".join(sorted(registered)) or "none"
-                        raise ConsistError(f"unknown checker {item!r} (registered: {known})")
+                        hint = f"; {_plugins.ENV_VAR}={os.environ[_plugins.ENV_VAR]!r} limits which plugins load" if _plugins.ENV_VAR in os.environ else ""
+                        raise ConsistError(f"unknown checker {item!r} (registered: {known}{hint})")
                     chosen.append(registered[item])
                 else:
                     if not isinstance(item, Checker):
@@ -212,6 +214,7 @@ class Engine:
                 continue
             state = ControllerState(
                 prediction=prediction,
+                neighbours=neighbours,
                 votes=tuple(votes),
                 current=current,
                 runs=tuple(runs),

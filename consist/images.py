@@ -46,9 +46,26 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
 
 
 def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> np.ndarray:
-    """Decode ``source`` (path, ``artefact://`` URI, bytes, PIL image or array) to an
-    ``HxWx3`` uint8 RGB array."""
+    """Decode ``source`` to an ``HxWx3`` uint8 RGB array.
+
+    ``source`` may be a path, an ``artefact://`` URI (an image kept in ``store``),
+    bytes, a PIL image, an array, or a record: a ``Query`` (its ``image`` if it has
+    pixels, else its ``uri``) or a ``Sample`` (its ``uri``).
+    """
     from PIL import Image
+
+    from consist.records import Query, Sample
+
+    if isinstance(source, Query):
+        if source.image is not None:
+            return load_image(source.image)
+        if source.uri is None:
+            raise ImageError(f"query {source.id!r}: has neither pixels nor a uri")
+        source = source.uri
+    elif isinstance(source, Sample):
+        if source.uri is None:
+            raise ImageError(f"sample {source.id!r}: has no uri")
+        source = source.uri
 
     if isinstance(source, np.ndarray):
         arr = source

@@ -86,7 +86,17 @@ def _make_manager() -> pluggy.PluginManager:
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
     allowed = _allowed_names()
-    for ep in _entry_points():
+    eps = list(_entry_points())
+    if allowed:
+        known = {ep.name for ep in eps} | {ep.dist.name for ep in eps if ep.dist is not None}
+        unknown = sorted(allowed - known)
+        if unknown:
+            import structlog
+
+            structlog.get_logger("consist.plugins").warning(
+                "unknown_plugin_names", env=ENV_VAR, unknown=unknown, installed=sorted(ep.name for ep in eps)
+            )
+    for ep in eps:
         dist = ep.dist.name if ep.dist is not None else None
         if allowed is not None and ep.name not in allowed and (dist is None or dist not in allowed):
             continue

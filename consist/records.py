@@ -51,6 +51,9 @@ class Provenance(str, enum.Enum):
     IMPORT = "import"  #: came with a dataset (``consist index``, ``Store.put``)
     USER = "user"  #: a person said so: highest trust, never silently overwritten
 
+    def __str__(self) -> str:
+        return self.value
+
 
 #: Trust order. An automatic change never replaces a label of higher trust.
 TRUST: dict[Provenance, int] = {Provenance.AUTO: 0, Provenance.IMPORT: 1, Provenance.USER: 2}
@@ -249,6 +252,9 @@ class RunStatus(str, enum.Enum):
     FAILED = "failed"  #: raised: recorded as an abstention, never a crash
     TIMEOUT = "timeout"  #: did not answer within its time limit: abstention
     SKIPPED = "skipped"  #: the controller did not run it (the reason says why)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @attrs.frozen

@@ -115,3 +115,9 @@ def test_demo_runs_end_to_end_and_corrects(tmp_path):
     # the human output names decisions and evidence
     human = run("demo", "--out", str(tmp_path / "demo"))
     assert "CORRECTED" in human.stdout and "spatial" in human.stdout
+
+
+def test_mistyped_store_path_is_an_error_not_a_new_store(tmp_path):
+    r = run("store", "info", "--store", str(tmp_path / "typo" / "store.db"))
+    assert r.returncode == 2 and "no such store" in r.stderr
+    assert not (tmp_path / "typo").exists()

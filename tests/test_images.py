@@ -91,3 +91,15 @@ def test_artefact_uri_reads_from_store(store, photos):
     assert np.array_equal(load_image("artefact://q/image", store=store), photos["rocket"])
     with pytest.raises(ImageError, match="no such image"):
         load_image("artefact://nope/image", store=store)
+
+
+def test_records_resolve_to_pixels(tmp_path, photos, store):
+    import consist
+
+    p = tmp_path / "r.png"
+    Image.fromarray(photos["rocket"]).save(p)
+    assert load_image(consist.Query("q", uri=str(p))).shape == photos["rocket"].shape
+    assert load_image(consist.Query("q", image=photos["cat"])).shape == photos["cat"].shape
+    assert load_image(consist.Sample("s", uri=str(p))).shape == photos["rocket"].shape
+    with pytest.raises(ImageError, match="query 'q': has neither pixels nor a uri"):
+        load_image(consist.Query("q"))

@@ -146,3 +146,16 @@ def test_every_hookspec_is_typed_and_has_a_docstring():
         sig = inspect.signature(f)
         for p in sig.parameters.values():
             assert p.annotation is not inspect.Parameter.empty, f"{f.__name__}({p.name}) is untyped"
+
+
+def test_unknown_names_in_kill_switch_are_reported(install_plugin, monkeypatch):
+    from structlog.testing import capture_logs
+
+    install_plugin("consist_test_dog", CHECKER_PLUGIN)
+    monkeypatch.setenv("CONSIST_PLUGINS", "colour")
+    with capture_logs() as logs:
+        plugins.get_plugin_manager()
+    warned = [e for e in logs if e["event"] == "unknown_plugin_names"]
+    assert warned and warned[0]["unknown"] == ["colour"] and "consist_test_dog" in warned[0]["installed"]
+    with pytest.raises(consist.ConsistError, match="CONSIST_PLUGINS='colour' limits which plugins load"):
+        consist.Engine(["always-dog"])

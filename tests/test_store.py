@@ -283,3 +283,18 @@ def test_kill_minus_9_keeps_every_committed_decision(tmp_path):
     assert s.get(hist[0].sample_id) is None and u.undoes == hist[0].seq
     integrity = sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0]
     assert integrity == "ok"
+
+
+def test_missing_store_is_an_error_when_it_must_exist(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        consist.open_store(f"sqlite:///{tmp_path}/typo/store.db", create=False)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_new_uri_invalidates_cached_artefacts(store):
+    store.put([Sample("a", uri="/v1.png", label="cat")])
+    store.put_artefact("a", "features/x", b"old")
+    store.put([Sample("a", uri="/v1.png", label="lynx", provenance="import")])
+    assert store.get_artefact("a", "features/x") == b"old"  # same pixels: kept
+    store.put([Sample("a", uri="/v2.png", label="lynx")])
+    assert store.get_artefact("a", "features/x") is None

@@ -41,10 +41,12 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def open_store_or_fail(uri: str) -> Any:
+def open_store_or_fail(uri: str, *, create: bool = False) -> Any:
+    """Open the store named by ``--store``; a missing SQLite file is an error unless
+    ``create`` (a typo must not silently become a new, empty store)."""
     from consist.stores.base import open_store
 
     try:
-        return open_store(uri)
+        return open_store(uri, create=create)
     except ConsistError as exc:
         fail(str(exc))

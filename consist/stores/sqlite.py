@@ -97,11 +97,13 @@ def _state(sample: Sample | None, deleted: bool = False) -> dict[str, Any] | Non
 class SQLiteStore:
     """SQLite-backed :class:`consist.stores.Store`. Thread-safe within a process."""
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: str = "normal", ann_threshold: int = DEFAULT_ANN_THRESHOLD, readonly: bool = False, uri: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: str = "normal", ann_threshold: int = DEFAULT_ANN_THRESHOLD, readonly: bool = False, create: bool = True, uri: str | None = None) -> None:
         self.path = str(path)
         self.uri = uri or (f"sqlite:///{self.path}" if self.path != ":memory:" else "memory://")
         self.timeout = float(timeout)
         self.readonly = readonly
+        if self.path != ":memory:" and not create and not Path(self.path).exists():
+            raise StoreError(f"{self.path}: no such store (check the path; commands that build a store create it)")
         if self.path != ":memory:":
             parent = Path(self.path).parent
             if not readonly:
@@ -451,6 +453,8 @@ class SQLiteStore:
                     continue  # nothing changed: no history noise
                 # a sample given without an embedding keeps the stored one
                 self._write_row(sample, False, False if sample.embedding is None else sample.embedding)
+                if sample.uri != old.uri:  # other pixels: cached derived data is stale
+                    self._db.execute("DELETE FROM artefacts WHERE sample_id = ?", (sample.id,))
                 entries.append(self._record("update", sample.id, sample.provenance, reason, _state(old), _state(sample)))
         return entries
 

@@ -21,7 +21,11 @@ _BLOCK = 4096  # rows of the distance matrix computed at once (4096 x N float32)
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
-    d = (a * a).sum(axis=1, keepdims=True) + b_sq[None, :] - 2.0 * (a @ b.T)
+    """Squared Euclidean distances ``|a|^2 + |b|^2 - 2 a.b``, in place on the GEMM output."""
+    d = a @ b.T
+    d *= -2.0
+    d += np.einsum("ij,ij->i", a, a)[:, None]
+    d += b_sq[None, :]
     return np.maximum(d, 0.0, out=d)
 
 
@@ -48,7 +52,7 @@ def match_descriptors(d1: np.ndarray, d2: np.ndarray, *, ratio: float | None = L
     b = np.asarray(d2, dtype=np.float32).reshape(n2, -1)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    b_sq = (b * b).sum(axis=1)
+    b_sq = np.einsum("ij,ij->i", b, b)
     nn12 = np.empty(n1, dtype=np.int64)
     keep = np.ones(n1, dtype=bool)
     col_best = np.full(n2, np.inf, dtype=np.float32)
@@ -57,24 +61,20 @@ def match_descriptors(d1: np.ndarray, d2: np.ndarray, *, ratio: float | None = L
     for start in range(0, n1, _BLOCK):
         d = _sq_dists(a[start : start + _BLOCK], b, b_sq)
         m = len(d)
-        if ratio is not None:
-            two = np.argpartition(d, 1, axis=1)[:, :2]
-            dv = d[rows[:m, None], two]
-            order = np.argsort(dv, axis=1)
-            first = two[rows[:m], order[:, 0]]
-            d1st = dv[rows[:m], order[:, 0]]
-            d2nd = dv[rows[:m], order[:, 1]]
-            # compare squared distances: d1 < r * d2  <=>  d1^2 < r^2 * d2^2
-            keep[start : start + m] = d1st < (ratio * ratio) * d2nd
-            nn12[start : start + m] = first
-        else:
-            nn12[start : start + m] = np.argmin(d, axis=1)
-        if mutual:
+        first = np.argmin(d, axis=1)
+        nn12[start : start + m] = first
+        if mutual:  # before the ratio test below overwrites the row minima
             blk_arg = np.argmin(d, axis=0)
             blk_best = d[blk_arg, np.arange(n2)]
             better = blk_best < col_best
             col_best[better] = blk_best[better]
             col_arg[better] = blk_arg[better] + start
+        if ratio is not None:
+            d1st = d[rows[:m], first]
+            d[rows[:m], first] = np.inf
+            d2nd = d.min(axis=1)
+            # compare squared distances: d1 < r * d2  <=>  d1^2 < r^2 * d2^2
+            keep[start : start + m] = d1st < (ratio * ratio) * d2nd
     idx1 = np.arange(n1)
     if mutual:
         keep &= col_arg[nn12] == idx1

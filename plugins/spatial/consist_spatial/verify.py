@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import shapely
 import structlog
-from shapely.geometry import MultiPoint, Polygon, box
+from shapely.geometry import Polygon, box
 
 from consist.records import Region
 from consist_spatial.features import LocalFeatures
@@ -165,7 +165,7 @@ def _distinct(points: np.ndarray, grid: float = 0.5) -> int:
 
 
 def _hull(points: np.ndarray) -> Any:
-    return MultiPoint([tuple(p) for p in points]).convex_hull if len(points) else None
+    return shapely.multipoints(np.asarray(points, dtype=np.float64)).convex_hull if len(points) else None
 
 
 def _image_box(size: tuple[int, int]) -> Polygon:
@@ -223,7 +223,7 @@ def _fit(p1: np.ndarray, p2: np.ndarray, model: str, estimator: str, threshold: 
                 M, mask = cv2.findHomography(p1.astype(np.float32), p2.astype(np.float32), cv2.USAC_MAGSAC, threshold, maxIters=max_iters, confidence=confidence)
             else:
                 M, mask = cv2.findFundamentalMat(p1.astype(np.float32), p2.astype(np.float32), cv2.USAC_MAGSAC, threshold, confidence, max_iters)
-    except (cv2.error, ValueError, RuntimeError, AssertionError) as exc:
+    except (cv2.error, ValueError, RuntimeError) as exc:
         log.debug("estimator_failed", estimator=estimator, model=model, n=n, error=str(exc))
         return none
     if M is None or mask is None:

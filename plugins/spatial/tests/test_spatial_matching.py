@@ -27,7 +27,8 @@ def test_identical_sets_match_one_to_one() -> None:
 def test_ratio_test_drops_ambiguous_matches() -> None:
     rng = np.random.default_rng(2)
     d1 = _unit(rng, 10)
-    d2 = np.concatenate([d1 + 0.01 * rng.normal(size=d1.shape), d1 + 0.011 * rng.normal(size=d1.shape)]).astype(np.float32)
+    e = (0.01 * rng.normal(size=d1.shape)).astype(np.float32)
+    d2 = np.concatenate([d1 + e, d1 - e])  # two equally near candidates each: ratio 1
     assert len(match_descriptors(d1, d2, mutual=False)) == 0  # two near-equal candidates each
     assert len(match_descriptors(d1, d2, ratio=None, mutual=False)) == 10
 

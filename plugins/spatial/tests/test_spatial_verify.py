@@ -105,14 +105,14 @@ def test_too_few_matches_never_calls_the_estimator(feats, monkeypatch) -> None:
     monkeypatch.setattr(pydegensac, "findFundamentalMatrix", boom)
     f = feats["chelsea"]
     m = np.stack([np.arange(6), np.arange(6)], axis=1)
-    v = verify_pair(f, f, m, min_inliers=0)
-    assert not v.verified and v.reason == "6 tentative matches, 4 needed" or v.matches == 6
     v = verify_pair(f, f, m[:3], min_inliers=0)
     assert not v.verified and "3 tentative matches, 4 needed" in v.reason
     v = verify_pair(f, f, m, model="fundamental", min_inliers=0)
     assert not v.verified and "6 tentative matches, 8 needed" in v.reason
     v = verify_pair(f, f, np.zeros((0, 2), int))
     assert not v.verified and v.inliers == 0 and v.H is None
+    v = verify_pair(f, f, np.stack([np.arange(14), np.arange(14)], axis=1))  # below min_inliers 15
+    assert not v.verified and "14 tentative matches, 15 needed" in v.reason
 
 
 def test_blank_image_gives_no_model(feats, extractor) -> None:
