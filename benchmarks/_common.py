@@ -24,6 +24,7 @@ __all__ = [
     "emit",
     "progress",
     "fmt_ms",
+    "loadavg",
 ]
 
 
@@ -64,6 +65,14 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other work on the machine skews every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the figures depend on: CPUs, BLAS thread settings, versions."""
     info: dict[str, Any] = {
@@ -74,6 +83,7 @@ def machine_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "blas_thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "loadavg_at_start": loadavg(),
     }
     try:
         import numpy
@@ -168,11 +178,15 @@ def print_targets(targets: Sequence[Target], file: Any = None) -> None:
         print(f"  note ({t.metric}): {t.note}", file=file or sys.stdout)
 
 
-def emit(result: dict[str, Any], as_json: bool) -> None:
-    """Print the JSON object (``--json``); the tables were printed as they came otherwise."""
+def emit(result: dict[str, Any], as_json: bool, json_out: str | None = None) -> None:
+    """Print the JSON object on stdout (``--json``) and/or write it to ``json_out``."""
     if as_json:
         json.dump(result, sys.stdout, indent=2, default=_json_default)
         sys.stdout.write("\n")
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2, default=_json_default)
+            fh.write("\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -17,8 +17,9 @@ a. kNN latency at ``--sizes`` (default 10k and 100k) ``--dim``-d vectors (512): 
    ``VectorIndex.search`` on the default path (exact below ``ann_threshold``, HNSW via
    usearch above), and through ``store.search`` (index search + fetching the Sample
    rows). Recall@10 of the default (and of forced-HNSW) path against exact.
-   Embeddings are clustered (``--clusters``; like image embeddings of classes), and
-   recall is also measured on uniformly random vectors, the worst case for HNSW.
+   Embeddings are clustered (``--per-cluster`` samples per label, like image
+   embeddings of classes), and recall is also measured on uniformly random vectors
+   (``--uniform-recall``), the worst case for HNSW.
 b. Durable insert rate of verified samples (provenance ``auto``, a 512-d embedding,
    a label, adaptation-like meta) with ``store.put`` in batches of 1, 10, 100, 1000
    samples per commit, with ``synchronous=normal`` (the default: WAL survives a
@@ -409,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-cluster", type=int, default=100, help="samples per cluster/label in the kNN stores (default 100)")
     ap.add_argument("--load-batch", type=int, default=1000, help="samples per transaction when filling the kNN stores (default 1000)")
     ap.add_argument("--ann-threshold", type=int, default=DEFAULT_ANN_THRESHOLD, help=f"store ann_threshold (default {DEFAULT_ANN_THRESHOLD})")
-    ap.add_argument("--uniform-recall", type=int, default=None, help="size of the uniform-random HNSW recall check (default: the largest size; 0 skips)")
+    ap.add_argument("--uniform-recall", type=int, default=None, help="size of the uniform-random HNSW recall check (default: ann_threshold, i.e. the smallest store on the HNSW path, capped at the largest size; 0 skips)")
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100, 1000], help="insert batch sizes (default 1,10,100,1000)")
     ap.add_argument("--insert-n", type=int, default=10_000, help="samples inserted per (synchronous, batch) case (default 10000)")
     ap.add_argument("--adapt-n", type=int, default=3000, help="decisions adapted per synchronous mode (default 3000)")
@@ -420,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma list of parts to skip: knn,insert,adapt")
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, HNSW from 1000 vectors (< 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
+    ap.add_argument("--json-out", metavar="PATH", help="also write the JSON object to PATH")
     ap.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = ap.parse_args(argv)
     if args.quick:
@@ -433,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.adapt_seed = min(args.adapt_seed, 200)
         args.uniform_recall = 0 if args.uniform_recall is None else args.uniform_recall
     if args.uniform_recall is None:
-        args.uniform_recall = max(args.sizes)
+        args.uniform_recall = min(max(args.sizes), max(args.ann_threshold, 1000))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     quiet = args.json
 
@@ -462,9 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     targets = build_targets(result, args)
     result["targets"] = [t.to_dict() for t in targets]
-    if args.json:
-        C.emit(result, True)
-    else:
+    info["loadavg_at_end"] = C.loadavg()
+    C.emit(result, args.json, args.json_out)
+    if not args.json:
         report(result, targets, args)
     if args.strict and not all(t.passed for t in targets):
         return 1

@@ -86,16 +86,25 @@ class BaseChecker:
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
         raise NotImplementedError
 
-    def vote(self, label: str, support: float, confidence: float = 1.0, *, neighbour: Neighbour | None = None, **evidence: Any) -> Vote:
-        """Build a :class:`Vote` signed with this checker's name."""
+    def vote(self, label: str, support: float, confidence: float = 1.0, *, neighbour: Neighbour | None = None, evidence: Mapping[str, Any] | None = None, **more: Any) -> Vote:
+        """Build a :class:`Vote` signed with this checker's name; evidence comes as a
+        dict (``evidence=``), as keyword arguments, or both."""
         return Vote(
             checker=self.name,
             label=label,
             support=support,
             confidence=confidence,
-            evidence=evidence,
+            evidence={**(evidence or {}), **more},
             neighbour_id=None if neighbour is None else neighbour.sample.id,
         )
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` for options this checker does not understand.
+
+        Called once when an :class:`~consist.Engine` is built, so that a typo in
+        ``checker_options`` is an error then, not a failed run on every query. The
+        default accepts anything.
+        """
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} cost={self.cost}>"

@@ -27,13 +27,18 @@ class ControllerConfig:
         stop_confidence: skip the remaining checkers once the leading label's
             posterior reaches this (0.95: the default rule needs about +3 log-odds
             of net evidence, two strong agreeing votes, to get there).
-        min_checkers: run at least this many checkers before stopping early, so
-            that a confident recognizer is still checked once (0 trusts the prior).
+        min_checkers: run at least this many checkers costing ``negligible_cost`` or
+            more before stopping early, so that a confident recognizer is still
+            checked once against the pixels (0 trusts the prior).
+        negligible_cost: checkers cheaper than this (seconds; default 1 ms) are
+            arithmetic on the retrieval, like the built-in ``knn`` vote: they always
+            run when reached, but do not count towards ``min_checkers``.
         always_run: names of checkers that the default rule never skips.
     """
 
     stop_confidence: float = 0.95
     min_checkers: int = 1
+    negligible_cost: float = 1e-3
     always_run: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
 
 
@@ -54,7 +59,14 @@ class ControllerState:
     config: ControllerConfig
     signals: Mapping[str, Any] = attrs.field(factory=dict)
 
+    costs: Mapping[str, float] = attrs.field(factory=dict)
+
     @property
     def n_ran(self) -> int:
         """Checkers that actually ran (including those that abstained or failed)."""
         return sum(1 for r in self.runs if r.status.value != "skipped")
+
+    @property
+    def n_checked(self) -> int:
+        """Non-negligible checkers that ran (what ``min_checkers`` counts)."""
+        return sum(1 for r in self.runs if r.status.value != "skipped" and self.costs.get(r.checker, 1.0) >= self.config.negligible_cost)

@@ -115,6 +115,15 @@ class Engine:
                     chosen.append(item)
         # cheapest first; ties keep the given/registration order
         self.checkers: tuple[Checker, ...] = tuple(sorted(chosen, key=lambda c: float(getattr(c, "cost", 1.0))))
+        by_name = {c.name: c for c in self.checkers}
+        for name, options in self.config.checker_options.items():
+            validate = getattr(by_name.get(name), "validate_options", None)
+            if validate is None:
+                continue
+            try:
+                validate(options)
+            except (TypeError, ValueError) as exc:
+                raise ConsistError(f"checker {name!r}: bad options: {exc}") from exc
         self._retriever_spec = retriever
         self._retriever: Any = None
         self._quarantine: dict[str, float] = {}
@@ -207,6 +216,7 @@ class Engine:
         signals: dict[str, Any] = {}
         current = self._aggregate(prediction, votes)
         names = [c.name for c in self.checkers]
+        costs = {c.name: float(getattr(c, "cost", 1.0)) for c in self.checkers}
         for i, checker in enumerate(self.checkers):
             until = self._quarantine.get(checker.name)
             if until is not None and time.monotonic() < until:
@@ -221,6 +231,7 @@ class Engine:
                 remaining=tuple(names[i:]),
                 config=self.config.controller,
                 signals=signals,
+                costs=costs,
             )
             reasons = [r for r in self.pm.hook.consist_skip_checker(checker=checker, state=state) if r]
             if reasons:
@@ -300,22 +311,45 @@ class Engine:
                 yield self.verify(prediction, neighbours, adapt=adapt)
 
 
+def _region_from(evidence: Any) -> Region | None:
+    poly = evidence.get("polygon")
+    box = evidence.get("box")
+    try:
+        if poly:
+            return Region(polygon=tuple(tuple(p) for p in poly))
+        if box:
+            return Region(box=tuple(box))
+    except (TypeError, ValueError):
+        pass  # a checker's malformed region is evidence lost, not a crash
+    return None
+
+
 def _localisations(votes: Sequence[Vote]) -> tuple[Localisation, ...]:
-    """Collect the regions checkers reported as ``evidence["polygon"]`` / ``["box"]``."""
+    """Regions that supporting votes report, in the neighbours' pixel coordinates.
+
+    A vote's own ``evidence["polygon"]``/``["box"]`` localises the query in
+    ``vote.neighbour_id``; ``evidence["localisations"]`` may list more, as
+    ``{"neighbour": id, "polygon" | "box": ..., "score": ...}`` (one vote per label
+    can thus localise the object in every verified neighbour of that label).
+    """
     out: list[Localisation] = []
+    seen: set[tuple[str, str]] = set()
     for v in votes:
-        if v.neighbour_id is None or v.support <= 0.5:
+        if v.support <= 0.5:
             continue
-        poly = v.evidence.get("polygon")
-        box = v.evidence.get("box")
-        try:
-            if poly:
-                region = Region(polygon=tuple(tuple(p) for p in poly))
-            elif box:
-                region = Region(box=tuple(box))
-            else:
+        entries: list[tuple[Any, Any, float]] = []
+        if v.neighbour_id is not None:
+            entries.append((v.neighbour_id, v.evidence, v.support))
+        extra = v.evidence.get("localisations")
+        if isinstance(extra, list):
+            for item in extra:
+                if isinstance(item, dict) and isinstance(item.get("neighbour"), str):
+                    score = item.get("score", v.support)
+                    entries.append((item["neighbour"], item, float(score) if isinstance(score, (int, float)) else v.support))
+        for sample_id, ev, score in entries:
+            region = _region_from(ev)
+            if region is None or (sample_id, v.checker) in seen:
                 continue
-        except (TypeError, ValueError):
-            continue  # a checker's malformed region is evidence lost, not a crash
-        out.append(Localisation(sample_id=v.neighbour_id, region=region, checker=v.checker, score=v.support))
+            seen.add((sample_id, v.checker))
+            out.append(Localisation(sample_id=sample_id, region=region, checker=v.checker, score=score))
     return tuple(out)

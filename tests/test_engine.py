@@ -250,3 +250,40 @@ def test_decision_round_trips_through_json():
     d = Engine([Raises(), Fixed("f", [("dog", 0.9, 1.0)])]).verify(pred(("cat", 0.6)), [])
     again = consist.Decision.from_json(d.to_json())
     assert again == d
+
+
+def test_negligible_checkers_do_not_satisfy_min_checkers():
+    order = []
+    free = Fixed("free", [("cat", 0.999, 1.0)], cost=1e-5, log=order)
+    real = Fixed("real", [("dog", 0.99, 1.0)], cost=0.5, log=order)
+    d = Engine([free, real]).verify(pred(("cat", 0.9)), [])
+    assert order == ["free", "real"]  # confident after "free", but it does not count
+    assert [r.status for r in d.runs] == [RunStatus.RAN, RunStatus.RAN]
+
+
+def test_evidence_localisations_list_localises_several_neighbours():
+    class Multi(consist.BaseChecker):
+        name = "multi"
+
+        def check(self, prediction, neighbours, context):
+            return [self.vote("cat", 0.9, neighbour=neighbours[0], evidence={"polygon": [[0, 0], [4, 0], [4, 4]], "localisations": [{"neighbour": "s2", "box": [1, 1, 3, 3], "score": 0.7}, {"neighbour": "s3"}]})]
+
+    nb = [consist.Neighbour(consist.Sample(f"s{i}", label="cat"), 0.9, i) for i in (1, 2, 3)]
+    d = Engine([Multi()]).verify(pred(("cat", 0.5)), nb)
+    assert [(loc.sample_id, loc.score) for loc in d.localisations] == [("s1", 0.9), ("s2", 0.7)]
+
+
+def test_checker_options_are_validated_when_the_engine_is_built():
+    class Strict(consist.BaseChecker):
+        name = "strict"
+
+        def validate_options(self, options):
+            if set(options) - {"k"}:
+                raise ValueError(f"unknown option(s) {sorted(set(options) - {'k'})}")
+
+        def check(self, prediction, neighbours, context):
+            return []
+
+    with pytest.raises(consist.ConsistError, match=r"checker 'strict': bad options: unknown option\(s\) \['kk'\]"):
+        Engine([Strict()], config=EngineConfig(checker_options={"strict": {"kk": 3}}))
+    Engine([Strict()], config=EngineConfig(checker_options={"strict": {"k": 3}}))

@@ -28,7 +28,9 @@ def consist_adapt(decision: Decision, prediction: Prediction, store: Any, config
 @hookimpl(trylast=True)
 def consist_skip_checker(checker: Any, state: Any) -> str | None:
     cfg = state.config
-    if checker.name in cfg.always_run or state.n_ran < cfg.min_checkers:
+    if checker.name in cfg.always_run or float(getattr(checker, "cost", 1.0)) < cfg.negligible_cost:
+        return None  # never skip what costs nothing
+    if state.n_checked < cfg.min_checkers:
         return None
     if state.current.confidence >= cfg.stop_confidence:
         return f"confident: {state.current.label!r} at {state.current.confidence:.3f} >= stop_confidence {cfg.stop_confidence:g}"

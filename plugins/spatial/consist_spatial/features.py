@@ -58,8 +58,8 @@ def _f32(value: Any, ndim: int) -> np.ndarray:
 
 def _descriptors(value: Any) -> np.ndarray:
     arr = np.ascontiguousarray(np.asarray(value))
-    if arr.ndim != 2:
-        arr = arr.reshape(0, 0) if arr.size == 0 else arr
+    if arr.size == 0 and arr.ndim != 2:
+        arr = arr.reshape(0, 0)
     if arr.ndim != 2:
         raise ValueError(f"descriptors must be an NxD array, got shape {arr.shape}")
     if arr.dtype != np.uint8:
@@ -85,10 +85,10 @@ class LocalFeatures:
         extractor: the extractor's ``kind`` (what produced these, with its parameters).
     """
 
-    keypoints: np.ndarray = attrs.field(converter=lambda v: _f32(v, 2), eq=_eq_arrays, repr=False)
-    scales: np.ndarray = attrs.field(converter=lambda v: _f32(v, 1), eq=_eq_arrays, repr=False)
-    angles: np.ndarray = attrs.field(converter=lambda v: _f32(v, 1), eq=_eq_arrays, repr=False)
-    descriptors: np.ndarray = attrs.field(converter=_descriptors, eq=_eq_arrays, repr=False)
+    keypoints: np.ndarray = attrs.field(converter=lambda v: _f32(v, 2), eq=_eq_arrays, hash=False, repr=lambda a: f"<{len(a)} points>")
+    scales: np.ndarray = attrs.field(converter=lambda v: _f32(v, 1), eq=_eq_arrays, hash=False, repr=False)
+    angles: np.ndarray = attrs.field(converter=lambda v: _f32(v, 1), eq=_eq_arrays, hash=False, repr=False)
+    descriptors: np.ndarray = attrs.field(converter=_descriptors, eq=_eq_arrays, hash=False, repr=lambda a: f"<{a.shape[0]}x{a.shape[1]} {a.dtype}>")
     image_size: tuple[int, int] = attrs.field(converter=lambda v: (int(v[0]), int(v[1])))
     resize_factor: float = attrs.field(default=1.0, converter=float)
     extractor: str = ""
@@ -309,13 +309,8 @@ def _source_of(item: Sample | Query) -> str:
 
 
 def _load_pixels(item: Sample | Query, store: Any) -> np.ndarray:
-    if isinstance(item, Query) and item.image is not None:
-        return load_image(item.image)
-    if not item.uri:
-        from consist.errors import ImageError
-
-        raise ImageError(f"{item.id}: no image (neither pixels nor a URI)")
-    return load_image(item.uri, store=store)
+    """A query's pixels, or the image at its/the sample's URI (``ImageError`` if none)."""
+    return load_image(item, store=store)
 
 
 def _cache_blob(features: LocalFeatures, source: str) -> bytes:

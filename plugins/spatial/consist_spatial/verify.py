@@ -258,7 +258,9 @@ def verify_pair(
 
     Args:
         model: ``"homography"`` (planar or distant objects; gives a localisation) or
-            ``"fundamental"`` (any rigid 3-D scene; no projected region).
+            ``"fundamental"`` (any rigid 3-D scene; no projected region). When no
+            fundamental matrix exists because there is no parallax (duplicates, pure
+            rotations), a verified homography is returned instead.
         estimator: ``"degensac"`` (pydegensac) or ``"magsac"`` (OpenCV MAGSAC++).
         threshold: inlier threshold in working-frame pixels; ``None`` takes
             :data:`DEFAULT_THRESHOLDS` for the model.
@@ -299,6 +301,16 @@ def verify_pair(
     d_w = d * f2.resize_factor + A2[0, 2]
 
     M, mask = _fit(q_w, d_w, model, estimator, thr, confidence, max_iters, seed)
+    if M is None and model == "fundamental":
+        # F is undefined without parallax (a duplicate photo, a pure rotation, a flat
+        # scene): DEGENSAC then finds no model. Such a pair is explained by a
+        # homography; if one verifies, report it (model="homography").
+        planar = verify_pair(
+            f1, f2, matches, model="homography", estimator=estimator, confidence=confidence, max_iters=max_iters, seed=seed,
+            min_inliers=min_inliers, query_region=query_region, min_area_fraction=min_area_fraction, max_scale_change=max_scale_change,
+        )
+        if planar.verified:
+            return planar
     if M is None:
         return Verification(False, reason="no model found", **base)
 

@@ -111,11 +111,14 @@ def test_options_come_from_the_context(store, warped) -> None:
         SpatialConfig(model="affine")
 
 
-def test_unknown_option_is_a_recorded_failure_in_the_engine(store, warped) -> None:
-    engine = Engine(checkers=["spatial"], store=store, config=EngineConfig(checker_options={"spatial": {"ratios": 0.7}}, adapt=False))
-    decision = engine.verify(_wrong_prediction(warped["chelsea"]), _neighbours(store))
-    (run,) = decision.runs
-    assert run.status is RunStatus.FAILED and "ratios" in run.reason
+def test_unknown_option_fails_when_the_engine_is_built(store, warped) -> None:
+    import consist
+
+    with pytest.raises(consist.ConsistError, match="checker 'spatial': bad options: unknown spatial option.*ratios"):
+        Engine(checkers=["spatial"], store=store, config=EngineConfig(checker_options={"spatial": {"ratios": 0.7}}, adapt=False))
+    # options that bypass the engine's check (a checker used directly) still fail per call
+    with pytest.raises(ValueError, match="ratios"):
+        SpatialChecker(**FAST).check(_wrong_prediction(warped["chelsea"]), _neighbours(store), CheckContext(store=store, config={"ratios": 0.7}))
 
 
 def test_abstains_without_anything_to_check(store, photos) -> None:
@@ -156,8 +159,12 @@ def test_one_vote_per_label_from_several_verified_neighbours(photo_files, warped
     samples = [Sample(id=f"cat{i}", uri=str(photo_files["chelsea"]), label="cat") for i in range(3)]
     votes = SpatialChecker(**FAST).check(_wrong_prediction(warped["chelsea"]), [Neighbour(s, 0.9, i) for i, s in enumerate(samples)], CheckContext())
     (cat,) = votes
-    assert cat.evidence["verified_neighbours"] == 3 and len(cat.evidence["others"]) == 2
-    assert all(o["polygon"] for o in cat.evidence["others"])
+    assert cat.evidence["verified_neighbours"] == 3 and len(cat.evidence["localisations"]) == 2
+    assert all(o["polygon"] for o in cat.evidence["localisations"])
+    # the engine turns them into one localisation per verified neighbour
+    from consist.engine import _localisations
+
+    assert sorted(loc.sample_id for loc in _localisations(votes)) == ["cat0", "cat1", "cat2"]
 
 
 def test_query_region_and_sample_region(photo_files, warped, h_true) -> None:

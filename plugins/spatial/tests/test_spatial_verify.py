@@ -196,3 +196,12 @@ def test_evidence_is_json(feats, warped_feats) -> None:
     ev = json.loads(json.dumps(v.evidence()))
     assert ev["verified"] and ev["inliers"] == v.inliers and len(ev["H"]) == 3 and len(ev["projected"]) >= 3
     assert isinstance(Verification(False, reason="x").evidence(), dict)
+
+
+def test_fundamental_without_parallax_falls_back_to_homography(feats) -> None:
+    """A duplicate photo has no epipolar geometry (DEGENSAC finds no F); the pair is
+    still the same image, verified by a homography."""
+    f = feats["coffee"]
+    v = verify_pair(f, f, match_features(f, f), model="fundamental")
+    assert v.verified and v.model == "homography" and v.H is not None
+    np.testing.assert_allclose(np.asarray(v.H), np.eye(3), atol=1e-3)
