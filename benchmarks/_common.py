@@ -103,12 +103,17 @@ def machine_info(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 class Target:
-    """One target line: ``measured`` must be below (``"<"``) or above (``">"``) ``limit``."""
+    """One target line: ``measured`` must be below (``"<"``) or above (``">"``) ``limit``.
 
-    def __init__(self, metric: str, measured: float, op: str, limit: float, unit: str, note: str = "") -> None:
+    ``required=False`` marks an informational line (shown with a ``*``, ignored by
+    ``--strict``): a path that is not the default, or a stricter variant.
+    """
+
+    def __init__(self, metric: str, measured: float, op: str, limit: float, unit: str, note: str = "", *, required: bool = True) -> None:
         if op not in ("<", ">"):
             raise ValueError(op)
         self.metric, self.measured, self.op, self.limit, self.unit, self.note = metric, measured, op, limit, unit, note
+        self.required = required
 
     @property
     def passed(self) -> bool:
@@ -123,6 +128,7 @@ class Target:
             "target": f"{self.op} {self.limit:g} {self.unit}",
             "unit": self.unit,
             "passed": self.passed,
+            "required": self.required,
             "note": self.note,
         }
 
@@ -171,8 +177,10 @@ def print_machine(info: dict[str, Any], file: Any = None) -> None:
 
 
 def print_targets(targets: Sequence[Target], file: Any = None) -> None:
-    rows = [(t.metric, _fmt(float(t.measured)) + f" {t.unit}", f"{t.op} {t.limit:g} {t.unit}", "PASS" if t.passed else "FAIL") for t in targets]
+    rows = [(t.metric + ("" if t.required else " *"), _fmt(float(t.measured)) + f" {t.unit}", f"{t.op} {t.limit:g} {t.unit}", "PASS" if t.passed else "FAIL") for t in targets]
     print_table("targets", ("metric", "measured", "target", "result"), rows, file=file)
+    if any(not t.required for t in targets):
+        print("  * informational: not the default path or a stricter variant; --strict ignores it", file=file or sys.stdout)
     notes = [t for t in targets if t.note]
     for t in notes:
         print(f"  note ({t.metric}): {t.note}", file=file or sys.stdout)

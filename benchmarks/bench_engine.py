@@ -104,7 +104,7 @@ def build_engines(with_baseline: bool = True) -> dict[str, tuple[Engine, int]]:
     specs["inline (3 trivial, timeout=None)"] = trivial_checkers(None)
     specs["inline+knn (3 trivial + knn, 10 nbrs)"] = [*trivial_checkers(None), "knn"]
     specs[f"thread (3 trivial, timeout={THREAD_TIMEOUT_S:g}s)"] = trivial_checkers(THREAD_TIMEOUT_S)
-    specs[f"thread+knn (3 trivial + knn, 10 nbrs)"] = [*trivial_checkers(THREAD_TIMEOUT_S), "knn"]
+    specs["thread+knn (3 trivial + knn, 10 nbrs)"] = [*trivial_checkers(THREAD_TIMEOUT_S), "knn"]
     return {name: (Engine(checkers, config=cfg), len(checkers)) for name, checkers in specs.items()}
 
 
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spread = {k.split(" ")[0]: f"{min(v):.3f}-{max(v):.3f}" for k, v in rep_means.items()}
         print(f"spread of per-repetition verify means (ms): {spread}")
         C.print_targets(targets)
-    if args.strict and not all(t.passed for t in targets):
+    if args.strict and not all(t.passed for t in targets if t.required):
         return 1
     return 0
 

@@ -5,9 +5,9 @@ One :meth:`Engine.verify` call is one decision:
 1. neighbours come from the caller or from the configured retriever;
 2. enabled checkers are sorted by ``cost``; before each, the ``consist_skip_checker``
    hooks may skip it (the default stops once the decision is confident);
-3. each checker runs isolated: in a daemon thread with its time limit, so that an
-   exception or a hang becomes a recorded abstention (``Decision.runs``), never a
-   crash; a hung thread is abandoned, not killed (Python cannot kill threads), and a
+3. each checker runs isolated: in a (reused) daemon thread with its time limit, so
+   that an exception or a hang becomes a recorded abstention (``Decision.runs``),
+   never a crash; a hung thread is abandoned, not killed (Python cannot kill threads), and a
    checker that timed out is not called again by this engine until
    ``quarantine_s`` has passed;
 4. the votes are aggregated (``consist_aggregate``; default: weighted log-odds);
@@ -18,9 +18,10 @@ One :meth:`Engine.verify` call is one decision:
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -70,6 +71,50 @@ class _Outcome:
         self.votes: Any = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+
+
+class _Worker:
+    """A reusable daemon thread for checker calls (starting a thread per call cost
+    more than the rest of the engine). A worker whose call timed out is abandoned:
+    it finishes the call, if ever, and exits instead of returning to the pool."""
+
+    def __init__(self, pool: _WorkerPool) -> None:
+        self.pool = pool
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.abandoned = False
+        threading.Thread(target=self._loop, name="consist-checker", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.tasks.get()()
+            with self.pool.lock:
+                if self.abandoned:
+                    return
+                self.pool.idle.append(self)
+
+
+class _WorkerPool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []
+
+    def submit(self, fn: Callable[[], None]) -> _Worker:
+        with self.lock:
+            worker = self.idle.pop() if self.idle else None
+        worker = worker or _Worker(self)
+        worker.tasks.put(fn)
+        return worker
+
+    def abandon(self, worker: _Worker, outcome: _Outcome) -> bool:
+        """Abandon a worker whose call is late; False if it finished meanwhile."""
+        with self.lock:
+            if outcome.done.is_set():
+                return False
+            worker.abandoned = True
+            return True
+
+
+_POOL = _WorkerPool()
 
 
 class Engine:
@@ -170,8 +215,8 @@ class Engine:
         if timeout is None:
             target()
         else:
-            threading.Thread(target=target, name=f"consist-checker-{name}", daemon=True).start()
-            if not outcome.done.wait(timeout):
+            worker = _POOL.submit(target)
+            if not outcome.done.wait(timeout) and _POOL.abandon(worker, outcome):
                 self._quarantine[name] = time.monotonic() + self.config.quarantine_s
                 elapsed = time.perf_counter() - t0
                 log.warning("checker_timeout", checker=name, query=prediction.query.id, timeout_s=timeout)

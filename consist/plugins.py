@@ -140,22 +140,25 @@ def reset_plugins() -> None:
 # -------------------------------------------------------------------- registries
 
 
-def _collect(hook: Callable[..., Any], what: str, key: Callable[[Any], str]) -> dict[str, Any]:
+def _collect(pm: pluggy.PluginManager | None, what: str) -> dict[str, Any]:
+    """Call ``consist_register_<what>s`` of every plugin; name -> object, names unique."""
+    pm = pm or get_plugin_manager()
+    hook = getattr(pm.hook, f"consist_register_{what}s")
     found: dict[str, Any] = {}
     owners: dict[str, str] = {}
+    current = ""
 
     def register(obj: Any) -> None:
-        name = key(obj)
+        name = getattr(obj, "name", "")
         if not name:
-            raise PluginError(f"a {what} was registered without a name: {obj!r}")
+            raise PluginError(f"plugin {current!r} registered a {what} without a name: {obj!r}")
         if name in found:
-            raise PluginError(f"two {what}s are registered as {name!r}: {found[name]!r} and {obj!r}")
+            raise PluginError(f"two {what}s are registered as {name!r}: {found[name]!r} (plugin {owners[name]!r}) and {obj!r} (plugin {current!r})")
         found[name] = obj
-        owners[name] = current[0]
+        owners[name] = current
 
-    current = [""]
     for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
-        current[0] = impl.plugin_name
+        current = impl.plugin_name
         impl.function(register=register)
     _owners[what] = owners
     return found
@@ -166,23 +169,22 @@ _owners: dict[str, dict[str, str]] = {}
 
 def checkers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
     """All registered checkers by name."""
-    pm = pm or get_plugin_manager()
-    return _collect(pm.hook.consist_register_checkers, "checker", lambda c: getattr(c, "name", ""))
+    return _collect(pm, "checker")
 
 
 def retrievers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
-    pm = pm or get_plugin_manager()
-    return _collect(pm.hook.consist_register_retrievers, "retriever", lambda r: getattr(r, "name", ""))
+    """All registered retrievers by name."""
+    return _collect(pm, "retriever")
 
 
 def embedders(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
-    pm = pm or get_plugin_manager()
-    return _collect(pm.hook.consist_register_embedders, "embedder", lambda e: getattr(e, "name", ""))
+    """All registered embedders by name."""
+    return _collect(pm, "embedder")
 
 
 def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
-    pm = pm or get_plugin_manager()
-    return _collect(pm.hook.consist_register_reporters, "reporter", lambda r: getattr(r, "name", ""))
+    """All registered reporters by name."""
+    return _collect(pm, "reporter")
 
 
 def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[[str], Any]]:

@@ -70,7 +70,8 @@ def test_exact_search_and_exclusion(store):
 def test_ann_path_agrees_with_exact(tmp_path):
     s = SQLiteStore(tmp_path / "ann.db", ann_threshold=500)
     rng = np.random.default_rng(2)
-    X = rng.standard_normal((2000, 32)).astype(np.float32)
+    centres = rng.standard_normal((100, 32))  # embeddings cluster (objects, views)
+    X = (centres[rng.integers(0, 100, 2000)] + 0.5 * rng.standard_normal((2000, 32))).astype(np.float32)
     with s.transaction():
         s.put([Sample(f"s{i}", label="x", embedding=X[i]) for i in range(2000)])
     index = s.vector_index

@@ -13,7 +13,7 @@ change can be undone (``consist undo``).
 
 URI forms: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path, and
 ``memory://`` (a private in-memory database). Query options: ``timeout`` (s),
-``synchronous`` (``normal``/``full``), ``ann_threshold`` (vectors above which HNSW
+``synchronous`` (``normal``/``full``), ``ann_threshold`` (vectors above which IVF
 search is used), ``readonly`` (``1``).
 """
 
@@ -88,8 +88,8 @@ def _state(sample: Sample | None, deleted: bool = False) -> dict[str, Any] | Non
     """A sample as kept in the history: everything but the embedding (kept in place)."""
     if sample is None:
         return None
-    d = to_dict(sample)
-    d.pop("embedding", None)
+    d = to_dict(attrs.evolve(sample, embedding=None))  # no 512-float list built to be dropped
+    del d["embedding"]
     d["deleted"] = deleted
     return d
 
@@ -117,6 +117,9 @@ class SQLiteStore:
             target = f"file:{self.path}?mode=ro" if readonly else self.path
             self._db = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=readonly)
             self._db.execute("PRAGMA foreign_keys = ON")
+            if self.path != ":memory:" and not readonly and not self._schema_present():
+                # new store: 8 KiB pages hold two 512-d samples each (4 KiB pages hold one)
+                self._db.execute("PRAGMA page_size = 8192")
             if self.path != ":memory:" and not readonly:
                 mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode.lower() != "wal":
