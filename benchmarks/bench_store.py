@@ -5,21 +5,21 @@ One core: the BLAS thread variables (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS
 imported* (BLAS reads them once, when it loads; setting them later has no effect).
 The latency loops additionally pin the process to one CPU with
 ``os.sched_setaffinity`` (Linux), so that the figures are one-core figures even for
-code that starts its own threads (usearch). Building the HNSW index and loading the
+code that starts its own threads (faiss/OpenMP). Building the ANN (IVF) index and loading the
 store are timed unpinned, as a user would see them.
 
 a. kNN latency at ``--sizes`` (default 10k and 100k) ``--dim``-d vectors (512): a
    store is filled with ``put`` in batches of ``--load-batch`` inside
    ``store.transaction()``, closed, reopened, and the first ``search`` is timed
-   (loading the embeddings from SQLite, plus building the HNSW index when the store
+   (loading the embeddings from SQLite, plus building the ANN (IVF) index when the store
    holds at least ``ann_threshold`` vectors). Then ``--queries`` queries (perturbed
    stored vectors) are timed through ``VectorIndex.search`` forced exact, through
-   ``VectorIndex.search`` on the default path (exact below ``ann_threshold``, HNSW via
-   usearch above), and through ``store.search`` (index search + fetching the Sample
-   rows). Recall@10 of the default (and of forced-HNSW) path against exact.
+   ``VectorIndex.search`` on the default path (exact below ``ann_threshold``, IVF (faiss)
+   above), and through ``store.search`` (index search + fetching the Sample
+   rows). Recall@10 of the default (and of forced-ANN) path against exact.
    Embeddings are clustered (``--per-cluster`` samples per label, like image
    embeddings of classes), and recall is also measured on uniformly random vectors
-   (``--uniform-recall``), the worst case for HNSW.
+   (``--uniform-recall``), the worst case for ANN (IVF).
 b. Durable insert rate of verified samples (provenance ``auto``, a 512-d embedding,
    a label, adaptation-like meta) with ``store.put`` in batches of 1, 10, 100, 1000
    samples per commit, with ``synchronous=normal`` (the default: WAL survives a
@@ -195,7 +195,7 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
 
     queries, _rows = perturbed_queries(pool, args.queries, args.query_noise, seed=n + 1)
 
-    # first search after open: load embeddings (+ build HNSW when >= ann_threshold)
+    # first search after open: load embeddings (+ build ANN (IVF) when >= ann_threshold)
     with C.progress(f"[{n}] reopen + first search", quiet):
         store = SQLiteStore(path, ann_threshold=args.ann_threshold)
         t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
         out["first_search_s"] = time.perf_counter() - t0
     try:
         idx = store.vector_index
-        out["default_path"] = "hnsw" if idx.uses_ann else "exact"
+        out["default_path"] = "ann" if idx.uses_ann else "exact"
         # the load part alone, on a second connection
         other = SQLiteStore(path, ann_threshold=args.ann_threshold)
         t0 = time.perf_counter()
@@ -211,7 +211,7 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
         out["index_load_s"] = time.perf_counter() - t0
         other.close()
         del other, _
-        out["hnsw_build_s"] = max(0.0, out["first_search_s"] - out["index_load_s"]) if idx.uses_ann else 0.0
+        out["ann_build_s"] = max(0.0, out["first_search_s"] - out["index_load_s"]) if idx.uses_ann else 0.0
         gc.collect()
 
         for q in queries[:5]:  # warm-up
@@ -238,19 +238,19 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
                 lat["store.search exact"] = C.summarise(t)
             finally:
                 idx.ann_threshold = saved
-        if not idx.uses_ann:  # also show what HNSW would do at this size
-            with C.progress(f"[{n}] forced HNSW (build + queries)", quiet):
+        if not idx.uses_ann:  # also show what ANN (IVF) would do at this size
+            with C.progress(f"[{n}] forced ANN (build + queries)", quiet):
                 t0 = time.perf_counter()
                 idx.search(queries[0], K, exact=False)
-                out["hnsw_forced_build_s"] = time.perf_counter() - t0
+                out["ann_forced_build_s"] = time.perf_counter() - t0
                 with one_cpu(not args.no_pin):
                     t, r = time_queries(lambda q: idx.search(q, K, exact=False), queries, args.repeat)
-                lat["VectorIndex.search forced hnsw"] = C.summarise(t)
-                ids["hnsw_forced"] = [[h[0] for h in x] for x in r]
+                lat["VectorIndex.search forced ann"] = C.summarise(t)
+                ids["ann_forced"] = [[h[0] for h in x] for x in r]
         out["latency"] = lat
         out["recall_at_10"] = {"default_vs_exact": recall_at_k(ids["default"], ids["exact"]), "store_search_vs_exact": recall_at_k(store_ids, ids["exact"])}
-        if "hnsw_forced" in ids:
-            out["recall_at_10"]["forced_hnsw_vs_exact"] = recall_at_k(ids["hnsw_forced"], ids["exact"])
+        if "ann_forced" in ids:
+            out["recall_at_10"]["forced_ann_vs_exact"] = recall_at_k(ids["ann_forced"], ids["exact"])
         out["store_fetch_overhead_ms"] = lat[f"store.search default ({out['default_path']})"]["mean_ms"] - lat[f"VectorIndex.search default ({out['default_path']})"]["mean_ms"]
     finally:
         store.close()
@@ -264,9 +264,9 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
 
 
 def bench_uniform_recall(n: int, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
-    """HNSW recall on uniformly random unit vectors (no structure: worst case)."""
+    """ANN (IVF) recall on uniformly random unit vectors (no structure: worst case)."""
     rng = np.random.default_rng(7)
-    with C.progress(f"[uniform {n}] VectorIndex add + HNSW build", quiet):
+    with C.progress(f"[uniform {n}] VectorIndex add + ANN (IVF) build", quiet):
         idx = VectorIndex(ann_threshold=0)
         for start in range(0, n, 10_000):
             stop = min(n, start + 10_000)
@@ -283,11 +283,11 @@ def bench_uniform_recall(n: int, args: argparse.Namespace, quiet: bool) -> dict[
     ann = [[h[0] for h in x] for x in r_ann]
     return {
         "n": n,
-        "hnsw_build_s": build_s,
+        "ann_build_s": build_s,
         "recall_at_10": recall_at_k(ann, exact),
         "recall_at_1": recall_at_k(ann, exact, 1),
         "exact_ms": C.summarise(t_ex),
-        "hnsw_ms": C.summarise(t_ann),
+        "ann_ms": C.summarise(t_ann),
     }
 
 
@@ -342,21 +342,21 @@ def bench_inserts(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[
 def bench_adapt(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[str, Any]]:
     """``adapt_decision`` per decision (one commit each), with the vector index loaded
     (as an engine that searched before adapting has it): once on the exact path, once
-    on the HNSW path (``ann_threshold`` lowered to the seed size), where every adapted
-    sample is also inserted into the HNSW graph after its commit."""
+    on the ANN (IVF) path (``ann_threshold`` lowered to the seed size), where every adapted
+    sample is also inserted into the ANN (IVF) graph after its commit."""
     rng = np.random.default_rng(4)
     rows = []
-    for path_kind in ("exact", "hnsw"):
+    for path_kind in ("exact", "ann"):
         for sync in ("normal", "full"):
             path = os.path.join(tmp, f"adapt_{path_kind}_{sync}.db")
-            threshold = args.adapt_seed if path_kind == "hnsw" else max(args.ann_threshold, args.adapt_seed + args.adapt_n + 1)
+            threshold = args.adapt_seed if path_kind == "ann" else max(args.ann_threshold, args.adapt_seed + args.adapt_n + 1)
             store = SQLiteStore(path, synchronous=sync, ann_threshold=threshold)
             seed = Clustered(args.dim, 50, seed=5)
             with store.transaction():
                 store.put([Sample(id=f"seed{i}", label=seed.label(i), embedding=v, uri=f"file:///db/{i}.jpg") for i, v in enumerate(seed.vectors(0, args.adapt_seed))])
             with C.progress(f"adapt store ({path_kind}, sync={sync}): first search with {args.adapt_seed} vectors", quiet) as p:
-                store.search(seed.vectors(0, 1)[0], K)  # load the index (and build HNSW), as an engine would have
-            if store.vector_index.uses_ann != (path_kind == "hnsw"):
+                store.search(seed.vectors(0, 1)[0], K)  # load the index (and build ANN (IVF)), as an engine would have
+            if store.vector_index.uses_ann != (path_kind == "ann"):
                 raise SystemExit(f"benchmark setup error: expected the {path_kind} path")
             n = args.adapt_n
             work = []
@@ -421,16 +421,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-cluster", type=int, default=100, help="samples per cluster/label in the kNN stores (default 100)")
     ap.add_argument("--load-batch", type=int, default=1000, help="samples per transaction when filling the kNN stores (default 1000)")
     ap.add_argument("--ann-threshold", type=int, default=DEFAULT_ANN_THRESHOLD, help=f"store ann_threshold (default {DEFAULT_ANN_THRESHOLD})")
-    ap.add_argument("--uniform-recall", type=int, default=None, help="size of the uniform-random HNSW recall check (default: ann_threshold, i.e. the smallest store on the HNSW path, capped at the largest size; 0 skips)")
+    ap.add_argument("--uniform-recall", type=int, default=None, help="size of the uniform-random ANN (IVF) recall check (default: ann_threshold, i.e. the smallest store on the ANN (IVF) path, capped at the largest size; 0 skips)")
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100, 1000], help="insert batch sizes (default 1,10,100,1000)")
     ap.add_argument("--insert-n", type=int, default=10_000, help="samples inserted per (synchronous, batch) case (default 10000)")
     ap.add_argument("--adapt-n", type=int, default=3000, help="decisions adapted per synchronous mode (default 3000)")
-    ap.add_argument("--adapt-seed", type=int, default=5000, help="samples already in the adaptation stores; the HNSW variant's ann_threshold (default 5000)")
+    ap.add_argument("--adapt-seed", type=int, default=5000, help="samples already in the adaptation stores; the ANN (IVF) variant's ann_threshold (default 5000)")
     ap.add_argument("--tmpdir", default=None, help="where the temporary stores go (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the store files")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the latency loops to one CPU")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: knn,insert,adapt")
-    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, HNSW from 1000 vectors (< 20 s)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, ANN (IVF) from 1000 vectors (< 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
     ap.add_argument("--json-out", metavar="PATH", help="also write the JSON object to PATH")
     ap.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
@@ -450,9 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     quiet = args.json
 
-    import usearch
+    import faiss
 
-    info = C.machine_info({"sqlite": sqlite3.sqlite_version, "usearch": usearch.__version__})
+    info = C.machine_info({"sqlite": sqlite3.sqlite_version, "faiss": faiss.__version__})
     try:
         info["numpy_blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
     except Exception:  # noqa: BLE001 - older numpy: best effort
@@ -517,16 +517,16 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
         print(f"  store.search - VectorIndex.search (fetching {K} Sample rows): {r['store_fetch_overhead_ms']:.3f} ms")
         print(
             f"  first search after reopen: {r['first_search_s']:.2f} s (index load from SQLite {r['index_load_s']:.2f} s"
-            + (f", HNSW build ~{r['hnsw_build_s']:.2f} s" if r["default_path"] == "hnsw" else "")
+            + (f", ANN (IVF) build ~{r['ann_build_s']:.2f} s" if r["default_path"] == "ann" else "")
             + ")"
-            + (f"; forced HNSW build {r['hnsw_forced_build_s']:.2f} s" if "hnsw_forced_build_s" in r else "")
+            + (f"; forced ANN build {r['ann_forced_build_s']:.2f} s" if "ann_forced_build_s" in r else "")
         )
         print(f"  load: {r['n']:,} samples in {r['load_s']:.1f} s ({r['load_samples_per_s']:,.0f}/s, batches of {args.load_batch}); file {r['file_bytes'] / 1e6:.1f} MB = {r['bytes_per_sample']:,.0f} B/sample")
     u = result.get("uniform_recall")
     if u:
         print(
-            f"\nuniform random vectors @ {u['n']:,} (worst case for HNSW): recall@10 {u['recall_at_10']:.3f}, recall@1 {u['recall_at_1']:.3f}; "
-            f"hnsw {u['hnsw_ms']['mean_ms']:.3f} ms vs exact {u['exact_ms']['mean_ms']:.3f} ms per query; build {u['hnsw_build_s']:.1f} s"
+            f"\nuniform random vectors @ {u['n']:,} (worst case for ANN (IVF)): recall@10 {u['recall_at_10']:.3f}, recall@1 {u['recall_at_1']:.3f}; "
+            f"ann {u['ann_ms']['mean_ms']:.3f} ms vs exact {u['exact_ms']['mean_ms']:.3f} ms per query; build {u['ann_build_s']:.1f} s"
         )
     ins = result.get("inserts") or []
     if ins:

@@ -1,0 +1,22 @@
+"""The benchmark scripts must keep running (their figures are not asserted here:
+speed targets live in the benchmarks themselves, see benchmarks/README.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["bench_engine.py", "bench_store.py"])
+def test_benchmark_quick_run_prints_targets(script):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    targets = report["targets"]
+    assert targets and all({"metric", "measured", "target"} <= set(t) for t in targets)
