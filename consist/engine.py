@@ -313,7 +313,7 @@ class Engine:
         return decision
 
     def _notify(self, decision: Decision, prediction: Prediction) -> None:
-        log.debug(
+        log.info(
             "decision",
             query=decision.query_id,
             label=decision.label,

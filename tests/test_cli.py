@@ -89,9 +89,14 @@ def test_corrupt_store_file(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and str(bad) in r.stderr
 
 
-def test_log_json_emits_json_lines(db):
-    r = run("--log-json", "-vv", "history", "--store", db)
-    assert r.returncode == 0
+def test_log_json_emits_json_lines_on_stderr():
+    r = run("--log-json", "plugins", "--json", env={"CONSIST_PLUGINS": "no-such-plugin"})
+    assert r.returncode == 0 and json.loads(r.stdout) == []  # stdout stays pure JSON
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.strip()]
+    assert events and events[0]["event"] == "unknown_plugin_names" and events[0]["level"] == "warning"
+    assert events[0]["unknown"] == ["no-such-plugin"]
+    human = run("plugins", env={"CONSIST_PLUGINS": "no-such-plugin"})
+    assert "unknown_plugin_names" in human.stderr and not human.stderr.lstrip().startswith("{")
 
 
 def test_demo_runs_end_to_end_and_corrects(tmp_path):
