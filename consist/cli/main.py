@@ -53,11 +53,33 @@ def _add_plugin_commands() -> None:
     get_plugin_manager().hook.consist_register_commands(cli=cli)
 
 
+def _early_logging(args: list[str]) -> None:
+    """Apply the global log options before plugin discovery, which may already log;
+    the group callback applies them again, validated, once click has parsed them."""
+    from consist.logs import configure_logging
+
+    head = args[: next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))]
+    verbose = sum(a.count("v") for a in head if a.startswith("-v") and set(a[1:]) == {"v"}) + head.count("--verbose")
+    level = "WARNING"
+    for i, a in enumerate(head):
+        if a == "--log-level" and i + 1 < len(args):
+            level = args[i + 1]
+        elif a.startswith("--log-level="):
+            level = a.split("=", 1)[1]
+    level = {0: level, 1: "INFO"}.get(verbose, "DEBUG")
+    try:
+        configure_logging(level, json="--log-json" in head)
+    except ValueError:
+        configure_logging("WARNING", json="--log-json" in head)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    _early_logging(args)
     try:
         _add_plugin_commands()
-        cli.main(args=argv, prog_name="consist", standalone_mode=False)
+        cli.main(args=args, prog_name="consist", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
