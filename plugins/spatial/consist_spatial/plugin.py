@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import consist
 
@@ -12,3 +13,17 @@ from consist_spatial.checker import SpatialChecker
 @consist.hookimpl
 def consist_register_checkers(register: Callable[[object], None]) -> None:
     register(SpatialChecker())
+
+
+@consist.hookimpl
+def consist_register_retrievers(register: Callable[[object], None]) -> None:
+    from consist_spatial.asmk_index import AsmkRetriever  # faiss/asmk load on first use
+
+    register(AsmkRetriever())
+
+
+@consist.hookimpl
+def consist_register_commands(cli: Any) -> None:
+    from consist_spatial.cli import register
+
+    register(cli)
