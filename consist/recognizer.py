@@ -145,7 +145,8 @@ class SelfCorrectingRecognizer:
     def predict(self, image: Any, *, id: str | None = None, region: Region | None = None, adapt: bool | None = None, meta: Mapping[str, Any] | None = None) -> Decision:
         """Recognise, verify against the store's neighbours, correct, adapt."""
         prediction = self.prediction(image, id=id, region=region, meta=meta)
-        neighbours = self.engine.neighbours(prediction, self.k) if prediction.query.embedding is not None else []
+        needs_embedding = getattr(self.engine.retriever, "name", None) == "vector"
+        neighbours = [] if needs_embedding and prediction.query.embedding is None else self.engine.neighbours(prediction, self.k)
         return self.engine.verify(prediction, neighbours, adapt=adapt)
 
     def predict_many(self, images: Sequence[Any], *, progress: bool = False, adapt: bool | None = None) -> list[Decision]:
@@ -172,6 +173,7 @@ def wrap(
     k: int = 10,
     scores: str = "probability",
     name: str | None = None,
+    retriever: str | Any = "vector",
 ) -> SelfCorrectingRecognizer:
     """Turn ``recognizer`` into a self-correcting recognizer over ``store``.
 
@@ -184,10 +186,12 @@ def wrap(
         checkers: checker names/objects (``None``: all enabled by default).
         config: :class:`EngineConfig` (stopping rule, aggregation, adaptation).
         k: neighbours retrieved per query.
+        retriever: name of a registered retriever (``"vector"``: the store's
+            embeddings; ``"asmk"`` with consist-spatial: local features) or an object.
     """
     store_obj = open_store(store)
     emb = _resolve_embedder(embedder)
     if recognizer is None:
         recognizer = KNNRecognizer(store_obj, emb, k=k)
-    engine = Engine(checkers, store=store_obj, config=config or EngineConfig(k=k))
+    engine = Engine(checkers, store=store_obj, config=config or EngineConfig(k=k), retriever=retriever)
     return SelfCorrectingRecognizer(recognizer, engine, embedder=emb, k=k, name=name, scores=scores)

@@ -119,3 +119,21 @@ def test_low_confidence_is_not_adapted(photo_store, photos):
     d = rec.predict(photos["rocket"])
     assert d.adapted.startswith("not adapted: confidence")
     assert len(photo_store) == 8
+
+
+def test_wrap_with_a_retriever_that_needs_no_embedding(photo_store, photos):
+    class ByLabel:
+        name = "by-label"
+
+        def retrieve(self, query, store, k):
+            return [consist.Neighbour(s, 0.5, i, self.name) for i, s in enumerate(store.samples(label="rocket"))][:k]
+
+    class Echo(consist.BaseChecker):
+        name = "echo"
+
+        def check(self, prediction, neighbours, context):
+            return [self.vote(n.sample.label, 0.99, neighbour=n) for n in neighbours[:1]]
+
+    rec = wrap(lambda img: [("cat", 0.6)], photo_store, embedder=None, checkers=[Echo()], retriever=ByLabel())
+    d = rec.predict(photos["cat"])
+    assert d.votes and d.votes[0].neighbour_id.startswith("rocket") and d.label == "rocket"

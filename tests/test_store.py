@@ -299,3 +299,11 @@ def test_new_uri_invalidates_cached_artefacts(store):
     assert store.get_artefact("a", "features/x") == b"old"  # same pixels: kept
     store.put([Sample("a", uri="/v2.png", label="lynx")])
     assert store.get_artefact("a", "features/x") is None
+
+
+def test_history_since_a_snapshot(store):
+    store.put([Sample("a", label="cat"), Sample("b", label="dog")])
+    mark = store.history(limit=1)[0].seq
+    store.relabel("a", "lynx", provenance="user")
+    later = store.history(since=mark, newest_first=False)
+    assert [(e.action, e.sample_id) for e in later] == [("relabel", "a")]

@@ -510,13 +510,20 @@ class SQLiteStore:
             undoes=undoes, undone_by=undone_by,
         )
 
-    def history(self, *, sample_id: str | None = None, limit: int | None = 50, newest_first: bool = True) -> list[HistoryEntry]:
-        """Changes, newest first by default (optionally of one sample)."""
+    def history(self, *, sample_id: str | None = None, limit: int | None = 50, newest_first: bool = True, since: int | None = None) -> list[HistoryEntry]:
+        """Changes, newest first by default; optionally of one sample, or only those
+        after entry ``since`` (to replay what changed since a snapshot)."""
         sql = "SELECT seq, ts, action, sample_id, provenance, reason, before, after, undoes, undone_by FROM history"
+        where: list[str] = []
         args: list[Any] = []
         if sample_id is not None:
-            sql += " WHERE sample_id = ?"
+            where.append("sample_id = ?")
             args.append(sample_id)
+        if since is not None:
+            where.append("seq > ?")
+            args.append(int(since))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq " + ("DESC" if newest_first else "ASC")
         if limit is not None:
             sql += " LIMIT ?"

@@ -768,17 +768,8 @@ def _newest_seq(store: Any) -> int | None:
 
 def _changed_since(store: Any, since: int) -> list[str]:
     """Ids of the samples with history entries newer than ``since``, oldest change first."""
-    limit = 256
-    while True:
-        entries = store.history(limit=limit)
-        if len(entries) < limit or entries[-1].seq <= since:
-            break
-        limit *= 4
-    ids: dict[str, None] = {}
-    for e in reversed(entries):
-        if e.seq > since:
-            ids[e.sample_id] = None
-    return list(ids)
+    entries = store.history(since=since, limit=None, newest_first=False)
+    return list(dict.fromkeys(e.sample_id for e in entries))
 
 
 # ------------------------------------------------------------ entry points
