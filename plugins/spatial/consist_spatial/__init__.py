@@ -37,7 +37,7 @@ from consist_spatial.learned import (
     make_matcher,
 )
 from consist_spatial.matching import LOWE_RATIO, match_descriptors, match_features
-from consist_spatial.verify import DEFAULT_THRESHOLDS, Verification, project_points, verify_pair
+from consist_spatial.verify import DEFAULT_THRESHOLDS, Verification, project_points, rasterise, verify_pair
 
 __all__ = [
     "__version__",
@@ -45,6 +45,7 @@ __all__ = [
     "AsmkParams",
     "AsmkRetriever",
     "Reranked",
+    "rasterise",
     "open_asmk_index",
     "spatial_rerank",
     "update_asmk_index",

@@ -38,6 +38,7 @@ __all__ = [
     "Verification",
     "verify_pair",
     "project_points",
+    "rasterise",
 ]
 
 log = structlog.get_logger("consist.spatial")
@@ -131,6 +132,24 @@ class Verification:
         if self.reason:
             out["reason"] = self.reason
         return out
+
+    def mask(self, size: tuple[int, int]) -> np.ndarray | None:
+        """The localisation as a boolean ``HxW`` mask of the neighbour image
+        (``size = (width, height)``): the projected query region, else the inlier
+        hull; ``None`` when there is neither (pixel-retrieval metrics take masks)."""
+        poly = self.polygon if self.polygon is not None else self.inlier_hull
+        return None if poly is None else rasterise(poly, size)
+
+
+def rasterise(polygon: Sequence[Sequence[float]], size: tuple[int, int]) -> np.ndarray:
+    """Fill ``polygon`` (pixel coordinates, x right, y down) into a boolean mask of
+    ``size = (width, height)``; parts outside the image are clipped."""
+    w, h = int(size[0]), int(size[1])
+    mask = np.zeros((h, w), dtype=np.uint8)
+    pts = np.round(np.asarray(polygon, dtype=np.float64) * 16).astype(np.int32)  # 4 bits of sub-pixel precision
+    if len(pts) >= 3:
+        cv2.fillPoly(mask, [pts.reshape(-1, 1, 2)], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
 
 
 # ------------------------------------------------------------------ geometry

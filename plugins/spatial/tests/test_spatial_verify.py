@@ -205,3 +205,20 @@ def test_fundamental_without_parallax_falls_back_to_homography(feats) -> None:
     v = verify_pair(f, f, match_features(f, f), model="fundamental")
     assert v.verified and v.model == "homography" and v.H is not None
     np.testing.assert_allclose(np.asarray(v.H), np.eye(3), atol=1e-3)
+
+
+def test_localisation_rasterises_to_a_mask_matching_the_true_warp(feats, warped_feats, h_true) -> None:
+    from consist.metrics import mask_iou
+    from consist_spatial import rasterise
+
+    f1, f2 = feats["astronaut"], warped_feats["astronaut"]
+    v = verify_pair(f1, f2, match_features(f1, f2))
+    w, h = f2.image_size
+    mask = v.mask((w, h))
+    assert mask.shape == (h, w) and mask.dtype == bool
+    true = rasterise(project_points(h_true, [[0, 0], [f1.image_size[0], 0], list(f1.image_size), [0, f1.image_size[1]]])[0], (w, h))
+    assert mask_iou(mask, true) > 0.85
+    # a square fills exactly its pixels; outside parts are clipped
+    sq = rasterise([[2, 2], [6, 2], [6, 6], [2, 6]], (10, 8))
+    assert sq.sum() == 25 and sq[2:7, 2:7].all()
+    assert rasterise([[-5, -5], [5, -5], [5, 5], [-5, 5]], (10, 10)).sum() == 36
