@@ -288,7 +288,19 @@ class PairRunner:
         return out
 
     def support(self, rec: dict[str, Any]) -> float:
+        """The support of the checker's vote for the neighbour's label: a function of the
+        verified inlier count; 0 when the pair does not verify (no positive vote)."""
         return SpatialChecker.support_for(rec["inliers"], self.cfg) if rec["verified"] else 0.0
+
+    def evidence(self, rec: dict[str, Any]) -> float:
+        """The log-odds the vote adds to its label in the default aggregation (checker
+        weight 1): ``confidence * logit(support)``, where the confidence also counts how
+        widely the inliers spread over the query; 0 when the pair does not verify."""
+        if not rec["verified"]:
+            return 0.0
+        from consist.aggregate import logit
+
+        return SpatialChecker.confidence_for(rec["inliers"], rec["coverage"], self.cfg) * logit(self.support(rec))
 
 
 VOTE_OPTIONS = {"min_support", "max_support", "support_scale", "spread_full", "reject_support", "reject_confidence", "k", "cache_queries", "min_in_region"}
@@ -502,6 +514,7 @@ def _auc_block(runner: PairRunner, pos: list[dict[str, Any]], neg: list[dict[str
         "n_neg": len(neg),
         "auc_support": roc_auc(s_pos, s_neg),
         "auc_support_ci": [lo, hi],
+        "auc_evidence": roc_auc([runner.evidence(r) for r in pos], [runner.evidence(r) for r in neg]),
         "auc_inliers": roc_auc([r["inliers"] for r in pos], [r["inliers"] for r in neg]),
         "auc_matches": roc_auc([r["matches"] for r in pos], [r["matches"] for r in neg]),
         "verified_pos": sum(r["verified"] for r in pos) / max(1, len(pos)),
@@ -759,14 +772,14 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
         for name, block in auc.items():
             rows = [
                 (
-                    b["pipeline"], f"{b['n_pos']}/{b['n_neg']}", b["auc_support"], f"{b['auc_support_ci'][0]:.2f}-{b['auc_support_ci'][1]:.2f}", b["auc_inliers"], b["auc_matches"],
+                    b["pipeline"], f"{b['n_pos']}/{b['n_neg']}", b["auc_support"], f"{b['auc_support_ci'][0]:.2f}-{b['auc_support_ci'][1]:.2f}", b["auc_evidence"], b["auc_inliers"], b["auc_matches"],
                     _pct(b["verified_pos"]), _pct(b["verified_neg"]), b["median_inliers_pos"], b["median_inliers_neg"], b["pair_cpu_ms_mean"],
                 )  # fmt: skip
                 for b in block["pipelines"]
             ]
             C.print_table(
                 f"2. verification ROC-AUC, {name} ({block['images']} images)",
-                ("pipeline", "pos/neg", "AUC support", "95% CI", "AUC inliers", "AUC matches", "TPR", "FPR", "med inl+", "med inl-", "CPU ms/pair"),
+                ("pipeline", "pos/neg", "AUC support", "95% CI", "AUC evidence", "AUC inliers", "AUC matches", "TPR", "FPR", "med inl+", "med inl-", "CPU ms/pair"),
                 rows,
             )
             for b in block["pipelines"]:
