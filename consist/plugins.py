@@ -51,6 +51,8 @@ BUILTIN_PLUGINS = (
 
 _lock = threading.RLock()
 _pm: pluggy.PluginManager | None = None
+#: entry-point name -> (distribution, version) of the loaded plugins
+_dists: dict[str, tuple[str, str | None]] = {}
 
 
 @attrs.frozen
@@ -110,9 +112,8 @@ def _make_manager() -> pluggy.PluginManager:
                 f"(set {ENV_VAR} to load only the plugins you need)"
             ) from exc
         pm.register(plugin, name=ep.name)
-        if dist is not None:
-            pm._consist_dists = getattr(pm, "_consist_dists", {})  # type: ignore[attr-defined]
-            pm._consist_dists[ep.name] = (dist, ep.dist.version if ep.dist else None)  # type: ignore[attr-defined]
+        if ep.dist is not None:
+            _dists[ep.name] = (ep.dist.name, ep.dist.version)
     pm.hook.consist_addhookspecs.call_historic(kwargs={"pluginmanager": pm})
     try:
         pm.check_pending()
@@ -210,7 +211,7 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
     by_owner: dict[str, list[str]] = {}
     for cname, owner in _owners.get("checker", {}).items():
         by_owner.setdefault(owner, []).append(cname)
-    dists: dict[str, tuple[str, str | None]] = getattr(pm, "_consist_dists", {})
+    dists = _dists
     import consist
 
     infos = []

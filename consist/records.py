@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -398,11 +398,3 @@ def _attach_methods() -> None:
 
 
 _attach_methods()
-
-
-def ensure_sequence(value: Sequence[T] | T | None) -> tuple[T, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
-    return (value,)  # type: ignore[return-value]
