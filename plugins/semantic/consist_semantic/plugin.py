@@ -1,6 +1,67 @@
-"""Entry point of the semantic plugin (group `consist`).
+"""Entry point of the ``consist-semantic`` distribution (group ``consist``, name ``semantic``).
 
-The plugin is registered through the same entry-point group a third party uses.
-Its checkers are not implemented yet (see the project's issues); until then it
-implements no hooks, and `consist plugins` lists it with none.
+Registers the reflection checker (on by default only when an LMM is configured in
+the environment), the frontal controller's skip rule, the ``tell`` and ``ask``
+commands, the plugin's own back-end hookspec and the two built-in back-ends.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import consist
+
+
+@consist.hookimpl
+def consist_addhookspecs(pluginmanager: Any) -> None:
+    from consist_semantic import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def _openai(**options: Any) -> Any:
+    from consist_semantic.openai_backend import OpenAIChatBackend
+
+    options.pop("model_path", None)
+    return OpenAIChatBackend(**options)
+
+
+def _transformers(**options: Any) -> Any:
+    from consist_semantic.local_backend import TransformersBackend
+
+    options.pop("base_url", None)
+    options.pop("api_key", None)
+    path = options.pop("model_path", None) or options.pop("model", None)
+    return TransformersBackend(path, **options)
+
+
+@consist.hookimpl
+def consist_semantic_register_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("openai", _openai)
+    register("transformers", _transformers)
+
+
+@consist.hookimpl
+def consist_register_checkers(register: Callable[[object], None]) -> None:
+    from consist_semantic.backends import configured_in_env
+    from consist_semantic.reflection import ReflectionChecker
+
+    checker = ReflectionChecker()
+    checker.enabled_by_default = configured_in_env()
+    register(checker)
+
+
+@consist.hookimpl
+def consist_skip_checker(checker: Any, state: Any) -> str | None:
+    frontal = getattr(checker, "frontal", None)
+    if frontal is None or not getattr(checker, "frontal_controlled", False):
+        return None
+    return frontal.skip_reason(state)
+
+
+@consist.hookimpl
+def consist_register_commands(cli: Any) -> None:
+    from consist_semantic.cli import register
+
+    register(cli)
