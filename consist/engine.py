@@ -29,6 +29,7 @@ import structlog
 
 from consist import plugins as _plugins
 from consist.aggregate import AggregateResult, AggregationConfig
+from consist.aliases import canonicalise_prediction
 from consist.checker import Abstain, CheckContext, Checker
 from consist.controller import ControllerConfig, ControllerState
 from consist.errors import ConsistError
@@ -253,6 +254,8 @@ class Engine:
     def verify(self, prediction: Prediction, neighbours: Sequence[Neighbour] | None = None, *, adapt: bool | None = None) -> Decision:
         """Decide on one prediction. Never raises because of a checker."""
         t0 = time.perf_counter()
+        if self.store is not None:  # personal names ("Bluey") compare as their labels
+            prediction = canonicalise_prediction(prediction, self.store)
         if neighbours is None:
             neighbours = self.neighbours(prediction)
         neighbours = tuple(neighbours)

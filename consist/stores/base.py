@@ -17,7 +17,7 @@ import numpy as np
 from consist.errors import StoreError
 from consist.records import HistoryEntry, Provenance, Region, Sample
 
-__all__ = ["Store", "open_store", "split_uri"]
+__all__ = ["Store", "AliasStore", "open_store", "split_uri"]
 
 
 @runtime_checkable
@@ -76,3 +76,17 @@ def open_store(uri: str | Store, **kwargs: Any) -> Store:
         known = ", ".join(f"{s}://" for s in sorted(openers))
         raise StoreError(f"no store for the URI scheme {scheme!r} in {uri!r} (known: {known})")
     return openers[scheme](uri, **kwargs)
+
+
+@runtime_checkable
+class AliasStore(Protocol):
+    """Optional store capabilities for conversational feedback (``SQLiteStore`` has
+    them): personal names of labels, and notes/attributes on samples. Kept apart from
+    :class:`Store` so that a store without them is still a store (``consist.aliases``
+    then finds no aliases). Every change is a history entry that ``undo`` reverts.
+    """
+
+    def aliases(self) -> dict[str, str]: ...
+    def set_alias(self, name: str, label: str, *, provenance: Provenance = Provenance.USER, reason: str = "", force: bool = False) -> HistoryEntry | None: ...
+    def remove_alias(self, name: str, *, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None: ...
+    def annotate(self, sample_id: str, *, note: str | None = None, attributes: dict[str, Any] | None = None, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None: ...

@@ -94,6 +94,28 @@ def _state(sample: Sample | None, deleted: bool = False) -> dict[str, Any] | Non
     return d
 
 
+#: History ``sample_id`` prefix of alias changes (``alias:<normalised name>``).
+ALIAS_KEY_PREFIX = "alias:"
+
+_ALIAS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, display TEXT NOT NULL, label TEXT NOT NULL, "
+    "provenance TEXT NOT NULL, updated REAL NOT NULL)"
+)
+
+
+def _is_alias_state(state: dict[str, Any] | None) -> bool:
+    return isinstance(state, dict) and state.get("kind") == "alias"
+
+
+def _alias_key(name: str) -> str:
+    from consist.aliases import normalise
+
+    key = normalise(name)
+    if not key:
+        raise ValueError(f"alias name {name!r} is empty once normalised")
+    return key
+
+
 class SQLiteStore:
     """SQLite-backed :class:`consist.stores.Store`. Thread-safe within a process."""
 
@@ -550,6 +572,8 @@ class SQLiteStore:
                 raise UndoConflict(f"{self.uri}: history entry #{seq} was already undone by #{target.undone_by}")
             if target.action == "conflict":
                 raise UndoConflict(f"{self.uri}: history entry #{seq} records a refused change; there is nothing to undo")
+            if _is_alias_state(target.before) or _is_alias_state(target.after):
+                return self._undo_alias(target, force=force)  # aliases live in their own table
             later = self._db.execute(
                 # later changes still in effect; an undo of an even later change cancels out
                 "SELECT seq FROM history WHERE sample_id = ? AND seq > ? AND undone_by IS NULL AND action != 'conflict' AND NOT (undoes IS NOT NULL AND undoes >= ?) ORDER BY seq",
@@ -605,3 +629,105 @@ class SQLiteStore:
             n_hist = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
             prov = dict(self._db.execute("SELECT provenance, COUNT(*) FROM samples WHERE deleted = 0 GROUP BY provenance").fetchall())
         return {"uri": self.uri, "samples": int(n_live), "deleted": int(n_all - n_live), "embeddings": int(n_vec), "history": int(n_hist), "provenance": prov, "labels": len(self.labels()), "artefacts": self.artefact_kinds()}
+
+    # -------------------------------------------------- aliases and notes (added)
+    # Personal names for labels ("Bluey" -> "mug_blue") live in their own table,
+    # created on first use so that older stores need no migration; every change is
+    # a history entry (action ``alias``/``unalias``, sample id ``alias:<name>``,
+    # before/after ``{"kind": "alias", ...}``) that ``undo`` reverts.
+
+    def aliases(self) -> dict[str, str]:
+        """Alias (as written) -> canonical label; empty when none was ever set."""
+        with self._lock:
+            try:
+                return {d: lab for d, lab in self._db.execute("SELECT display, label FROM aliases ORDER BY name")}
+            except sqlite3.OperationalError:  # no alias table yet
+                return {}
+
+    def _alias_state(self, key: str) -> dict[str, Any] | None:
+        try:
+            row = self._db.execute("SELECT display, label, provenance FROM aliases WHERE name = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else {"kind": "alias", "name": row[0], "label": row[1], "provenance": row[2]}
+
+    def _write_alias(self, key: str, state: dict[str, Any] | None) -> None:
+        self._db.execute(_ALIAS_SCHEMA)
+        if state is None:
+            self._db.execute("DELETE FROM aliases WHERE name = ?", (key,))
+        else:
+            self._db.execute(
+                "INSERT INTO aliases VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET display=excluded.display, label=excluded.label, provenance=excluded.provenance, updated=excluded.updated",
+                (key, state["name"], state["label"], state["provenance"], time.time()),
+            )
+
+    def set_alias(self, name: str, label: str, *, provenance: Provenance = Provenance.USER, reason: str = "", force: bool = False) -> HistoryEntry | None:
+        """Make ``name`` another name of ``label`` (``None`` if it already was).
+
+        An alias may not shadow a label that samples carry (it would make that label
+        unreachable), and may not replace an alias of higher trust, unless ``force``.
+        """
+        provenance = Provenance(provenance)
+        key = _alias_key(name)
+        if not label:
+            raise ValueError("an alias needs a label")
+        with self.transaction():
+            old = self._alias_state(key)
+            if old is not None and old["label"] == label and old["name"] == name:
+                return None
+            if not force and key != _alias_key(label):
+                from consist.aliases import normalise
+
+                clash = [lab for lab in self.labels() if normalise(lab) == key]
+                if clash:
+                    raise LabelConflict(f"{self.uri}: {name!r} is already a label ({clash[0]!r}) of {self.labels()[clash[0]]} sample(s); an alias may not hide it (use force to override)")
+            if old is not None and not force and TRUST[provenance] < TRUST[Provenance(old["provenance"])]:
+                raise LabelConflict(f"{self.uri}: alias {old['name']!r} -> {old['label']!r} was set by {old['provenance']}; a {provenance.value} change may not replace it (use force to override)")
+            new = {"kind": "alias", "name": name, "label": label, "provenance": provenance.value}
+            self._write_alias(key, new)
+            return self._record("alias", ALIAS_KEY_PREFIX + key, provenance, reason, old, new)
+
+    def remove_alias(self, name: str, *, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None:
+        """Forget an alias (``None`` if there was none); undoable."""
+        provenance = Provenance(provenance)
+        key = _alias_key(name)
+        with self.transaction():
+            old = self._alias_state(key)
+            if old is None:
+                return None
+            self._write_alias(key, None)
+            return self._record("unalias", ALIAS_KEY_PREFIX + key, provenance, reason, old, None)
+
+    def _undo_alias(self, target: HistoryEntry, *, force: bool) -> HistoryEntry:
+        seq = target.seq
+        later = self._db.execute(
+            "SELECT seq FROM history WHERE sample_id = ? AND seq > ? AND undone_by IS NULL AND action != 'conflict' AND NOT (undoes IS NOT NULL AND undoes >= ?) ORDER BY seq",
+            (target.sample_id, seq, seq),
+        ).fetchall()
+        if later and not force:
+            raise UndoConflict(f"{self.uri}: {target.sample_id!r} changed again after #{seq} (#{', #'.join(str(r[0]) for r in later)}); undo those first or force")
+        key = target.sample_id[len(ALIAS_KEY_PREFIX):]
+        current = self._alias_state(key)
+        self._write_alias(key, target.before)
+        return self._record("undo", target.sample_id, Provenance.USER, f"undo #{seq} ({target.action})", current, target.before, undoes=seq)
+
+    def annotate(self, sample_id: str, *, note: str | None = None, attributes: dict[str, Any] | None = None, provenance: Provenance = Provenance.USER, reason: str = "") -> HistoryEntry | None:
+        """Add a note and/or attributes to a sample's ``meta`` (``meta["notes"]``: a
+        list of ``{"text", "provenance", "ts"}``; ``meta["attributes"]``: a dict).
+        Recorded as a ``note`` history entry and undoable like any sample change."""
+        provenance = Provenance(provenance)
+        if not note and not attributes:
+            return None
+        with self.transaction():
+            old = self._require(sample_id)
+            meta = dict(old.meta)
+            if note:
+                meta["notes"] = [*meta.get("notes", []), {"text": note, "provenance": provenance.value, "ts": round(time.time(), 3)}]
+            if attributes:
+                merged = {**meta.get("attributes", {}), **attributes}
+                if merged == meta.get("attributes") and not note:
+                    return None
+                meta["attributes"] = merged
+            new = attrs.evolve(old, meta=meta)
+            self._write_row(new, False, False)
+            return self._record("note", sample_id, provenance, reason, _state(old), _state(new))
