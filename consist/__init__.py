@@ -13,12 +13,14 @@ Public API (documented in docs/):
 * engine: :class:`Engine`, :class:`EngineConfig`, :func:`wrap`
 * stores: :func:`open_store`
 * feedback: :func:`correct`
+* label audit: :func:`audit` (``consist.audit(dataset, out)``, docs/audit.md)
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from consist import audit
 from consist.adapt import correct
 from consist.aggregate import AggregateResult, AggregationConfig, aggregate, calibrate
 from consist.checker import Abstain, BaseChecker, CheckContext, Checker
@@ -89,6 +91,7 @@ __all__ = [
     "UndoConflict",
     "Vote",
     "aggregate",
+    "audit",
     "calibrate",
     "correct",
     "hookimpl",

@@ -43,6 +43,8 @@ __all__ = [
     "DatasetProblem",
     "Dataset",
     "read_dataset",
+    "PATH_COLUMNS",
+    "LABEL_COLUMNS",
     "is_image_file",
 ]
 
@@ -140,7 +142,22 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def read_dataset(path: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None, *, root: str | os.PathLike[str] | None = None) -> Dataset:
+#: Header names taken for the path and the label column when none is named
+#: (compared case-insensitively, first match wins).
+#: Only unambiguous names: a column called ``class`` may be a super-category, so
+#: anything else is named explicitly (``label_column="instance"``).
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath")
+LABEL_COLUMNS = ("label",)
+
+
+def read_dataset(
+    path: str | os.PathLike[str],
+    labels: str | os.PathLike[str] | None = None,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+) -> Dataset:
     """Read the dataset at ``path``.
 
     Args:
@@ -149,6 +166,9 @@ def read_dataset(path: str | os.PathLike[str], labels: str | os.PathLike[str] | 
         labels: a CSV ``path,label,...`` listing the images of the folder ``path``
             (relative paths are taken from that folder).
         root: the folder CSV paths are relative to, when it is neither of the above.
+        path_column, label_column: the CSV columns holding the image path and the
+            label (default: the first header among :data:`PATH_COLUMNS` /
+            :data:`LABEL_COLUMNS`, e.g. ``path``/``file`` and ``label``/``class``).
 
     Raises:
         DatasetError: missing folder or CSV, CSV without ``path``/``label`` columns,
@@ -166,7 +186,7 @@ def read_dataset(path: str | os.PathLike[str], labels: str | os.PathLike[str] | 
         raise DatasetError(f"{path}: not a folder (give a folder of class sub-folders, or a CSV path,label)")
     base = p.resolve()
     if labels is not None:
-        ds = _read_csv(base, Path(labels))
+        ds = _read_csv(base, Path(labels), path_column, label_column)
         if not ds.items:
             detail = f" ({len(ds.problems)} rows skipped; first: {ds.problems[0].message})" if ds.problems else ""
             raise DatasetError(f"{labels}: no usable image rows{detail}")
@@ -229,7 +249,21 @@ def _item_id(base: Path, rel: str) -> str:
     return rel
 
 
-def _read_csv(base: Path, csv_path: Path) -> Dataset:
+def _find_column(lowered: list[str], names: list[str], wanted: str | None, aliases: tuple[str, ...], what: str, csv_path: Path) -> int:
+    if wanted is not None:
+        if wanted.strip().lower() in lowered:
+            return lowered.index(wanted.strip().lower())
+        found = ", ".join(repr(n) for n in names if n) or "nothing"
+        raise DatasetError(f"{csv_path}: no column {wanted!r} for the {what} in the header line (found {found})")
+    for alias in aliases:
+        if alias in lowered:
+            return lowered.index(alias)
+    found = ", ".join(repr(n) for n in names if n) or "nothing"
+    option = "--path-column" if what == "path" else "--label-column"
+    raise DatasetError(f"{csv_path}: no {what!r} column in the header line (found {found}); the first line must name the columns, e.g. path,label, or name the column with {option}")
+
+
+def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_column: str | None = None) -> Dataset:
     if not csv_path.exists():
         raise DatasetError(f"{csv_path}: no such file")
     if csv_path.is_dir():
@@ -249,11 +283,10 @@ def _read_csv(base: Path, csv_path: Path) -> Dataset:
         raise DatasetError(f"{csv_path}: not a readable CSV ({exc})") from None
     names = [h.strip() for h in header]
     lowered = [h.lower() for h in names]
-    for required in ("path", "label"):
-        if required not in lowered:
-            found = ", ".join(repr(n) for n in names if n) or "nothing"
-            raise DatasetError(f"{csv_path}: no {required!r} column in the header line (found {found}); the first line must name the columns, e.g. path,label")
-    i_path, i_label = lowered.index("path"), lowered.index("label")
+    i_path = _find_column(lowered, names, path_column, PATH_COLUMNS, "path", csv_path)
+    i_label = _find_column(lowered, names, label_column, LABEL_COLUMNS, "label", csv_path)
+    if i_path == i_label:
+        raise DatasetError(f"{csv_path}: the path and the label cannot be the same column ({names[i_path]!r})")
     extra = [(i, n) for i, n in enumerate(names) if i not in (i_path, i_label) and n]
 
     items: list[DatasetItem] = []

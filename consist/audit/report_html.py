@@ -1,0 +1,196 @@
+"""``report.html``: one self-contained page (inline CSS, JS and JPEG thumbnails; no
+network) that a person opens offline to review the audit.
+
+Flagged samples come first, as cards: the sample beside the neighbours that decided
+it, each pair drawn side by side with its inlier matches (re-verified for the page)
+and the sample's outline localised in the neighbour. Below, a table of every
+sample, sortable by any column and filterable by label, status and confidence.
+Thumbnails are drawn only for the first :data:`MAX_CARDS` flagged samples, so the
+page stays small for large datasets.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from consist.audit.decide import AuditRow
+from consist.audit.journal import read_journal
+from consist.audit.outputs import atomic_open
+
+__all__ = ["write_report", "MAX_CARDS", "NEIGHBOURS_SHOWN", "MATCH_LINES", "THUMB_SIDE"]
+
+#: Flagged samples drawn as cards (the table lists every sample).
+MAX_CARDS = 200
+#: Neighbours drawn beside each flagged sample.
+NEIGHBOURS_SHOWN = 3
+#: Inlier matches drawn per pair (evenly chosen).
+MATCH_LINES = 30
+#: Long side of the thumbnails, in pixels.
+THUMB_SIDE = 220
+
+
+def _thumb(uri: str | None) -> tuple[str, float, int, int] | None:
+    """(data URI, scale, width, height) of a JPEG thumbnail, or None if unreadable."""
+    if not uri:
+        return None
+    from PIL import Image
+
+    from consist.errors import ImageError
+    from consist.images import load_image
+
+    try:
+        arr = load_image(uri)
+    except ImageError:
+        return None
+    h, w = arr.shape[:2]
+    s = min(1.0, THUMB_SIDE / max(h, w))
+    img = Image.fromarray(arr).resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=72)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), s, img.width, img.height
+
+
+def _matches(query_uri: str, neighbour: Any, store: Any) -> list[tuple[float, float, float, float]]:
+    """Inlier matches ``(xq, yq, xn, yn)`` in original pixels (re-verified; [] if unavailable)."""
+    try:
+        from consist_spatial.checker import SpatialChecker
+        from consist_spatial.features import features_for
+
+        from consist.records import Query
+    except ImportError:
+        return []
+    try:
+        checker = SpatialChecker()
+        q = Query(id=neighbour.id + "#q", uri=query_uri)
+        qf = features_for(q, None, checker.config.feature_extractor)
+        v = checker.verify(qf, neighbour, store)
+        if not len(v.inlier_matches):
+            return []
+        nf = features_for(neighbour, store, checker.config.feature_extractor)
+        im = v.inlier_matches
+        pick = sorted(set(int(round(i)) for i in _linspace(0, len(im) - 1, min(MATCH_LINES, len(im)))))
+        return [(float(qf.keypoints[im[i, 0], 0]), float(qf.keypoints[im[i, 0], 1]), float(nf.keypoints[im[i, 1], 0]), float(nf.keypoints[im[i, 1], 1])) for i in pick]
+    except Exception:  # the page must be written even if one pair cannot be redrawn
+        return []
+
+
+def _linspace(a: float, b: float, n: int) -> list[float]:
+    return [a] if n <= 1 else [a + (b - a) * i / (n - 1) for i in range(n)]
+
+
+def _pair_svg(q: tuple[str, float, int, int], n: tuple[str, float, int, int], polygon: Sequence[Sequence[float]] | None, matches: Sequence[tuple[float, float, float, float]]) -> str:
+    qd, qs, qw, qh = q
+    nd, ns, nw, nh = n
+    gap = 12
+    W, H = qw + gap + nw, max(qh, nh)
+    parts = [f'<svg class="pair" viewBox="0 0 {W} {H}" width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">', f'<image href="{qd}" x="0" y="0" width="{qw}" height="{qh}"/>', f'<image href="{nd}" x="{qw + gap}" y="0" width="{nw}" height="{nh}"/>']
+    if polygon:
+        pts = " ".join(f"{qw + gap + x * ns:.1f},{y * ns:.1f}" for x, y in polygon)
+        parts.append(f'<polygon points="{pts}" class="outline"/>')
+    for i, (xq, yq, xn, yn) in enumerate(matches):
+        parts.append(f'<line x1="{xq * qs:.1f}" y1="{yq * qs:.1f}" x2="{qw + gap + xn * ns:.1f}" y2="{yn * ns:.1f}" class="m{i % 4}"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store: Any) -> str:
+    e = html.escape
+    q = _thumb(rec.get("uri"))
+    edges = [x for x in rec.get("edges", ()) if x.get("verified")][:NEIGHBOURS_SHOWN]
+    pairs = []
+    for edge in edges:
+        nuri = uris.get(edge["b"])
+        n = _thumb(nuri)
+        label = e(str(edge.get("b_label")))
+        caption = f'<div class="cap"><b>{label}</b> · {e(edge["b"])} · {edge["inliers"]} inliers</div>'
+        if q is None or n is None:
+            pairs.append(f'<div class="nb">{caption}<div class="missing">image unreadable</div></div>')
+            continue
+        from consist.records import Sample
+
+        matches = _matches(rec["uri"], Sample(id=edge["b"], uri=nuri, label=edge.get("b_label")), store) if store is not None else []
+        pairs.append(f'<div class="nb">{_pair_svg(q, n, edge.get("polygon"), matches)}{caption}</div>')
+    if not pairs:
+        pairs.append('<div class="nb">decided through intermediate views (no direct verified neighbour)' + (f'<br><img src="{q[0]}">' if q else "") + "</div>")
+    conf = "" if row.confidence is None else f"{row.confidence:.2f}"
+    return (
+        f'<section class="card" data-label="{e(row.given_label)}" data-suggested="{e(str(row.suggested_label))}" data-confidence="{conf}">'
+        f'<h3>{e(row.sample)}</h3><p class="verdict">given <b>{e(row.given_label)}</b> → suggested <b>{e(str(row.suggested_label))}</b> (confidence {conf})</p>'
+        f'<p class="reason">{e(row.reason)}</p><div class="pairs">{"".join(pairs)}</div></section>'
+    )
+
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{margin:.2em 0}.stats span{margin-right:1.2em}.card{background:#fff;border:1px solid #ddd;border-left:5px solid #d9534f;border-radius:6px;padding:.6em 1em;margin:1em 0}
+.card h3{margin:.2em 0;font-size:15px}.reason{color:#555;font-size:13px}.pairs{display:flex;flex-wrap:wrap;gap:14px}.nb{font-size:12px}
+svg.pair{max-width:100%;height:auto;background:#111}.outline{fill:rgba(0,255,0,.12);stroke:#0f0;stroke-width:2}
+line{stroke-width:1}.m0{stroke:#0cf}.m1{stroke:#f7d}.m2{stroke:#7f7}.m3{stroke:#fc5}.missing{color:#a00}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{cursor:pointer;background:#eee;position:sticky;top:0}tr.flagged{background:#fde8e8}tr.unverifiable{color:#777}tr.unreadable{color:#a00}
+.filters{margin:1em 0;display:flex;gap:1em;flex-wrap:wrap;align-items:center}
+"""
+
+_JS = """
+const rows=[...document.querySelectorAll('#samples tbody tr')];
+function apply(){const l=document.getElementById('f-label').value,s=document.getElementById('f-status').value,c=parseFloat(document.getElementById('f-conf').value);
+document.getElementById('f-conf-v').textContent=c.toFixed(2);let n=0;
+for(const r of rows){const ok=(!l||r.dataset.label===l||r.dataset.suggested===l)&&(!s||r.dataset.status===s)&&((parseFloat(r.dataset.confidence)||0)>=c||(c===0));r.style.display=ok?'':'none';if(ok)n++;}
+for(const k of document.querySelectorAll('.card')){const ok=(!l||k.dataset.label===l||k.dataset.suggested===l)&&((parseFloat(k.dataset.confidence)||0)>=c||(c===0))&&(!s||s==='flagged');k.style.display=ok?'':'none';}
+document.getElementById('shown').textContent=n;}
+for(const id of ['f-label','f-status','f-conf'])document.getElementById(id).addEventListener('input',apply);
+document.querySelectorAll('#samples th').forEach((th,i)=>th.addEventListener('click',()=>{const tb=document.querySelector('#samples tbody');const dir=th.dataset.dir==='asc'?-1:1;th.dataset.dir=dir===1?'asc':'desc';
+const num=th.dataset.num==='1';rows.sort((a,b)=>{let x=a.children[i].textContent,y=b.children[i].textContent;if(num){x=parseFloat(x)||0;y=parseFloat(y)||0;return (x-y)*dir;}return x.localeCompare(y)*dir;});rows.forEach(r=>tb.appendChild(r));}));
+apply();
+"""
+
+
+def write_report(path: Path, rows: Sequence[AuditRow], summary: Mapping[str, Any], journal: Path, ds: Any, store_uri: str) -> None:
+    e = html.escape
+    uris = {it.id: it.uri for it in ds.items}
+    flagged = sorted((r for r in rows if r.flagged), key=lambda r: -(r.confidence or 0.0))
+    wanted = {r.sample for r in flagged[:MAX_CARDS]}
+    recs = {rec["id"]: rec for rec in read_journal(journal) if rec["id"] in wanted}
+    store = None
+    try:
+        from consist.stores.base import open_store
+
+        store = open_store(store_uri, create=False)
+    except Exception:
+        store = None
+    try:
+        cards = [_card(r, recs[r.sample], uris, store) for r in flagged[:MAX_CARDS] if r.sample in recs]
+    finally:
+        if store is not None:
+            store.close()
+    c = summary["counts"]
+    labels = sorted({r.given_label for r in rows} | {r.suggested_label for r in rows if r.suggested_label})
+    cols = [("sample", 0), ("given", 0), ("suggested", 0), ("status", 0), ("confidence", 1), ("evidence", 0), ("inliers", 1), ("verified nbrs", 1), ("reason", 0)]
+    body = []
+    for r in sorted(rows, key=lambda r: (not r.flagged, -(r.confidence or 0.0), r.sample)):
+        conf = "" if r.confidence is None else f"{r.confidence:.3f}"
+        body.append(
+            f'<tr class="{r.status}" data-label="{e(r.given_label)}" data-suggested="{e(str(r.suggested_label or ""))}" data-status="{r.status}" data-confidence="{conf or 0}">'
+            f"<td>{e(r.sample)}</td><td>{e(r.given_label)}</td><td>{e(str(r.suggested_label or ''))}</td><td>{r.status}</td><td>{conf}</td>"
+            f"<td>{e(str(r.evidence_neighbour or ''))}</td><td>{'' if r.evidence_inliers is None else r.evidence_inliers}</td><td>{r.verified_neighbours}</td><td>{e(r.reason)}</td></tr>"
+        )
+    more = f"<p>{len(flagged) - MAX_CARDS} more flagged samples are in the table below and in audit.csv.</p>" if len(flagged) > MAX_CARDS else ""
+    failures = "".join(f"<li>{e(f['message'])}</li>" for f in summary.get("failures", [])[:200])
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary['dataset']['root']))}</title><style>{_CSS}</style></head><body>
+<h1>consist audit</h1><p>{e(str(summary['dataset'].get('csv') or summary['dataset']['root']))}</p>
+<p class="stats"><span><b>{c['samples']}</b> samples</span><span><b>{c['flagged']}</b> flagged</span><span><b>{c['ok']}</b> confirmed</span><span><b>{c['unverifiable']}</b> unverifiable</span><span><b>{c['unreadable']}</b> unreadable</span><span><b>{c['near_duplicate_pairs']}</b> near-duplicate pairs with different labels</span><span>{summary['timings'].get('total_s')} s</span></p>
+<div class="filters"><label>label <select id="f-label"><option value="">all</option>{''.join(f'<option>{e(l)}</option>' for l in labels)}</select></label>
+<label>status <select id="f-status"><option value="">all</option>{''.join(f'<option>{s}</option>' for s in ('flagged', 'ok', 'unverifiable', 'unreadable'))}</select></label>
+<label>confidence ≥ <input id="f-conf" type="range" min="0" max="1" step="0.05" value="0"> <span id="f-conf-v">0.00</span></label><span><span id="shown"></span> rows shown</span></div>
+<h2>Flagged samples</h2>{''.join(cards) or '<p>No sample was flagged.</p>'}{more}
+<h2>All samples</h2><table id="samples"><thead><tr>{''.join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{''.join(body)}</tbody></table>
+<h2>Problems</h2><ul>{failures or '<li>none</li>'}</ul>
+<script>{_JS}</script></body></html>"""
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(doc)

@@ -1,0 +1,393 @@
+"""``consist audit`` end to end, as a few resumable steps (hloc style: each step
+reads what the previous one cached):
+
+1. **read** the dataset (class sub-folders or a CSV); bad entries are listed, not fatal;
+2. **extract** local features and embeddings once, in parallel, into the store
+   (the feature cache: a re-run, or another audit of the same images, skips it);
+3. **index**: train or update the ASMK retrieval index over the cached features;
+4. **verify**, leave-one-out, each sample against its top-``k`` neighbours with the
+   engine's checkers (the N * k part, in parallel: local processes or Dask); each
+   finished sample is appended durably to ``DIR/.audit/verified.jsonl``, which is
+   what ``--resume`` continues from;
+5. **decide**: build the verified graph, add its votes, aggregate, and write
+   ``audit.csv``, ``audit.jsonl``, ``summary.json`` and ``report.html``;
+6. **apply** (optional): corrected labels into a new CSV, and relabels (with
+   provenance) in the store's history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import structlog
+
+from consist.audit.config import AuditConfig
+from consist.audit.decide import STATUSES, AuditRow, decide, unreadable_row
+from consist.audit.executors import Executor, make_executor
+from consist.audit.graph import VerifiedGraph
+from consist.audit.journal import Journal, read_journal
+from consist.audit.outputs import JsonlWriter, write_csv, write_json
+from consist.audit.work import extract_chunk, make_extractor, spatial_available, verify_chunk
+from consist.errors import ConsistError
+
+__all__ = ["AuditResult", "run_audit", "STATE_DIR", "ResumeMismatch"]
+
+log = structlog.get_logger("consist.audit")
+
+#: Working files of a run (journal, labels, run fingerprint) inside the output folder.
+STATE_DIR = ".audit"
+#: Samples written to the store per transaction during extraction.
+WRITE_BATCH = 64
+
+
+class ResumeMismatch(ConsistError):
+    """``--resume`` on an output folder made with other data or options."""
+
+
+@attrs.frozen
+class AuditResult:
+    """What :func:`consist.audit` returns: the rows (one per sample), the summary,
+    and where the files went. ``to_pandas()`` gives the table as a DataFrame."""
+
+    rows: tuple[AuditRow, ...]
+    summary: dict[str, Any]
+    out: Path
+    store: str
+
+    @property
+    def flagged(self) -> tuple[AuditRow, ...]:
+        return tuple(r for r in self.rows if r.flagged)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [attrs.asdict(r) for r in self.rows]
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.to_records())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _progress(desc: str, total: int, initial: int = 0, enabled: bool = True) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", file=sys.stderr, disable=None if enabled else True, dynamic_ncols=True, smoothing=0.1)
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield list(seq[i : i + size])
+
+
+def _fingerprint(ds: Any, cfg: AuditConfig, checkers: Sequence[str] | None, store_uri: str) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([attrs.asdict(cfg), sorted(checkers or []), store_uri], sort_keys=True, default=str).encode())
+    for it in ds.items:
+        h.update(f"{it.id}\0{it.label}\0".encode())
+    return h.hexdigest()
+
+
+def run_audit(
+    dataset: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    store: str | None = None,
+    checkers: Sequence[str] | None = None,
+    executor: str | Any | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    apply: bool = False,
+    config: AuditConfig | None = None,
+    report: bool = True,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Audit the labels of ``dataset``; see :func:`consist.audit` for the arguments."""
+    from consist.datasets import read_dataset
+    from consist.stores.base import open_store
+
+    cfg = config or AuditConfig()
+    say = say or (lambda _m: None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = out_dir / STATE_DIR
+    state.mkdir(exist_ok=True)
+
+    t0 = time.perf_counter()
+    ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column)
+    for p in ds.problems:
+        say(f"warning: {p.message}")
+    timings["read_s"] = time.perf_counter() - t0
+    if labels is not None and apply and Path(labels).resolve() == (out_dir / "labels.corrected.csv").resolve():
+        raise ConsistError(f"{labels}: --apply writes labels.corrected.csv in --out; use another --out than the input's folder")
+
+    store_uri = store or f"sqlite:///{(out_dir / 'store.db').resolve()}"
+    if checkers:
+        from consist import plugins
+
+        known = plugins.checkers()
+        missing = [c for c in checkers if c not in known]
+        if missing:
+            raise ConsistError(f"unknown checker(s) {', '.join(missing)} (registered: {', '.join(sorted(known)) or 'none'})")
+    fp = _fingerprint(ds, cfg, checkers, store_uri)
+    run_file = state / "run.json"
+    if resume and run_file.exists():
+        old = json.loads(run_file.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != fp:
+            raise ResumeMismatch(f"{out_dir}: cannot --resume: it holds an audit of other data or with other options (run without --resume to start again)")
+    elif resume:
+        say(f"nothing to resume in {out_dir}: starting a new audit")
+    write_json(run_file, {"fingerprint": fp, "dataset": ds.summary(), "config": attrs.asdict(cfg), "checkers": list(checkers or []), "store": store_uri})
+    (state / "labels.json").write_text(json.dumps({it.id: it.label for it in ds.items}, ensure_ascii=False), encoding="utf-8")
+
+    ex = make_executor(executor, workers)
+    st = open_store(store_uri, create=True)
+    if getattr(st, "path", None) == ":memory:" and ex.name != "inline":
+        st.close()
+        raise ConsistError(f"{store_uri}: a memory store cannot be shared with worker processes; use a file store or --workers 1")
+    failures: dict[str, str] = {}
+    try:
+        # 2. features
+        t0 = time.perf_counter()
+        extracted = _extract(ds, st, ex, cfg, failures, progress, say)
+        timings["extract_s"] = time.perf_counter() - t0
+        # 3. retrieval index
+        t0 = time.perf_counter()
+        if spatial_available() and len(st):
+            from consist_spatial.asmk_index import update_asmk_index
+
+            update_asmk_index(st, make_extractor(cfg))
+        else:
+            say("note: consist-spatial is not installed: neighbours come from the tiny embedding and only weak checkers vote (pip install consist-spatial)")
+        timings["index_s"] = time.perf_counter() - t0
+    finally:
+        st.close()
+
+    # 4. leave-one-out verification, journaled
+    t0 = time.perf_counter()
+    todo_items = [it for it in ds.items if it.id not in failures]
+    journal = Journal(state / "verified.jsonl", resume=resume)
+    already = sum(1 for it in todo_items if it.id in journal.done)
+    if resume and already:
+        say(f"resuming: {already} of {len(todo_items)} samples already verified")
+    todo = [[it.id, it.uri, it.label, dict(it.meta)] for it in todo_items if it.id not in journal.done]
+    base = {"store": store_uri, "config": attrs.asdict(cfg), "checkers": list(checkers) if checkers else None, "labels_file": str(state / "labels.json")}
+    bar = _progress("verify", len(todo_items), already, progress)
+    try:
+        with journal:
+            for records in ex.map_unordered(verify_chunk, ({**base, "items": chunk} for chunk in _chunks(todo, cfg.chunk_size))):
+                journal.append(records)
+                bar.update(len(records))
+    except KeyboardInterrupt:
+        bar.close()
+        ex.close()
+        say(f"interrupted: {len(journal.done)} of {len(todo_items)} samples verified; run again with --resume to continue")
+        raise
+    finally:
+        bar.close()
+        ex.close()
+    timings["verify_s"] = time.perf_counter() - t0
+    verified_now = len(todo)
+
+    # 5. decide and write
+    t0 = time.perf_counter()
+    rows = _decide_and_write(ds, state / "verified.jsonl", failures, cfg, out_dir)
+    timings["decide_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_all
+    summary = _summary(ds, rows, failures, timings, cfg, ex, store_uri, checkers, extracted, verified_now, out_dir)
+    if apply:
+        from consist.audit.apply import apply_corrections
+
+        summary["applied"] = apply_corrections(ds, rows, out_dir, store_uri, cfg)
+    write_json(out_dir / "summary.json", summary)
+    if report:
+        from consist.audit.report_html import write_report
+
+        t1 = time.perf_counter()
+        write_report(out_dir / "report.html", rows, summary, state / "verified.jsonl", ds, store_uri)
+        summary["timings"]["report_s"] = round(time.perf_counter() - t1, 3)
+        write_json(out_dir / "summary.json", summary)
+    log.info("audit_done", dataset=str(dataset), samples=len(rows), flagged=summary["counts"]["flagged"], total_s=round(timings["total_s"], 2))
+    return AuditResult(rows=tuple(rows), summary=summary, out=out_dir, store=store_uri)
+
+
+def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None]) -> dict[str, int]:
+    """Cache features and embeddings for the samples that lack them; record failures."""
+    from consist.records import Provenance, Sample
+
+    spatial = spatial_available()
+    kind = make_extractor(cfg).kind if spatial else None
+    items = list(ds.items)
+    todo = []
+    cached = 0
+    for batch in _chunks(items, 256):
+        existing = st.get_many([it.id for it in batch])
+        for it, old in zip(batch, existing):
+            have = old is not None and old.uri == it.uri and old.embedding is not None and (kind is None or st.get_artefact(it.id, kind) is not None)
+            if have:
+                cached += 1
+            else:
+                todo.append(it)
+    if not todo:
+        return {"cached": cached, "extracted": 0}
+    bar = _progress("features", len(items), cached, progress)
+    by_id = {it.id: it for it in todo}
+    done = 0
+    tasks = ({"items": [[it.id, it.uri] for it in chunk], "config": attrs.asdict(cfg), "spatial": spatial} for chunk in _chunks(todo, max(1, cfg.chunk_size // 2)))
+    try:
+        pending: list[tuple[Any, dict[str, Any]]] = []
+        for results in ex.map_unordered(extract_chunk, tasks):
+            for r in results:
+                it = by_id[r["id"]]
+                if r["error"]:
+                    failures[it.id] = r["error"]
+                    say(f"warning: {r['error']}")
+                    continue
+                vec = None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float32)
+                pending.append((Sample(id=it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT, embedding=vec, meta=dict(it.meta)), r["features"]))
+            bar.update(len(results))
+            if len(pending) >= WRITE_BATCH:
+                done += _write(st, pending, kind, ds)
+                pending = []
+        done += _write(st, pending, kind, ds)
+    finally:
+        bar.close()
+    return {"cached": cached, "extracted": done}
+
+
+def _write(st: Any, pending: list[tuple[Any, bytes | None]], kind: str | None, ds: Any) -> int:
+    if not pending:
+        return 0
+    from consist_spatial.features import LocalFeatures, features_for
+
+    with st.transaction():
+        st.put([s for s, _ in pending], reason=f"consist audit {ds.csv or ds.root}", on_conflict="skip")
+        if kind is not None:
+            for sample, blob in pending:
+                if blob is not None:
+                    feats = LocalFeatures.from_bytes(blob)
+                    features_for(sample, st, _Given(kind, feats), load=lambda *_: None)
+    return len(pending)
+
+
+class _Given:
+    """An "extractor" returning features computed elsewhere, so that
+    :func:`features_for` caches them in its own format."""
+
+    def __init__(self, kind: str, features: Any) -> None:
+        self.kind = kind
+        self._features = features
+
+    def extract(self, _image: Any) -> Any:
+        return self._features
+
+
+def _decide_and_write(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, out_dir: Path) -> list[AuditRow]:
+    """Two streaming passes over the journal: the graph, then one verdict per sample."""
+    from consist.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+
+    def aggregate(prediction: Any, votes: Sequence[Any]) -> Any:
+        from consist.aggregate import AggregationConfig
+
+        return pm.hook.consist_aggregate(prediction=prediction, votes=votes, config=AggregationConfig())
+
+    graph = VerifiedGraph(cfg)
+    given = {it.id: it.label for it in ds.items}
+    verified_ids: dict[str, str] = {}
+    for rec in read_journal(journal_path):
+        if rec["id"] not in given:
+            continue
+        if not rec.get("error"):
+            verified_ids[rec["id"]] = given[rec["id"]]
+            graph.add_edges(e for e in rec.get("edges", ()) if e.get("b") in given)
+    comp = graph.components(verified_ids)
+    incoherence = graph.label_incoherence(verified_ids, comp)
+    evidence = graph.evidence(verified_ids)
+    by_id: dict[str, AuditRow] = {}
+    extra = sorted({k for it in ds.items for k in it.meta})
+    writer = JsonlWriter(out_dir / "audit.jsonl")
+    try:
+        for rec in read_journal(journal_path):
+            sid = rec["id"]
+            if sid not in given or sid in by_id:
+                continue
+            rec["_labels_of_reached"] = {j: given.get(j) for j in (evidence[sid].reached if sid in evidence else {})}
+            row = decide(rec, evidence.get(sid), incoherence, cfg, aggregate)
+            by_id[sid] = row
+            rec.pop("_labels_of_reached", None)
+            writer.write(row, rec)
+        for it in ds.items:
+            if it.id not in by_id:
+                row = unreadable_row(it.id, it.label, failures.get(it.id, f"{it.uri}: not verified"), it.meta)
+                by_id[it.id] = row
+                writer.write(row, None)
+    finally:
+        writer.close()
+    rows = [by_id[it.id] for it in ds.items]
+    write_csv(out_dir / "audit.csv", _report_order(rows), extra)
+    return rows
+
+
+def _report_order(rows: Sequence[AuditRow]) -> list[AuditRow]:
+    """Flagged first (most confident first), then the rest by status and name."""
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    return sorted(rows, key=lambda r: (rank.get(r.status, 9), -(r.confidence or 0.0) if r.flagged else 0.0, r.sample))
+
+
+def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timings: dict[str, float], cfg: AuditConfig, ex: Executor, store_uri: str, checkers: Sequence[str] | None, extracted: dict[str, int], verified_now: int, out_dir: Path) -> dict[str, Any]:
+    from collections import Counter, defaultdict
+
+    from consist import __version__
+    from consist import plugins
+
+    counts = Counter(r.status for r in rows)
+    per_label: dict[str, dict[str, Any]] = defaultdict(lambda: {"samples": 0, "flagged": 0, "ok": 0, "unverifiable": 0, "unreadable": 0, "suggested_into": 0, "incoherence": None})
+    for r in rows:
+        d = per_label[r.given_label]
+        d["samples"] += 1
+        d[r.status] += 1
+        if r.label_incoherence is not None:
+            d["incoherence"] = r.label_incoherence
+        if r.flagged and r.suggested_label:
+            per_label[r.suggested_label]["suggested_into"] += 1
+    singletons = sorted(label for label, d in per_label.items() if d["samples"] == 1)
+    failure_list = [{"kind": p.kind, "path": p.path, "message": p.message} for p in ds.problems]
+    failure_list += [{"kind": "unreadable_image", "path": sid, "message": msg} for sid, msg in failures.items()]
+    near = sorted({tuple(sorted((r.sample, d))) for r in rows for d in r.near_duplicates})
+    n = len(rows)
+    total = timings.get("total_s", 0.0)
+    return {
+        "consist_version": __version__,
+        "dataset": ds.summary(),
+        "out": str(out_dir),
+        "store": store_uri,
+        "checkers": list(checkers) if checkers else sorted(plugins.checkers()),
+        "executor": {"kind": ex.name, "workers": ex.workers},
+        "config": attrs.asdict(cfg),
+        "counts": {"samples": n, **{s: counts.get(s, 0) for s in STATUSES}, "near_duplicate_pairs": len(near), "failures": len(failure_list)},
+        "per_label": dict(sorted(per_label.items())),
+        "singleton_labels": singletons,
+        "near_duplicates": [list(p) for p in near],
+        "failures": failure_list,
+        "features": extracted,
+        "verified_this_run": verified_now,
+        "timings": {k: round(v, 3) for k, v in timings.items()} | {"images_per_s": round(n / total, 3) if total > 0 else None},
+    }
