@@ -76,7 +76,8 @@ def canonicalise_prediction(prediction: Prediction, store: Any) -> Prediction:
 class Resolution:
     """What a name resolved to: ``label`` and ``how`` (``label``: an existing label
     exactly; ``alias``; ``normalised``: an existing label up to case, spaces and a
-    leading article; ``new``: no match, the name becomes a new label)."""
+    leading article; ``partial``: the only label containing all the name's words;
+    ``new``: no match, the name becomes a new label)."""
 
     label: str
     how: str
@@ -96,4 +97,9 @@ def resolve_label(name: str, store: Any = None, labels: Iterable[str] | None = N
             return Resolution(aliases[key], "alias")
         if key in by_norm:
             return Resolution(by_norm[key], "normalised")
+    words = set(normalise(_LEADING_ARTICLE.sub("", text)).split())
+    if words:
+        partial = [lab for norm, lab in by_norm.items() if words <= set(norm.split())]
+        if len(partial) == 1:  # "the Bodleian" -> "bodleian_library", when only one label fits
+            return Resolution(partial[0], "partial")
     return Resolution(_LEADING_ARTICLE.sub("", text), "new")

@@ -119,3 +119,9 @@ def test_resolve_label(store):
     assert resolve_label("the rad cam", store).how == "alias"
     r = resolve_label("a teapot", store)
     assert (r.label, r.how) == ("teapot", "new")
+
+
+def test_resolve_label_partial_only_when_unique(store):
+    assert resolve_label("the Radcliffe", store).label == resolve_label("radcliffe camera", store).label == "radcliffe_camera"
+    assert resolve_label("the Radcliffe", store).how == "partial"
+    assert resolve_label("mug", store).how == "new"  # mug_blue or mug_red: ambiguous
