@@ -133,7 +133,8 @@ _Q = "\"'“”‘’"
 #: "this picture"...; names may be quoted.
 GRAMMAR = (
     ("note", rf"^(?:note|remember)(?:\s*:\s*|\s+that\s+)(?P<text>.+)$", "note: TEXT / remember that TEXT -> a note on the image"),
-    ("alias_call", rf"^call\s+(?P<ref>{_REF}|.+?)\s+(?P<name>[{_Q}].+[{_Q}]|\S+)$", "call REF|LABEL NAME -> NAME is an alias of the label"),
+    ("alias_call", rf"^call\s+(?P<ref>{_REF})\s+(?P<name>.+)$", "call REF NAME -> NAME is an alias of the image's label"),
+    ("alias_call", rf"^call\s+(?P<ref>.+?)\s+(?P<name>[{_Q}].+[{_Q}]|\S+)$", "call LABEL NAME -> NAME is an alias of LABEL (quote a NAME of several words)"),
     ("alias_name_for", r"^(?P<name>.+?)\s+is\s+(?:my|our|the|a)?\s*(?:name|nickname)\s+for\s+(?P<label>.+)$", "NAME is my name for LABEL -> alias"),
     ("alias_known_as", r"^(?P<label>.+?)\s+(?:is|are)\s+also\s+(?:called|known\s+as)\s+(?P<name>.+)$", "LABEL is also called NAME -> alias"),
     ("alias_called", rf"^{_REF}{_IS}\s+(?:called|named)\s+(?P<name>.+)$", "REF is called NAME -> alias of the image's label"),
@@ -150,7 +151,8 @@ def _clean(text: str) -> str:
 
 
 def _clauses(sentence: str) -> list[str]:
-    return [c for c in (_clean(p) for p in re.split(r";|(?<=[.!?])\s+", sentence)) if c]
+    parts = (re.sub(r"\s+", " ", p).strip().rstrip(" .!?,;:") for p in re.split(r";|(?<=[.!?])\s+", sentence))
+    return [c for c in parts if c]
 
 
 def _no_article(text: str) -> str:
@@ -207,6 +209,7 @@ def parse_rules(sentence: str, store: Any, target: Sample | None = None) -> tupl
                 if was is not None and t.label is not None and _contradicts(was, t.label, store):
                     warnings.append(f"{t.id} is labelled {t.label!r}, not {was!r} as the sentence says")
                 actions.append(Relabel(t.id, res.label, was, res.how))
+                target = attrs.evolve(t, label=res.label)  # later clauses see the new label
             break
         else:
             raise FeedbackError(f"cannot understand {clause!r} without an LMM; forms understood: " + "; ".join(h for _, _, h in GRAMMAR))
@@ -268,6 +271,7 @@ def parse_with_lmm(sentence: str, store: Any, target: Sample | None, backend: An
             if was and t.label is not None and _contradicts(was, t.label, store):
                 warnings.append(f"{t.id} is labelled {t.label!r}, not {was!r} as the sentence says")
             actions.append(Relabel(t.id, res.label, was, res.how))
+            target = attrs.evolve(t, label=res.label)
         elif kind == "alias" and s("name") and (s("label") or (target is not None and target.label)):
             actions.append(Alias(s("name"), resolve_label(s("label"), store).label if s("label") else str(target.label)))  # type: ignore[union-attr]
         elif kind == "note" and s("text"):
