@@ -1,6 +1,23 @@
-"""Entry point of the topological plugin (group `consist`).
+"""Entry point of the ``consist-topological`` distribution (group ``consist``, name ``topological``)."""
 
-The plugin is registered through the same entry-point group a third party uses.
-Its checkers are not implemented yet (see the project's issues); until then it
-implements no hooks, and `consist plugins` lists it with none.
-"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import consist
+
+from consist_topological.checkers import CommunityVoteChecker, TopologicalRansacChecker
+
+
+@consist.hookimpl
+def consist_register_checkers(register: Callable[[object], None]) -> None:
+    register(CommunityVoteChecker())
+    register(TopologicalRansacChecker())
+
+
+@consist.hookimpl
+def consist_register_commands(cli: Any) -> None:
+    from consist_topological.cli import register
+
+    register(cli)

@@ -1,0 +1,222 @@
+"""Retrieval evaluation with the revisitop protocol: ASMK, + spatial re-ranking,
++ hypergraph propagation (HP), + community selection (CS).
+
+Two kinds of ground truth:
+
+* **revisitop** (``gnd_roxford5k.pkl`` format: ``imlist``, ``qimlist``, per query
+  ``bbx``, ``easy``, ``hard``, ``junk``): database images are the ``imlist``
+  files, queries the ``qimlist`` files cropped to their box; mAP under Easy,
+  Medium and Hard with junk removed (Radenović et al., CVPR 2018), through
+  :mod:`consist.metrics.retrieval`.
+* **labelled folders** (or a CSV): leave-one-out; every image queries all the
+  others, positives are the other images of its label, no junk.
+
+For a stored query (leave-one-out) the links to the graph are its own hyperedges,
+which are its spatial verifications against its top-k: spatial re-ranking and HP
+see the same verifications, so the difference between them is propagation alone.
+A revisitop query is verified at query time against the top ``depth`` results.
+"""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+
+from consist.errors import ConsistError
+from consist.metrics.retrieval import DEFAULT_KS, PROTOCOLS, evaluate_query, revisitop_protocols
+from consist.records import Provenance, Query, Region, Sample
+from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
+from consist_topological.rerank import HpConfig, hp_rerank, links_from_graph, links_from_reranked
+
+__all__ = ["METHODS", "load_gnd", "RetrievalEvaluation", "evaluate_labelled", "evaluate_gnd"]
+
+log = structlog.get_logger("consist.topological")
+
+#: Rankings compared, in this order.
+METHODS = ("asmk", "spatial", "hp", "cs")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+class _NoGlobals(pickle.Unpickler):
+    """revisitop's pickles hold dicts, lists, strings and floats only: refuse
+    anything that would import code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a revisitop gnd file holds plain lists and dicts")
+
+
+def load_gnd(path: str | Path) -> dict[str, Any]:
+    """Read and check a revisitop ground-truth pickle (``ConsistError`` naming the
+    file and the problem otherwise)."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            data = _NoGlobals(fh).load()
+    except FileNotFoundError as exc:
+        raise ConsistError(f"{p}: no such file") from exc
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is "not a gnd file"
+        raise ConsistError(f"{p}: not a revisitop gnd pickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict) or not {"gnd", "imlist", "qimlist"} <= set(data):
+        raise ConsistError(f"{p}: a revisitop gnd pickle needs the keys gnd, imlist, qimlist")
+    if len(data["gnd"]) != len(data["qimlist"]):
+        raise ConsistError(f"{p}: {len(data['gnd'])} gnd entries for {len(data['qimlist'])} queries")
+    n = len(data["imlist"])
+    for i, g in enumerate(data["gnd"]):
+        for key in ("easy", "hard"):
+            if key not in g:
+                raise ConsistError(f"{p}: query {i} has no {key!r} list")
+            if any(not 0 <= int(v) < n for v in g[key]):
+                raise ConsistError(f"{p}: query {i}: {key!r} index outside the {n} database images")
+    return data
+
+
+@attrs.frozen
+class RetrievalEvaluation:
+    """mAP per method (and per protocol for revisitop), with timings."""
+
+    dataset: str
+    kind: str  # "revisitop" or "leave-one-out"
+    queries: int
+    database: int
+    results: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+    graph: dict[str, Any]
+    params: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _find_image(folder: Path, name: str) -> Path | None:
+    for suf in ("",) + IMAGE_SUFFIXES:
+        p = folder / f"{name}{suf}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _ensure_samples(store: Any, samples: Sequence[Sample], reason: str) -> int:
+    """Put the samples the store lacks (or has with another uri)."""
+    have = store.get_many([s.id for s in samples]) if hasattr(store, "get_many") else [store.get(s.id) for s in samples]
+    todo = [s for s, old in zip(samples, have) if old is None or old.uri != s.uri or old.label != s.label]
+    if todo:
+        with store.transaction():
+            store.put(todo, reason=reason, force=True)
+    return len(todo)
+
+
+class _Pipeline:
+    """ASMK index + matching graph of one store, and the rankings built on them."""
+
+    def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None) -> None:
+        from consist_spatial.asmk_index import AsmkRetriever, open_asmk_index
+        from consist_spatial.features import SiftExtractor
+
+        self.store = store
+        self.depth = depth
+        self.hp = hp
+        self.timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.index = open_asmk_index(store, SiftExtractor() if not spatial or spatial.get("extractor", "sift") == "sift" else None, progress=(lambda n: progress("asmk", n)) if progress else None)
+        self.timings["asmk_build_s"] = time.perf_counter() - t0
+        self.retriever = AsmkRetriever(extractor=self.index.extractor)
+        t0 = time.perf_counter()
+        self.graph = MatchingHypergraph(GraphConfig(k=k, spatial=spatial or {}))
+        self.graph.build(store, retriever=self.retriever, progress=(lambda n: progress("graph", n)) if progress else None, save=not getattr(store, "readonly", False))
+        self.timings["graph_build_s"] = time.perf_counter() - t0
+        self.prop_times: list[float] = []
+
+    def base(self, query: Query, features: Any) -> list[str]:
+        return [sid for sid, _ in self.index.search(features.descriptors, None, exclude=(query.id,))]
+
+    def rankings(self, query: Query, stored: bool, methods: Sequence[str]) -> dict[str, list[str]]:
+        from consist_spatial.asmk_index import query_features, spatial_config_for, spatial_rerank
+
+        feats = query_features(query, self.store if stored else None, self.index.extractor)
+        base = self.base(query, feats)
+        out = {"asmk": base}
+        if stored and query.id in self.graph:
+            links = links_from_graph(self.graph, query.id)
+            inl = {lk.sample_id: lk.inliers for lk in links}
+            verified = sorted((s for s in base if s in inl), key=lambda s: -inl[s])
+            out["spatial"] = verified + [s for s in base if s not in inl]
+            qbox = None
+        else:
+            neighbours = self.index.retrieve(query, self.store, self.depth, features=feats)
+            cfg = spatial_config_for(self.index.extractor, **dict(self.graph.config.spatial))
+            reranked = spatial_rerank(query, neighbours, self.store, depth=self.depth, config=cfg, features=feats)
+            head = [r.neighbour.sample.id for r in reranked]
+            out["spatial"] = head + [s for s in base if s not in set(head)]
+            links = links_from_reranked(reranked)
+            qbox = None  # query features are already restricted to its region
+        for m, cs in (("hp", False), ("cs", True)):
+            if m in methods:
+                t0 = time.perf_counter()
+                r = hp_rerank(self.graph, query.id, base, links, config=attrs.evolve(self.hp, community_selection=cs), query_box=qbox)
+                self.prop_times.append(time.perf_counter() - t0)
+                out[m] = list(r.ranking)
+        return {m: out[m] for m in methods if m in out}
+
+
+def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "") -> RetrievalEvaluation:
+    """Leave-one-out retrieval over labelled ``items`` (objects with ``id``, ``uri``, ``label``)."""
+    samples = [Sample(it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT) for it in items]
+    _ensure_samples(store, samples, f"consist eval retrieval {name}")
+    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress)
+    index = {s.id: i for i, s in enumerate(samples)}
+    aps: dict[str, list[float]] = {m: [] for m in methods}
+    pk: dict[str, dict[int, list[float]]] = {m: {kk: [] for kk in ks} for m in methods}
+    t0 = time.perf_counter()
+    for s in samples:
+        if progress:
+            progress("queries", 1)
+        positives = [index[o.id] for o in samples if o.label == s.label and o.id != s.id]
+        if not positives:
+            continue
+        ranks = pipe.rankings(Query(s.id, uri=s.uri), True, methods)
+        for m, ranking in ranks.items():
+            r = evaluate_query([index[x] for x in ranking if x in index], positives, ks=ks)
+            aps[m].append(r.ap)
+            for kk in ks:
+                pk[m][kk].append(r.precision_at_k[kk])
+    elapsed = time.perf_counter() - t0
+    results = {m: {"map": statistics.fmean(v) if v else float("nan"), "mp_at_k": {kk: statistics.fmean(pk[m][kk]) if pk[m][kk] else float("nan") for kk in ks}, "queries": len(v)} for m, v in aps.items()}
+    timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(samples)), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
+    return RetrievalEvaluation(name, "leave-one-out", len(samples), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods)})
+
+
+def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "") -> RetrievalEvaluation:
+    """revisitop evaluation: database = ``gnd['imlist']`` images under ``images``,
+    queries = ``gnd['qimlist']`` cropped to their ``bbx``; Easy/Medium/Hard mAP."""
+    folder = Path(images)
+    missing = [n for n in list(gnd["imlist"]) + list(gnd["qimlist"]) if _find_image(folder, n) is None]
+    if missing:
+        raise ConsistError(f"{folder}: {len(missing)} images of the ground truth are missing (first: {missing[0]}.jpg)")
+    samples = [Sample(n, uri=str(_find_image(folder, n)), provenance=Provenance.IMPORT) for n in gnd["imlist"]]
+    _ensure_samples(store, samples, f"consist eval retrieval {name}")
+    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress)
+    index = {s.id: i for i, s in enumerate(samples)}
+    rankings: dict[str, list[list[int]]] = {m: [] for m in methods}
+    t0 = time.perf_counter()
+    for qi, qname in enumerate(gnd["qimlist"]):
+        if progress:
+            progress("queries", 1)
+        bbx = gnd["gnd"][qi].get("bbx")
+        region = Region.from_box(*[float(v) for v in bbx]) if bbx is not None else None
+        query = Query(f"query/{qname}", uri=str(_find_image(folder, qname)), region=region)
+        for m, ranking in pipe.rankings(query, False, methods).items():
+            rankings[m].append([index[x] for x in ranking if x in index])
+    elapsed = time.perf_counter() - t0
+    results: dict[str, dict[str, Any]] = {}
+    for m in methods:
+        per = revisitop_protocols(rankings[m], gnd["gnd"], ks=ks, query_axis=0) if rankings[m] else {}
+        results[m] = {p: {"map": per[p].map, "mp_at_k": per[p].mp_at_k} for p in PROTOCOLS if p in per}
+    timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(gnd["qimlist"])), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
+    return RetrievalEvaluation(name, "revisitop", len(gnd["qimlist"]), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods)})

@@ -1,0 +1,527 @@
+"""The matching hypergraph: which stored images verify against which, and *where*.
+
+An, Huo, Song & Jeon (NeurIPS 2021, "Hypergraph propagation and community selection
+for objects retrieval"): offline, every database image is spatially verified against
+its top-k retrieved neighbours and, per verified pair, the inlier correspondences are
+kept with their region on each side. A :class:`Hyperedge` is that *set* of
+correspondences, not a scalar weight: propagation later passes through only the
+inliers that lie inside an image's active region.
+
+Storage (all in the consist store, next to the cached features):
+
+* per sample, artefact ``topology/edges/<features>`` (e.g.
+  ``topology/edges/sift-rootsift-1024-2048``): the hyperedges found when *that*
+  sample was verified against its neighbours, as compact arrays (uint16 keypoint
+  indices, float32 inlier pixels, boxes) plus the list of neighbours tried. The
+  blob remembers the image URI it was computed from; a sample whose pixels changed
+  is recomputed.
+* pseudo-sample ``__topology__``, artefact ``topology/meta/<features>``: the store
+  history sequence number the graph reflects and the building parameters.
+
+Incremental: :meth:`MatchingHypergraph.sync` reads the store history since the
+last sync (like the ASMK index does) and only verifies the samples that appeared
+or got other pixels against their top-k; deleted samples leave the graph. A pair
+already verified from the other side is not verified again. Cost grows with N·k.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import networkx as nx
+import numpy as np
+import structlog
+
+from consist.errors import ConsistError, ImageError, StoreError
+from consist.records import Query, Sample
+
+__all__ = [
+    "GRAPH_SAMPLE_ID",
+    "FORMAT_VERSION",
+    "DEFAULT_K",
+    "GraphConfig",
+    "Hyperedge",
+    "MatchingHypergraph",
+    "edges_kind",
+    "box_of",
+    "graph_for",
+]
+
+log = structlog.get_logger("consist.topological")
+
+#: Pseudo-sample holding the graph's metadata artefact.
+GRAPH_SAMPLE_ID = "__topology__"
+#: Version of the per-sample edge blob layout.
+FORMAT_VERSION = 1
+#: Neighbours verified per image when building: the paper's 200 (An et al. 2021,
+#: sec. 4) on ROxford/RParis +1M; a small store caps it at its size - 1.
+DEFAULT_K = 200
+
+Box = tuple[float, float, float, float]
+Progress = Callable[[int], Any]
+
+
+def box_of(points: np.ndarray) -> Box | None:
+    """Axis-aligned bounding box ``(x0, y0, x1, y1)`` of ``K x 2`` points (``None`` if empty)."""
+    if len(points) == 0:
+        return None
+    lo = points.min(axis=0)
+    hi = points.max(axis=0)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+
+def _ro(arr: np.ndarray) -> np.ndarray:
+    arr.setflags(write=False)
+    return arr
+
+
+_eq_arrays = attrs.cmp_using(eq=lambda a, b: a.shape == b.shape and bool(np.array_equal(a, b)))
+
+
+@attrs.frozen
+class Hyperedge:
+    """The verified correspondences between images ``a`` and ``b``.
+
+    Attributes:
+        a, b: sample ids.
+        idx_a, idx_b: ``K`` uint16 keypoint indices of the inliers in each image's
+            cached features (enough to recover descriptors or scales later).
+        pts_a, pts_b: ``K x 2`` float32 inlier positions in original pixels.
+        box_a, box_b: the inliers' region on each side (bounding boxes).
+    """
+
+    a: str
+    b: str
+    idx_a: np.ndarray = attrs.field(eq=_eq_arrays, repr=False, converter=lambda v: _ro(np.asarray(v, dtype=np.uint16).reshape(-1)))
+    idx_b: np.ndarray = attrs.field(eq=_eq_arrays, repr=False, converter=lambda v: _ro(np.asarray(v, dtype=np.uint16).reshape(-1)))
+    pts_a: np.ndarray = attrs.field(eq=_eq_arrays, repr=False, converter=lambda v: _ro(np.asarray(v, dtype=np.float32).reshape(-1, 2)))
+    pts_b: np.ndarray = attrs.field(eq=_eq_arrays, repr=False, converter=lambda v: _ro(np.asarray(v, dtype=np.float32).reshape(-1, 2)))
+
+    def __attrs_post_init__(self) -> None:
+        n = len(self.pts_a)
+        if not (len(self.pts_b) == len(self.idx_a) == len(self.idx_b) == n):
+            raise ValueError(f"hyperedge {self.a}-{self.b}: {n} points on one side, {len(self.pts_b)} on the other")
+        if self.a == self.b:
+            raise ValueError(f"hyperedge from {self.a!r} to itself")
+
+    @property
+    def strength(self) -> int:
+        """Number of inlier correspondences (the hyperedge's cardinality)."""
+        return int(len(self.pts_a))
+
+    @property
+    def box_a(self) -> Box | None:
+        return box_of(self.pts_a)
+
+    @property
+    def box_b(self) -> Box | None:
+        return box_of(self.pts_b)
+
+    def oriented(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(points in source, corresponding points in the other image)``."""
+        if source == self.a:
+            return self.pts_a, self.pts_b
+        if source == self.b:
+            return self.pts_b, self.pts_a
+        raise KeyError(f"{source!r} is not an end of hyperedge {self.a}-{self.b}")
+
+    def other(self, node: str) -> str:
+        return self.b if node == self.a else self.a
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.idx_a.nbytes + self.idx_b.nbytes + self.pts_a.nbytes + self.pts_b.nbytes)
+
+
+@attrs.frozen
+class GraphConfig:
+    """How the graph is built.
+
+    Attributes:
+        k: neighbours verified per image (:data:`DEFAULT_K` = 200, the paper's).
+        min_inliers: distinct inliers for a pair to become a hyperedge (``None``:
+            the spatial checker's ``min_inliers``, 15).
+        spatial: options of the spatial verification (``SpatialConfig`` fields:
+            extractor, matcher, model, threshold...). Its features must be those the
+            retriever indexes so the cache serves both.
+    """
+
+    k: int = attrs.field(default=DEFAULT_K, converter=int)
+    min_inliers: int | None = attrs.field(default=None, converter=lambda v: None if v is None else int(v))
+    spatial: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m or {}), hash=False)
+
+    @k.validator
+    def _check_k(self, _attr: Any, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"graph k must be >= 1, got {value}")
+
+    def spatial_config(self, extractor: Any = None) -> Any:
+        """The :class:`~consist_spatial.SpatialConfig` verification uses."""
+        from consist_spatial.asmk_index import spatial_config_for
+        from consist_spatial.checker import SpatialConfig
+
+        opts = dict(self.spatial)
+        if self.min_inliers is not None:
+            opts["min_inliers"] = self.min_inliers
+        if extractor is not None and "extractor" not in opts:
+            return spatial_config_for(extractor, **opts)
+        return SpatialConfig(**opts)
+
+
+def edges_kind(features_kind: str) -> str:
+    """``features/sift-rootsift-1024-2048`` -> ``topology/edges/sift-rootsift-1024-2048``."""
+    return "topology/edges/" + features_kind.split("/", 1)[-1]
+
+
+def meta_kind(features_kind: str) -> str:
+    return "topology/meta/" + features_kind.split("/", 1)[-1]
+
+
+# ------------------------------------------------------------------ serialisation
+
+
+def _encode(source_uri: str, tried: Sequence[str], edges: Sequence[Hyperedge], owner: str) -> bytes:
+    """One sample's verification results: neighbours tried, hyperedges found."""
+    others = [e.other(owner) for e in edges]
+    counts = np.array([e.strength for e in edges], dtype=np.int64)
+    oriented = [(e.idx_a, e.idx_b, e.pts_a, e.pts_b) if e.a == owner else (e.idx_b, e.idx_a, e.pts_b, e.pts_a) for e in edges]
+    meta = {"version": FORMAT_VERSION, "uri": source_uri, "owner": owner, "tried": list(tried), "others": others}
+    cat = lambda i, shape, dt: np.concatenate([o[i] for o in oriented]).astype(dt) if oriented else np.zeros(shape, dt)  # noqa: E731
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        counts=counts,
+        idx_self=cat(0, (0,), np.uint16),
+        idx_other=cat(1, (0,), np.uint16),
+        pts_self=cat(2, (0, 2), np.float32),
+        pts_other=cat(3, (0, 2), np.float32),
+    )
+    return buf.getvalue()
+
+
+def _decode(blob: bytes) -> tuple[dict[str, Any], list[Hyperedge]]:
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            arrays = {k: z[k] for k in ("counts", "idx_self", "idx_other", "pts_self", "pts_other")}
+    except Exception as exc:  # zip/npy errors vary: one clear error type
+        raise ValueError(f"not a topology edge blob: {type(exc).__name__}: {exc}") from exc
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"topology edge format {meta.get('version')} (this version reads {FORMAT_VERSION})")
+    owner = meta["owner"]
+    edges = []
+    start = 0
+    for other, n in zip(meta["others"], arrays["counts"].tolist()):
+        sl = slice(start, start + n)
+        edges.append(Hyperedge(owner, other, arrays["idx_self"][sl], arrays["idx_other"][sl], arrays["pts_self"][sl], arrays["pts_other"][sl]))
+        start += n
+    return meta, edges
+
+
+# -------------------------------------------------------------------------- graph
+
+
+@attrs.frozen
+class SyncReport:
+    """What one :meth:`MatchingHypergraph.sync` did."""
+
+    added: int = 0
+    removed: int = 0
+    verified_pairs: int = 0
+    failed: tuple[tuple[str, str], ...] = ()
+
+
+def _newest_seq(store: Any) -> int | None:
+    history = getattr(store, "history", None)
+    if history is None:
+        return None
+    entries = history(limit=1)
+    return int(entries[0].seq) if entries else 0
+
+
+class MatchingHypergraph:
+    """The matching graph of one store: nodes are sample ids, each edge carries a
+    :class:`Hyperedge` (networkx ``Graph``, attribute ``"h"``). Thread-safe.
+
+    Build with :meth:`build` (or :func:`graph_for`), keep current with :meth:`sync`.
+    A graph can also be assembled by hand (:meth:`add_edge`) for tests and the
+    scaling benchmark.
+    """
+
+    def __init__(self, config: GraphConfig | None = None, *, features_kind: str = "") -> None:
+        self.config = config or GraphConfig()
+        self.features_kind = features_kind
+        self.g = nx.Graph()
+        self.tried: dict[str, set[str]] = {}  # sample -> neighbours it was verified against
+        self.sources: dict[str, str] = {}  # sample -> uri the edges were computed from
+        self.last_seq: int | None = None
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------- structure
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def __contains__(self, node: object) -> bool:
+        return node in self.g
+
+    @property
+    def n_edges(self) -> int:
+        return self.g.number_of_edges()
+
+    def add_node(self, node: str) -> None:
+        self.g.add_node(node)
+
+    def add_edge(self, edge: Hyperedge) -> None:
+        """Add a hyperedge; when the pair has one already, keep the stronger (the
+        two verification directions can disagree by a few inliers)."""
+        with self.lock:
+            old = self.g.get_edge_data(edge.a, edge.b)
+            if old is None or old["h"].strength < edge.strength:
+                self.g.add_edge(edge.a, edge.b, h=edge)
+
+    def remove_node(self, node: str) -> None:
+        with self.lock:
+            if node in self.g:
+                self.g.remove_node(node)
+            self.tried.pop(node, None)
+            self.sources.pop(node, None)
+            for t in self.tried.values():
+                t.discard(node)
+
+    def edges_of(self, node: str) -> Iterator[tuple[str, Hyperedge]]:
+        """``(neighbour, hyperedge)`` of ``node`` (nothing for an unknown node)."""
+        adj = self.g._adj.get(node)  # noqa: SLF001 - the hot path of propagation
+        if not adj:
+            return iter(())
+        return ((other, d["h"]) for other, d in adj.items())
+
+    def edge(self, a: str, b: str) -> Hyperedge | None:
+        d = self.g.get_edge_data(a, b)
+        return None if d is None else d["h"]
+
+    def degree(self, node: str) -> int:
+        return int(self.g.degree(node)) if node in self.g else 0
+
+    def stats(self) -> dict[str, Any]:
+        nodes = max(1, len(self))
+        nbytes = sum(d["h"].nbytes for _, _, d in self.g.edges(data=True))
+        return {
+            "nodes": len(self),
+            "edges": self.n_edges,
+            "mean_degree": 2.0 * self.n_edges / nodes,
+            "isolated": sum(1 for n in self.g.nodes if self.g.degree(n) == 0),
+            "components": nx.number_connected_components(self.g) if len(self) else 0,
+            "hyperedge_bytes": nbytes,
+            "hyperedge_bytes_per_image": nbytes / nodes,
+            "k": self.config.k,
+            "features": self.features_kind,
+        }
+
+    # ---------------------------------------------------------------- build
+
+    def _context(self, store: Any, retriever: Any) -> tuple[Any, Any, Any]:
+        """(ASMK retriever or the given one, spatial checker, spatial config)."""
+        from consist_spatial.asmk_index import AsmkRetriever
+        from consist_spatial.checker import SpatialChecker
+
+        retr = retriever or AsmkRetriever()
+        extractor = None
+        if hasattr(retr, "index_for"):
+            extractor = retr.index_for(store).extractor
+        cfg = self.config.spatial_config(extractor)
+        if not self.features_kind:
+            self.features_kind = cfg.feature_extractor.kind
+        return retr, SpatialChecker(cfg), cfg
+
+    def _neighbours(self, sample: Sample, store: Any, retr: Any, k: int) -> list[Sample]:
+        query = Query(id=sample.id, uri=sample.uri, embedding=sample.embedding)
+        found = retr.retrieve(query, store, k)
+        return [n.sample for n in found if n.sample.id != sample.id and n.sample.uri is not None][:k]
+
+    def _verify_sample(self, sample: Sample, store: Any, retr: Any, checker: Any, cfg: Any) -> tuple[list[str], list[Hyperedge], int]:
+        """Verify ``sample`` against its top-k; pairs verified from the other side
+        already are reused. ``(tried, hyperedges, pairs verified now)``."""
+        from consist_spatial.features import features_for
+
+        k = min(self.config.k, max(1, len(store) - 1))
+        feats = features_for(sample, store, cfg.feature_extractor)
+        tried: list[str] = []
+        edges: list[Hyperedge] = []
+        n_verified = 0
+        for other in self._neighbours(sample, store, retr, k):
+            tried.append(other.id)
+            if sample.id in self.tried.get(other.id, ()):  # done from the other side
+                e = self.edge(sample.id, other.id)
+                if e is not None:
+                    edges.append(e)
+                continue
+            try:
+                v = checker.verify(feats, other, store, cfg=cfg)
+            except ImageError as exc:
+                log.warning("topology_neighbour_unreadable", sample=sample.id, neighbour=other.id, error=str(exc))
+                continue
+            n_verified += 1
+            if not v.verified or not len(v.inlier_matches):
+                continue
+            of = features_for(other, store, cfg.feature_extractor)
+            m = np.asarray(v.inlier_matches, dtype=np.int64)
+            edges.append(Hyperedge(sample.id, other.id, m[:, 0], m[:, 1], feats.keypoints[m[:, 0]], of.keypoints[m[:, 1]]))
+        return tried, edges, n_verified
+
+    def _attach(self, sample_id: str, uri: str, tried: Iterable[str], edges: Iterable[Hyperedge]) -> None:
+        with self.lock:
+            self.g.add_node(sample_id)
+            self.tried[sample_id] = set(tried)
+            self.sources[sample_id] = uri
+            for e in edges:
+                self.add_edge(e)
+
+    def add_samples(self, samples: Iterable[Sample], store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+        """Verify each sample against its top-k and add its hyperedges (and store
+        them as the sample's artefact when ``save``)."""
+        retr, checker, cfg = self._context(store, retriever)
+        kind = edges_kind(self.features_kind)
+        added = pairs = 0
+        failed: list[tuple[str, str]] = []
+        for s in samples:
+            if progress:
+                progress(1)
+            if s.uri is None or s.id == GRAPH_SAMPLE_ID:
+                continue
+            try:
+                tried, edges, n = self._verify_sample(s, store, retr, checker, cfg)
+            except ImageError as exc:
+                failed.append((s.id, str(exc)))
+                log.warning("topology_image_unreadable", sample=s.id, error=str(exc))
+                continue
+            pairs += n
+            if s.id in self.g:
+                self.remove_node(s.id)
+            self._attach(s.id, s.uri, tried, edges)
+            added += 1
+            if save:
+                try:
+                    store.put_artefact(s.id, kind, _encode(s.uri, tried, edges, s.id))
+                except StoreError as exc:  # read-only: the graph still answers
+                    log.debug("topology_edges_not_saved", sample=s.id, error=str(exc))
+        return SyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
+
+    def _load_saved(self, sample: Sample, store: Any) -> bool:
+        blob = store.get_artefact(sample.id, edges_kind(self.features_kind))
+        if blob is None:
+            return False
+        try:
+            meta, edges = _decode(blob)
+        except ValueError as exc:
+            log.warning("topology_edges_unreadable", sample=sample.id, error=str(exc))
+            return False
+        if meta.get("uri") != sample.uri:
+            return False  # other pixels now: recompute
+        self._attach(sample.id, sample.uri or "", meta.get("tried", []), edges)
+        return True
+
+    def build(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+        """Load every sample's saved hyperedges and compute the missing ones."""
+        with self.lock:
+            seq = _newest_seq(store)
+            retr, _checker, _cfg = self._context(store, retriever)
+            todo = []
+            for s in store.samples():
+                if s.uri is None or s.id == GRAPH_SAMPLE_ID:
+                    continue
+                if not self._load_saved(s, store):
+                    todo.append(s)
+                elif progress:
+                    progress(1)
+            # loaded edges point at nodes that may have been deleted since
+            live = {s.id for s in store.samples()}
+            for node in [n for n in self.g.nodes if n not in live]:
+                self.remove_node(node)
+            report = self.add_samples(todo, store, retriever=retr, progress=progress, save=save)
+            self.last_seq = seq
+            if save:
+                self.save_meta(store)
+            log.info("topology_graph_built", nodes=len(self), edges=self.n_edges, computed=report.added, pairs=report.verified_pairs)
+            return report
+
+    def sync(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+        """Follow the store's history since the last build/sync: add the hyperedges
+        of new samples (or samples with new pixels), drop deleted ones. Relabels
+        change nothing here (labels are read from the store when voting)."""
+        with self.lock:
+            newest = _newest_seq(store)
+            if newest is None or self.last_seq is None:
+                return self.build(store, retriever=retriever, progress=progress, save=save)
+            if newest <= self.last_seq:
+                return SyncReport()
+            entries = store.history(since=self.last_seq, limit=None, newest_first=False)
+            changed = list(dict.fromkeys(e.sample_id for e in entries if e.sample_id != GRAPH_SAMPLE_ID))
+            got = store.get_many(changed) if changed else []
+            gone = [sid for sid, s in zip(changed, got) if (s is None or s.uri is None) and sid in self.g]
+            for sid in gone:
+                self.remove_node(sid)
+            todo = [s for s in got if s is not None and s.uri is not None and self.sources.get(s.id) != s.uri]
+            report = self.add_samples(todo, store, retriever=retriever, progress=progress, save=save) if todo else SyncReport()
+            self.last_seq = newest
+            if save and (todo or gone):
+                self.save_meta(store)
+            if todo or gone:
+                log.info("topology_graph_synced", added=report.added, removed=len(gone), pairs=report.verified_pairs)
+            return attrs.evolve(report, removed=len(gone))
+
+    # ----------------------------------------------------------- persistence
+
+    def save_meta(self, store: Any) -> None:
+        meta = {"version": FORMAT_VERSION, "last_seq": self.last_seq, "k": self.config.k, "min_inliers": self.config.min_inliers, "spatial": dict(self.config.spatial), "saved": time.time()}
+        try:
+            store.put_artefact(GRAPH_SAMPLE_ID, meta_kind(self.features_kind), json.dumps(meta).encode())
+        except StoreError as exc:
+            log.debug("topology_meta_not_saved", error=str(exc))
+
+    @classmethod
+    def load(cls, store: Any, config: GraphConfig | None = None, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> MatchingHypergraph:
+        """The store's graph: saved hyperedges read back, the rest computed, synced."""
+        graph = cls(config)
+        graph.build(store, retriever=retriever, progress=progress, save=save and not getattr(store, "readonly", False))
+        return graph
+
+
+# ------------------------------------------------------------------ process cache
+
+_GRAPHS: weakref.WeakKeyDictionary[Any, dict[Any, MatchingHypergraph]] = weakref.WeakKeyDictionary()
+_GRAPHS_LOCK = threading.Lock()
+
+
+def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any = None, progress: Progress | None = None) -> MatchingHypergraph:
+    """The (process-wide cached) matching graph of ``store``, synced with it.
+
+    The first call per store loads the saved hyperedges and computes the missing
+    ones (N·k verifications for a store never graphed: build it ahead with
+    ``consist topology build``); later calls only follow the store's history.
+    """
+    if store is None:
+        raise ConsistError("the matching graph needs a store")
+    config = config or GraphConfig()
+    key = (config.k, config.min_inliers, json.dumps(dict(config.spatial), sort_keys=True, default=str))
+    with _GRAPHS_LOCK:
+        try:
+            per_store = _GRAPHS.setdefault(store, {})
+        except TypeError:
+            per_store = {}
+    graph = per_store.get(key)
+    writable = not getattr(store, "readonly", False)
+    if graph is None:
+        graph = MatchingHypergraph.load(store, config, retriever=retriever, progress=progress, save=writable)
+        per_store[key] = graph
+    else:
+        graph.sync(store, retriever=retriever, progress=progress, save=writable)
+    return graph
