@@ -17,7 +17,7 @@ import numpy as np
 
 from consist.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "load_image", "image_id", "encode_png", "ARTEFACT_SCHEME"]
+__all__ = ["DEFAULT_MAX_PIXELS", "load_image", "load_gray", "image_id", "encode_png", "ARTEFACT_SCHEME"]
 
 #: Images with more pixels than this are refused (decompression bombs): 100 MP
 #: covers any camera; a 40k x 40k PNG of a few kB does not get decoded.
@@ -45,13 +45,9 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
     return arr
 
 
-def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> np.ndarray:
-    """Decode ``source`` to an ``HxWx3`` uint8 RGB array.
-
-    ``source`` may be a path, an ``artefact://`` URI (an image kept in ``store``),
-    bytes, a PIL image, an array, or a record: a ``Query`` (its ``image`` if it has
-    pixels, else its ``uri``) or a ``Sample`` (its ``uri``).
-    """
+def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndarray:
+    """A lazily decoded PIL image and its name for error messages, or the pixels
+    themselves when ``source`` already is an array."""
     from PIL import Image
 
     from consist.records import Query, Sample
@@ -79,7 +75,7 @@ def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any 
             arr = np.clip(arr, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(arr[..., :3])
     if isinstance(source, Image.Image):
-        return _from_pil(source, "<image>", max_pixels)
+        return source, "<image>"
     if isinstance(source, (bytes, bytearray)):
         name, data = "<bytes>", bytes(source)
     else:
@@ -108,7 +104,67 @@ def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any 
         img = Image.open(io.BytesIO(data))
     except Exception as exc:  # PIL raises UnidentifiedImageError, and others on garbage
         raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
-    return _from_pil(img, name, max_pixels)
+    return img, name
+
+
+def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> np.ndarray:
+    """Decode ``source`` to an ``HxWx3`` uint8 RGB array.
+
+    ``source`` may be a path, an ``artefact://`` URI (an image kept in ``store``),
+    bytes, a PIL image, an array, or a record: a ``Query`` (its ``image`` if it has
+    pixels, else its ``uri``) or a ``Sample`` (its ``uri``).
+    """
+    opened = _open(source, max_pixels, store)
+    if isinstance(opened, np.ndarray):
+        return opened
+    return _from_pil(opened[0], opened[1], max_pixels)
+
+
+#: EXIF orientations that swap width and height (rotations by 90 degrees).
+_TRANSPOSING = {5, 6, 7, 8}
+
+
+def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``source`` to one uint8 grey channel, fast, for feature extraction.
+
+    Returns ``(pixels, (width, height))`` where the size is that of the full,
+    EXIF-oriented image. A JPEG is decoded straight to grey (no chroma upsampling
+    or colour conversion: ~4x faster than :func:`load_image` on a 2 MP photo) and,
+    when ``max_side`` is given, at the smallest DCT scale (1/2, 1/4, 1/8) whose long
+    side is still >= ``max_side`` (a 12 MP phone photo wanted at 1024 px decodes at
+    1/2 or 1/4 of the cost). The pixels may thus be smaller than the size returned;
+    callers map coordinates with the ratio of the two.
+    """
+    opened = _open(source, max_pixels, store)
+    if isinstance(opened, np.ndarray):
+        import cv2
+
+        return cv2.cvtColor(opened, cv2.COLOR_RGB2GRAY), (opened.shape[1], opened.shape[0])
+    img, name = opened
+    from PIL import ImageOps
+
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is not a broken image: ignore it
+        orientation = 1
+    full = (h, w) if orientation in _TRANSPOSING else (w, h)
+    try:
+        if img.format == "JPEG":
+            want = (w, h)
+            if max_side and max(w, h) > max_side:
+                f = max_side / float(max(w, h))
+                want = (max(1, int(w * f)), max(1, int(h * f)))
+            img.draft("L", want)
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        if img.mode != "L":  # the same route as load_image's pixels, then grey
+            img = (img if img.mode == "RGB" else img.convert("RGB")).convert("L")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
+    return np.asarray(img, dtype=np.uint8), full
 
 
 def image_id(image: np.ndarray) -> str:

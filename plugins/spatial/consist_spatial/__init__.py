@@ -37,7 +37,7 @@ from consist_spatial.learned import (
     make_matcher,
 )
 from consist_spatial.matching import LOWE_RATIO, match_descriptors, match_features
-from consist_spatial.verify import DEFAULT_THRESHOLDS, Verification, project_points, rasterise, verify_pair
+from consist_spatial.verify import DEFAULT_THRESHOLDS, Verification, consistent_matches, pair_score, project_points, rasterise, verify_pair
 
 __all__ = [
     "__version__",
@@ -74,4 +74,6 @@ __all__ = [
     "project_points",
     "rootsift",
     "verify_pair",
+    "consistent_matches",
+    "pair_score",
 ]

@@ -1003,7 +1003,8 @@ def spatial_rerank(
     features: LocalFeatures | None = None,
 ) -> list[Reranked]:
     """Verify the query against its ``depth`` best neighbours and re-rank them:
-    verified neighbours first, by inliers (ties by retrieval rank), then the
+    verified neighbours first, by pair score (:attr:`Verification.score`: inliers
+    and scale/orientation-consistent matches; ties by retrieval rank), then the
     unverified ones and those beyond ``depth`` in retrieval order.
 
     Args:
@@ -1034,7 +1035,7 @@ def spatial_rerank(
             m = np.asarray(v.inlier_matches, dtype=np.int64)
             pts = np.hstack([qf.keypoints[m[:, 0]], nf.keypoints[m[:, 1]]]).astype(np.float32)
         checked.append(Reranked(n, n.rank, v, pts))
-    verified = sorted((r for r in checked if r.verified), key=lambda r: (-r.inliers, r.retrieval_rank))
+    verified = sorted((r for r in checked if r.verified), key=lambda r: (-r.verification.score, r.retrieval_rank))
     rest = [r for r in checked if not r.verified] + [Reranked(n, n.rank) for n in ordered[max(0, depth):]]
     out = []
     for i, r in enumerate(verified + rest):

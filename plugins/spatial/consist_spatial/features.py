@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 
 from consist.errors import StoreError
-from consist.images import image_id, load_image
+from consist.images import image_id, load_gray, load_image
 from consist.records import Query, Sample
 
 __all__ = [
@@ -273,8 +273,21 @@ class SiftExtractor:
     def extract(self, image: np.ndarray) -> LocalFeatures:
         """Detect and describe; keypoints are returned in original-image pixels."""
         gray = to_gray(image)
-        h, w = gray.shape[:2]
-        work, factor = resize_long_side(gray, self.max_side)
+        return self.extract_gray(gray, (gray.shape[1], gray.shape[0]))
+
+    def extract_gray(self, gray: np.ndarray, original_size: tuple[int, int]) -> LocalFeatures:
+        """:meth:`extract` on grey pixels of an image whose full size is
+        ``original_size`` ``(w, h)``; the pixels may already be reduced (a JPEG decoded
+        at a DCT scale by :func:`consist.images.load_gray`), keypoints are mapped to
+        the full size either way."""
+        w, h = int(original_size[0]), int(original_size[1])
+        if self.max_side and max(w, h) > self.max_side:
+            f = self.max_side / float(max(w, h))
+            size = (max(1, round(w * f)), max(1, round(h * f)))
+        else:
+            size = (w, h)
+        work = gray if (gray.shape[1], gray.shape[0]) == size else cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        factor = size[0] / float(w)  # the factor actually applied (rounding: < 1 px over the image)
         sift = cv2.SIFT_create(
             nfeatures=int(self.max_keypoints),
             contrastThreshold=self.contrast_threshold,
@@ -356,7 +369,12 @@ def features_for(
             cached = _read_cache(blob, source)
             if cached is not None:
                 return cached
-    features = extractor.extract(load(item, store))
+    if load is _load_pixels and hasattr(extractor, "extract_gray"):
+        # grey-only extractors skip the RGB decode (and decode big JPEGs reduced)
+        gray, size = load_gray(item, max_side=getattr(extractor, "max_side", None), store=store)
+        features = extractor.extract_gray(gray, size)
+    else:
+        features = extractor.extract(load(item, store))
     if use_cache:
         try:
             store.put_artefact(item.id, kind, _cache_blob(features, source))

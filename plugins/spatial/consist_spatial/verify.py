@@ -37,6 +37,10 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "Verification",
     "verify_pair",
+    "consistent_matches",
+    "pair_score",
+    "HOUGH_SCALE_BIN",
+    "HOUGH_ANGLE_BIN",
     "project_points",
     "rasterise",
 ]
@@ -54,6 +58,13 @@ MIN_POINTS = {"homography": 4, "fundamental": 8}
 #: (Jin et al., IJCV 2021 tuned DEGENSAC-F to 0.5-0.75 px for pose accuracy; a
 #: verifier can afford slightly looser).
 DEFAULT_THRESHOLDS = {"homography": 4.0, "fundamental": 1.0}
+#: Hough clustering of matches by similarity (Lowe, IJCV 2004, sec. 7.3: "broad bin
+#: sizes of 30 degrees for orientation, a factor of 2 for scale", each match voting
+#: for the two closest bins in each dimension). Here: half-octave bins counted over a
+#: 2 x 2 window, which is the same one-octave, 60-degree tolerance without the
+#: double vote.
+HOUGH_SCALE_BIN = math.log(2.0) / 2.0
+HOUGH_ANGLE_BIN = 30.0
 
 Points = tuple[tuple[float, float], ...]
 
@@ -87,6 +98,9 @@ class Verification:
             how much of the question the match explains (a watermark or a logo
             gives a small value).
         scale_change: linear scale from query to neighbour (working frames), or ``None``.
+        consistent: the largest set of tentative matches that agree on one change of
+            scale and orientation (:func:`consistent_matches`); a model-free count that
+            survives where no single homography explains a 3-D object.
         reason: why the pair was rejected (empty when verified).
         inlier_matches: ``K x 2`` rows of ``matches`` that are inliers (not serialised).
     """
@@ -103,8 +117,15 @@ class Verification:
     polygon: Points | None = None
     coverage: float = 0.0
     scale_change: float | None = None
+    consistent: int = 0
     reason: str = ""
     inlier_matches: np.ndarray = attrs.field(factory=lambda: np.zeros((0, 2), np.int64), eq=False, repr=False)
+
+    @property
+    def score(self) -> float:
+        """The pair's ranking score, :func:`pair_score` of the inliers (whether or
+        not the checks accepted the model) and the consistent matches."""
+        return pair_score(self.inliers, self.consistent)
 
     def evidence(self) -> dict[str, Any]:
         """JSON-able summary for a vote's evidence (coordinates rounded to 0.1 px)."""
@@ -120,6 +141,8 @@ class Verification:
             "model": self.model,
             "estimator": self.estimator,
             "coverage": round(self.coverage, 4),
+            "consistent": self.consistent,
+            "score": round(self.score, 3),
             "inlier_hull": poly(self.inlier_hull),
             "projected": poly(self.polygon),
         }
@@ -220,6 +243,53 @@ def _quad_problem(quad_xy: np.ndarray, w: np.ndarray) -> str:
     return ""
 
 
+# ------------------------------------------------------- model-free evidence
+
+
+def consistent_matches(f1: LocalFeatures, f2: LocalFeatures, matches: np.ndarray, *, scale_bin: float = HOUGH_SCALE_BIN, angle_bin: float = HOUGH_ANGLE_BIN) -> int:
+    """Size of the largest group of matches that agree on one similarity: the change
+    of keypoint scale and orientation from query to neighbour (a Hough transform over
+    ``log(scale ratio)`` and rotation, as in Lowe 2004 sec. 7.3; translation is left
+    to the model fit). Random matches spread over all bins; the matches of a true
+    pair pile up in one, even on a 3-D object that no homography fits.
+
+    Features without scale and orientation (all equal: most learned extractors) carry
+    no such information; then every match counts.
+    """
+    m = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
+    if len(m) == 0:
+        return 0
+    s1, s2 = f1.scales[m[:, 0]].astype(np.float64), f2.scales[m[:, 1]].astype(np.float64)
+    a1, a2 = f1.angles[m[:, 0]].astype(np.float64), f2.angles[m[:, 1]].astype(np.float64)
+    if np.ptp(f1.scales) == 0 and np.ptp(f1.angles) == 0:
+        return int(len(m))
+    n_ang = max(1, round(360.0 / angle_bin))
+    si = np.floor(np.log(np.maximum(s2, 1e-6) / np.maximum(s1, 1e-6)) / scale_bin).astype(np.int64)
+    ai = np.floor(((a2 - a1) % 360.0) / (360.0 / n_ang)).astype(np.int64) % n_ang
+    si -= si.min()
+    n_sc = int(si.max()) + 2
+    hist = np.zeros((n_sc, n_ang + 1), dtype=np.int64)
+    np.add.at(hist, (si, ai), 1)
+    hist[:, n_ang] = hist[:, 0]  # the angle axis is circular
+    window = hist[:-1, :-1] + hist[1:, :-1] + hist[:-1, 1:] + hist[1:, 1:]
+    return int(window.max())
+
+
+def pair_score(inliers: int, consistent: int) -> float:
+    """Ranking score of a pair: ``sqrt((1 + inliers) * (1 + consistent)) - 1``.
+
+    The geometric mean of the two counts, in inlier units (equal counts give that
+    count back). Inliers alone rank 3-D scenes poorly (one homography explains only
+    part of them) and consistent matches alone are fooled by repeated patterns at one
+    scale; a pair needs both to score high. On the landmark-multiview pairs it
+    raises the ROC-AUC of SIFT from 0.967 (inliers) to 0.987, on ukbench-subset from
+    0.993 to 0.999 (see docs/spatial.md).
+    It ranks and it orders re-ranking; whether the pair *verifies* is still the
+    model's decision (``min_inliers`` and the degeneracy checks).
+    """
+    return math.sqrt((1.0 + max(0, inliers)) * (1.0 + max(0, consistent))) - 1.0
+
+
 # ------------------------------------------------------------------ fitting
 
 
@@ -308,7 +378,7 @@ def verify_pair(
     thr = float(DEFAULT_THRESHOLDS[model] if threshold is None else threshold)
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
     n = len(matches)
-    base = {"model": model, "estimator": estimator, "matches": n}
+    base = {"model": model, "estimator": estimator, "matches": n, "consistent": consistent_matches(f1, f2, matches)}
     needed = max(MIN_POINTS[model], int(min_inliers))
     if n < needed:
         return Verification(False, reason=f"{n} tentative matches, {needed} needed", **base)

@@ -89,8 +89,8 @@ def test_second_call_reads_features_from_the_store(store, warped, monkeypatch) -
     from consist_spatial import features as features_mod
 
     calls = []
-    real = features_mod.SiftExtractor.extract
-    monkeypatch.setattr(features_mod.SiftExtractor, "extract", lambda self, img: calls.append(1) or real(self, img))
+    real = features_mod.SiftExtractor.extract_gray
+    monkeypatch.setattr(features_mod.SiftExtractor, "extract_gray", lambda self, img, size: calls.append(1) or real(self, img, size))
     second = checker.check(prediction, _neighbours(store), ctx)
     assert len(calls) == 1  # only the (uncached) query
     assert [(v.label, v.support) for v in first] == [(v.label, v.support) for v in second]

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 import consist
+import cv2
+
+from consist.images import load_gray, load_image
 from consist.records import Query, Sample
 from consist_spatial import LocalFeatures, SiftExtractor, features_for, rootsift
 from consist_spatial.features import resize_long_side
@@ -145,3 +148,40 @@ def test_without_store_and_unreadable(photo_files, extractor, tmp_path) -> None:
         features_for(Sample(id="b", uri=str(tmp_path / "missing.png")), None, extractor)
     with pytest.raises(consist.ImageError):
         features_for(Query(id="c"), None, extractor)
+
+
+def test_grey_fast_path_matches_the_rgb_path(tmp_path) -> None:
+    """A JPEG decoded straight to grey and at a reduced DCT scale gives the same
+    features, in full-size coordinates, as decoding it to RGB first."""
+    from PIL import Image
+    from skimage import data
+
+    img = np.concatenate([data.astronaut(), data.astronaut()[:, ::-1]], axis=1)  # 1024 x 512
+    big = cv2.resize(img, (2048, 1024), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=95)
+    ex = SiftExtractor(max_side=512)
+    slow = ex.extract(load_image(path))
+    gray, size = load_gray(path, max_side=512)
+    assert size == (2048, 1024) and max(gray.shape) < 2048  # decoded reduced (1/2 or 1/4 DCT scale)
+    fast = features_for(Sample(id="s", uri=str(path), label="x"), consist.open_store("memory://"), ex)
+    assert fast.image_size == slow.image_size == (2048, 1024)
+    assert abs(len(fast) - len(slow)) <= 0.1 * len(slow)
+    # most keypoints of one are within 2 px (full-size frame) of a keypoint of the other
+    d = np.linalg.norm(fast.keypoints[:, None, :] - slow.keypoints[None, :, :], axis=2).min(axis=1)
+    assert np.mean(d < 2.0) > 0.8
+
+
+def test_grey_loader_honours_exif_orientation(tmp_path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    img = data.astronaut()[:, :400]  # 512 rows x 400 cols
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(path, exif=exif)
+    gray, size = load_gray(path, max_side=256)
+    assert size == (512, 400)  # width and height swapped, like load_image
+    assert load_image(path).shape[:2] == (400, 512)
+    assert gray.shape[1] >= gray.shape[0]

@@ -65,3 +65,29 @@ def test_blocked_computation_matches_unblocked(monkeypatch: pytest.MonkeyPatch) 
 def test_uint8_descriptors() -> None:
     d = np.random.default_rng(5).integers(0, 255, (40, 128)).astype(np.uint8)
     assert len(match_descriptors(d, d)) == 40
+
+
+def _naive(a: np.ndarray, b: np.ndarray, ratio: float | None, mutual: bool) -> np.ndarray:
+    """The definition, written out: full distance matrix, argmin both ways."""
+    d = ((a[:, None, :].astype(np.float64) - b[None, :, :]) ** 2).sum(-1)
+    nn = d.argmin(1)
+    keep = np.ones(len(a), bool)
+    if ratio is not None:
+        s = np.sort(d, 1)
+        keep &= s[:, 0] < ratio * ratio * s[:, 1]
+    if mutual:
+        keep &= d.argmin(0)[nn] == np.arange(len(a))
+    idx = np.flatnonzero(keep)
+    return np.stack([idx, nn[idx]], axis=1)
+
+
+@pytest.mark.parametrize("ratio", [None, 0.8])
+@pytest.mark.parametrize("mutual", [True, False])
+def test_agrees_with_the_definition_including_ties(ratio: float | None, mutual: bool) -> None:
+    rng = np.random.default_rng(7)
+    b = rng.integers(0, 8, size=(300, 16)).astype(np.float32)  # a coarse lattice: many exact ties
+    a = np.r_[b[:150] + rng.integers(-1, 2, size=(150, 16)), rng.integers(0, 8, size=(100, 16))].astype(np.float32)
+    a[:20] = b[:20]  # duplicates: distance exactly 0
+    b[200:210] = b[:10]  # repeated database points: ties in the mutual check
+    got = match_descriptors(a, b, ratio=ratio, mutual=mutual)
+    np.testing.assert_array_equal(got, _naive(a, b, ratio, mutual))

@@ -222,3 +222,42 @@ def test_localisation_rasterises_to_a_mask_matching_the_true_warp(feats, warped_
     sq = rasterise([[2, 2], [6, 2], [6, 6], [2, 6]], (10, 8))
     assert sq.sum() == 25 and sq[2:7, 2:7].all()
     assert rasterise([[-5, -5], [5, -5], [5, 5], [-5, 5]], (10, 10)).sum() == 36
+
+
+def test_consistent_matches_find_the_similarity_of_a_true_pair(extractor, photos, warp_image) -> None:
+    """A rotated, scaled copy: the matches agree on one scale/orientation change,
+    while the matches between two unrelated photos scatter over the bins."""
+    from consist_spatial import consistent_matches, pair_score
+
+    img = photos["astronaut"]
+    c, s = np.cos(np.radians(40)), np.sin(np.radians(40))
+    S = np.array([[0.7 * c, -0.7 * s, 200.0], [0.7 * s, 0.7 * c, 0.0], [0, 0, 1]])
+    f1, f2 = extractor.extract(img), extractor.extract(warp_image(img, S))
+    m = match_features(f1, f2)
+    same = consistent_matches(f1, f2, m)
+    assert len(m) > 50 and same > 0.8 * len(m)
+    other = extractor.extract(photos["coffee"])
+    m2 = match_features(f1, other)
+    diff = consistent_matches(f1, other, m2)
+    assert diff < 0.5 * max(1, len(m2)) and diff < 15
+    v = verify_pair(f1, f2, m)
+    assert v.verified and v.consistent == same and v.score == pytest.approx(pair_score(v.inliers, same))
+    assert verify_pair(f1, other, m2).score < 0.2 * v.score
+
+
+def test_consistent_matches_without_scale_or_orientation_counts_every_match() -> None:
+    from consist_spatial import LocalFeatures, consistent_matches
+
+    rng = np.random.default_rng(0)
+    f = LocalFeatures(rng.random((10, 2)) * 100, np.ones(10), np.zeros(10), rng.random((10, 8)), (100, 100))
+    assert consistent_matches(f, f, np.c_[np.arange(10), np.arange(10)]) == 10
+    assert consistent_matches(f, f, np.zeros((0, 2), np.int64)) == 0
+
+
+def test_pair_score_is_the_geometric_mean_in_inlier_units() -> None:
+    from consist_spatial import pair_score
+
+    assert pair_score(0, 0) == 0.0
+    assert pair_score(20, 20) == pytest.approx(20.0)
+    assert pair_score(30, 0) < pair_score(15, 15)  # needs both kinds of evidence
+    assert pair_score(-3, 5) == pair_score(0, 5)
