@@ -265,7 +265,7 @@ def _print_index_summary(s: dict[str, Any]) -> None:
 @click.option("--polygon", "polygon_file", default=None, metavar="FILE", help="JSON [[x,y],...] outlining the object in the query.")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Results shown.")
 @click.option("--retriever", default="asmk", show_default=True, help="asmk, vector, or any registered retriever.")
-@click.option("--rerank", type=click.Choice(["spatial", "none"]), default="spatial", show_default=True, help="Verify the short-list geometrically and re-rank by inliers.")
+@click.option("--rerank", type=click.Choice(["spatial", "none", "hp"]), default="spatial", show_default=True, help="Verify the short-list geometrically and re-rank by inliers; hp: then propagate through the store's matching graph (topological plugin).")
 @click.option("--depth", type=click.IntRange(1), default=100, show_default=True, help="Retrieved results verified when re-ranking.")
 @click.option("--embedder", default="tiny", show_default=True, help="Embeds the query for --retriever vector.")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None, metavar="OUT.png", help="Draw the query and the top results with outlines and inlier matches.")
@@ -276,10 +276,14 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
     Ranked results: sample id, label, retrieval score, inliers, whether the match
     verified, and the query (region) localised in the result's pixels.
     """
+    import importlib.util
+
+    import attrs
+
     from consist.cli.feedback import parse_box, parse_polygon_file
     from consist.errors import ImageError
     from consist.images import image_id, load_image
-    from consist.records import Query
+    from consist.records import Neighbour, Query
 
     if region and polygon_file:
         raise click.UsageError("give --region or --polygon, not both")
@@ -301,7 +305,9 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
         ext = detect_extractor(store) or SiftExtractor()
         query = Query(id=image_id(pixels), uri=str(image.resolve()), image=pixels, region=reg)
         feats = None
-        k = max(top, depth) if rerank == "spatial" else top
+        if rerank == "hp" and importlib.util.find_spec("consist_topological") is None:
+            raise click.BadParameter("hp needs the topological plugin (pip install consist-topological)", param_hint="--rerank")
+        k = max(top, depth) if rerank in ("spatial", "hp") else top
         if retriever == "asmk":
             from consist_spatial.asmk_index import query_features
 
@@ -315,15 +321,32 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
                 raise click.BadParameter(f"unknown retriever {retriever!r} (registered: {', '.join(sorted(found))})", param_hint="--retriever")
             emb = _embedder(embedder)
             if emb is not None:
-                import attrs
-
                 query = attrs.evolve(query, embedding=emb.embed(pixels))
             neighbours = found[retriever].retrieve(query, store, k)
-        if rerank == "spatial":
+        hp = None
+        if rerank in ("spatial", "hp"):
             results = spatial_rerank(query, neighbours, store, depth=depth, config=spatial_config_for(ext), features=feats)
         else:
             results = [Reranked(n, n.rank) for n in neighbours]
+        if rerank == "hp":
+            from consist_topological.rerank import hp_for_query
+
+            hp = hp_for_query(query.id, results, store, ranking=[n.sample.id for n in neighbours], retriever=AsmkRetriever(extractor=ext) if retriever == "asmk" else None)
+            by_id = {r.neighbour.sample.id: r for r in results}
+            reached = [sid for sid in hp.ranking[:top] if sid not in by_id]  # beyond the short-list: found by propagation only
+            for sid, sample in zip(reached, store.get_many(reached) if reached else []):
+                if sample is not None:
+                    by_id[sid] = Reranked(Neighbour(sample=sample, similarity=0.0, source="propagation"), -1)
+            results = [attrs.evolve(by_id[sid], neighbour=attrs.evolve(by_id[sid].neighbour, rank=i)) for i, sid in enumerate(s for s in hp.ranking if s in by_id)]
         results = results[:top]
+        rows = [r.to_dict() for r in results]
+        if hp is not None:
+            for row in rows:
+                if row["id"] in hp.propagation:
+                    box = hp.propagation.regions[row["id"]]
+                    row.update(hop=hp.propagation.hops[row["id"]], active_region=None if box is None else [round(v, 1) for v in box])
+                else:
+                    row.update(hop=None, active_region=None)
         report = {
             "query": str(image),
             "region": None if reg is None else list(reg.vertices),
@@ -331,9 +354,11 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
             "retriever": retriever,
             "rerank": rerank,
             "extractor": ext.kind,
-            "results": [r.to_dict() for r in results],
+            "results": rows,
             "overlay": None,
         }
+        if hp is not None:
+            report.update(community_uncertainty=round(hp.uncertainty, 4), communities=len(hp.communities), seeds=list(hp.seeds), seed_rule=hp.seed_rule)
         if overlay is not None:
             png = draw_overlay(pixels, reg, results, store, title=image.name)
             overlay.write_bytes(png)
@@ -354,12 +379,17 @@ def _check_region(reg: Any, pixels: Any, text: str) -> None:
 
 
 def _print_query(r: dict[str, Any]) -> None:
-    click.echo(f"query {r['query']}  ({r['retriever']}{' + spatial re-ranking' if r['rerank'] == 'spatial' else ''}, {r['store']})")
+    how = {"spatial": " + spatial re-ranking", "hp": " + spatial re-ranking + hypergraph propagation"}.get(r["rerank"], "")
+    click.echo(f"query {r['query']}  ({r['retriever']}{how}, {r['store']})")
+    if "community_uncertainty" in r:
+        click.echo(f"community uncertainty {r['community_uncertainty']:.2f} ({r['communities']} communities in the top results; seeds: {r['seed_rule']})")
     if not r["results"]:
         click.echo("no results (is the store empty?)")
     for x in r["results"]:
         verdict = f"verified, {x['inliers']} inliers" if x["verified"] else ("not verified" if x["matches"] is not None else "not checked")
         where = f", localised ({len(x['polygon'])}-gon, {x['polygon_source'].replace('_', ' ')})" if x["polygon"] else ""
+        if x.get("hop") and not x["polygon"] and x.get("active_region"):
+            where = f", reached by propagation (hop {x['hop']}), active region {x['active_region']}"
         click.echo(f"{x['rank'] + 1:>3}. {x['label'] or '-':<20} {x['id']}  score {x['score']:.4f}  {verdict}{where}")
     if r["overlay"]:
         click.echo(f"overlay written to {r['overlay']}")

@@ -116,7 +116,7 @@ class _Pipeline:
     """ASMK index + matching graph of one store, and the rankings built on them."""
 
     def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None) -> None:
-        from consist_spatial.asmk_index import AsmkRetriever, open_asmk_index
+        from consist_spatial.asmk_index import AsmkRetriever, detect_extractor, open_asmk_index
         from consist_spatial.features import SiftExtractor
 
         self.store = store
@@ -124,7 +124,9 @@ class _Pipeline:
         self.hp = hp
         self.timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        self.index = open_asmk_index(store, SiftExtractor() if not spatial or spatial.get("extractor", "sift") == "sift" else None, progress=(lambda n: progress("asmk", n)) if progress else None)
+        # the features the store already caches (those ``consist index`` extracted), else SIFT defaults
+        extractor = detect_extractor(store) or SiftExtractor()
+        self.index = open_asmk_index(store, extractor, progress=(lambda n: progress("asmk", n)) if progress else None)
         self.timings["asmk_build_s"] = time.perf_counter() - t0
         self.retriever = AsmkRetriever(extractor=self.index.extractor)
         t0 = time.perf_counter()

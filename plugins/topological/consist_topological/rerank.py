@@ -171,3 +171,15 @@ def uncertainty_of(graph: MatchingHypergraph, ranking: Sequence[str], *, top: in
 def localisations(result: HpResult) -> Mapping[str, Box | None]:
     """Propagated image -> active region (the pixel-retrieval answer)."""
     return {n: result.propagation.regions[n] for n in result.propagation.order}
+
+
+def hp_for_query(query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None) -> HpResult:
+    """HP re-ranking of a new query from its spatially re-ranked short-list
+    (:func:`consist_spatial.asmk_index.spatial_rerank` results), on the store's
+    matching graph (built or synced on first use). ``ranking`` is the order the
+    unpropagated images keep (default: the re-ranked order)."""
+    from consist_topological.hypergraph import graph_for
+
+    g = graph if graph is not None else graph_for(store, retriever=retriever)
+    order = list(ranking) if ranking is not None else [r.neighbour.sample.id for r in reranked]
+    return hp_rerank(g, query_id, order, links_from_reranked(reranked), config=config)
