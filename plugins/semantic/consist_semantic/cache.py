@@ -28,8 +28,9 @@ MEMORY_ENTRIES = 4096
 class AnswerCache:
     """Answers by (image, request, model); in memory, and in ``store`` when given."""
 
-    def __init__(self, store: Any = None, *, memory_entries: int = MEMORY_ENTRIES) -> None:
+    def __init__(self, store: Any = None, *, memory_entries: int = MEMORY_ENTRIES, persistent: bool = True) -> None:
         self.store = store
+        self.persistent = persistent  # False: memory only, never the store
         self.memory_entries = memory_entries
         self._memory: OrderedDict[tuple[str, str], ChatAnswer] = OrderedDict()
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class AnswerCache:
                 self._memory.move_to_end(k)
                 self.hits += 1
                 return hit
-        store = store if store is not None else self.store
+        store = (store if store is not None else self.store) if self.persistent else None
         if store is not None:
             blob = store.get_artefact(*k)
             if blob is not None:
@@ -71,7 +72,7 @@ class AnswerCache:
     def put(self, request: ChatRequest, backend: LMMBackend, answer: ChatAnswer, store: Any = None) -> None:
         k = self.key(request, backend)
         self._remember(k, answer)
-        store = store if store is not None else self.store
+        store = (store if store is not None else self.store) if self.persistent else None
         if store is not None and not getattr(store, "readonly", False):
             store.put_artefact(*k, json.dumps(answer.to_json()).encode())
 

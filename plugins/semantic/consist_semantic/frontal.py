@@ -8,7 +8,10 @@ reason recorded in ``Decision.runs``, when none does:
 
 * ``min_margin`` (2.0): the log-odds gap between the two best labels after the
   cheaper checkers; below it the top two are within e^2 ~ 7:1 odds;
-* ``min_confidence`` (0.8): the leading label's posterior;
+* ``min_confidence`` (``None``: off): the leading label's posterior. Off by
+  default because the posterior includes a "none of these" option: a label far
+  ahead of every other one may still sit at 0.6 when the evidence is thin, and the
+  margin already says whether the labels in contention are close;
 * ``max_community_uncertainty`` (1.0): the topological plugin's
   ``signals["community_uncertainty"]`` (entropy of the community sizes among the
   top-20, in nats; 1.0 is the threshold of An et al. 2021's code); ignored when no
@@ -48,11 +51,11 @@ class FrontalStats:
 class FrontalController:
     """Decides, per decision, whether an expensive (opt-in) checker should run."""
 
-    def __init__(self, *, min_margin: float = 2.0, min_confidence: float = 0.8, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5) -> None:
-        if min_margin < 0 or not (0 <= min_confidence <= 1) or max_community_uncertainty < 0:
+    def __init__(self, *, min_margin: float = 2.0, min_confidence: float | None = None, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5) -> None:
+        if min_margin < 0 or not (min_confidence is None or 0 <= min_confidence <= 1) or max_community_uncertainty < 0:
             raise ValueError("min_margin >= 0, 0 <= min_confidence <= 1 and max_community_uncertainty >= 0 are required")
         self.min_margin = float(min_margin)
-        self.min_confidence = float(min_confidence)
+        self.min_confidence = min_confidence
         self.max_community_uncertainty = float(max_community_uncertainty)
         self.min_recognizer_confidence = min_recognizer_confidence
         self._lock = threading.Lock()
@@ -66,7 +69,7 @@ class FrontalController:
         current = state.current
         if current.margin < self.min_margin:
             why.append(f"margin {current.margin:.2f} < {self.min_margin:g}")
-        if current.confidence < self.min_confidence:
+        if self.min_confidence is not None and current.confidence < self.min_confidence:
             why.append(f"confidence {current.confidence:.2f} < {self.min_confidence:g}")
         cu = state.signals.get(COMMUNITY_SIGNAL) if state.signals else None
         if isinstance(cu, (int, float)) and cu > self.max_community_uncertainty:
@@ -87,7 +90,9 @@ class FrontalController:
                     self._reasons[w.split(" ", 1)[0] if not w.startswith("community") else "community"] += 1
                 return None
         cu = state.signals.get(COMMUNITY_SIGNAL) if state.signals else None
-        parts = [f"margin {state.current.margin:.2f} >= {self.min_margin:g}", f"confidence {state.current.confidence:.2f} >= {self.min_confidence:g}"]
+        parts = [f"margin {state.current.margin:.2f} >= {self.min_margin:g}"]
+        if self.min_confidence is not None:
+            parts.append(f"confidence {state.current.confidence:.2f} >= {self.min_confidence:g}")
         if isinstance(cu, (int, float)):
             parts.append(f"community uncertainty {cu:.2f} <= {self.max_community_uncertainty:g}")
         return "frontal: certain enough, no reflection (" + ", ".join(parts) + ")"

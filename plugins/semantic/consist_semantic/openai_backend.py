@@ -137,6 +137,8 @@ class OpenAIChatBackend:
         if conn is None:
             cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small requests
             self._local.conn = conn
         return conn
 
@@ -156,8 +158,8 @@ class OpenAIChatBackend:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        conn = self._connection()
         try:
+            conn = self._connection()
             conn.request("POST", self._path, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
