@@ -240,3 +240,14 @@ def install_backend_plugin(tmp_path, monkeypatch):
     consist.plugins.reset_plugins()
     yield
     sys.modules.pop("echo_backend", None)
+
+
+def test_frontal_posterior_confidence_is_optional(server, photo):
+    cfg = EngineConfig(controller=consist.ControllerConfig(stop_confidence=0.999))
+    p = Prediction(Query("q", image=photo), [Candidate("cat", 0.8), Candidate("dog", 0.01)])
+    for min_conf, expected in ((None, RunStatus.SKIPPED), (0.99, RunStatus.RAN)):
+        fc = FrontalController(min_confidence=min_conf)
+        d = Engine([_Fixed("cat", 0.9), ReflectionChecker(lmm(server), frontal=fc)], config=cfg).verify(p, [])
+        assert next(r for r in d.runs if r.checker == "reflection").status is expected
+    with pytest.raises(ValueError):
+        FrontalController(min_confidence=1.5)
