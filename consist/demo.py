@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-__all__ = ["DemoData", "build_demo_data", "demo_photos", "perspective", "DEMO_LABELS"]
+__all__ = ["DemoData", "build_demo_data", "demo_photos", "perspective", "DEMO_LABELS", "AuditDemo", "build_audit_demo", "AUDIT_LABELS", "AUDIT_VIEWS", "PLANTED_ERRORS"]
 
 #: label -> scikit-image loader name
 DEMO_LABELS = {
@@ -28,6 +28,21 @@ DEMO_LABELS = {
 }
 
 
+#: The audit demo's classes: label -> scikit-image loader name (all ship with the
+#: package: no download). ``motorcycle`` also uses the stereo pair's real second view.
+AUDIT_LABELS = {
+    "cat": "chelsea",
+    "coffee": "coffee",
+    "astronaut": "astronaut",
+    "rocket": "rocket",
+    "motorcycle": "motorcycle_left",
+    "cameraman": "camera",
+    "coins": "coins",
+    "hubble": "hubble_deep_field",
+    "tissue": "immunohistochemistry",
+}
+
+
 def demo_photos() -> dict[str, np.ndarray]:
     """The photos, by label, plus ``motorcycle_right`` (the stereo pair's other view)."""
     try:
@@ -36,11 +51,16 @@ def demo_photos() -> dict[str, np.ndarray]:
         from consist.errors import ConsistError
 
         raise ConsistError("the demo needs scikit-image: pip install 'consist[demo]'") from exc
-    photos = {label: np.asarray(getattr(data, name)()) for label, name in DEMO_LABELS.items() if name != "motorcycle_left"}
+    names = {**DEMO_LABELS, **AUDIT_LABELS}
+    photos = {label: _rgb(np.asarray(getattr(data, name)())) for label, name in names.items() if name != "motorcycle_left"}
     left, right, _disp = data.stereo_motorcycle()
     photos["motorcycle"] = left
     photos["motorcycle_right"] = right
     return photos
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.stack([arr] * 3, axis=-1) if arr.ndim == 2 else arr[..., :3])
 
 
 def perspective(image: np.ndarray, *, tilt: float = 0.0, pan: float = 0.0, scale: float = 1.0, rotate_deg: float = 0.0, crop: tuple[float, float, float, float] = (0, 0, 1, 1), gain: float = 1.0) -> np.ndarray:
@@ -130,3 +150,78 @@ def build_demo_data(root: Path, progress: Callable[[str], None] | None = None) -
     if progress:
         progress(f"wrote {len(refs)} reference views and {len(queries)} queries under {root}")
     return DemoData(root=root, references=tuple(refs), queries=tuple(queries))
+
+
+# ------------------------------------------------------------------ audit demo
+
+#: Five views of every audit-demo class: perspective() arguments (crops, tilts,
+#: rotations, scale and lighting changes: what a real collection looks like).
+AUDIT_VIEWS: tuple[dict[str, Any], ...] = (
+    {"scale": 0.8},
+    {"tilt": 0.3, "scale": 0.7, "gain": 0.8},
+    {"crop": (0.1, 0.05, 0.85, 0.9), "rotate_deg": 15, "gain": 1.2, "scale": 0.8},
+    {"pan": 0.3, "crop": (0.0, 0.1, 0.9, 1.0), "scale": 0.75, "gain": 0.7},
+    {"crop": (0.15, 0.0, 1.0, 0.8), "rotate_deg": -20, "scale": 0.7},
+)
+
+#: The labels deliberately wrong in the audit demo: (true class, view index, wrong label).
+PLANTED_ERRORS: tuple[tuple[str, int, str], ...] = (
+    ("cat", 2, "coffee"),
+    ("rocket", 0, "astronaut"),
+    ("coins", 1, "cameraman"),
+    ("hubble", 3, "tissue"),
+    ("motorcycle", 1, "rocket"),
+)
+
+
+@attrs.frozen
+class AuditDemo:
+    """The audit demo's dataset: ``images`` (class sub-folders, some images in the
+    wrong one), the true label of every image, the planted errors and the files
+    that are broken on purpose."""
+
+    root: Path
+    images: Path
+    truth: dict[str, str]
+    planted: tuple[str, ...]
+    broken: tuple[str, ...]
+
+
+def build_audit_demo(root: Path) -> AuditDemo:
+    """Write the audit demo dataset under ``root/images`` (idempotent).
+
+    Nine classes of real photos that scikit-image ships, five views each; five
+    images sit in the wrong class folder (:data:`PLANTED_ERRORS`), and one file is
+    a truncated JPEG, to show how bad input is reported.
+    """
+    from PIL import Image
+
+    photos = demo_photos()
+    images = root / "images"
+    truth: dict[str, str] = {}
+    planted: list[str] = []
+    wrong = {(cls, i): label for cls, i, label in PLANTED_ERRORS}
+    for cls in AUDIT_LABELS:
+        for i, view in enumerate(AUDIT_VIEWS):
+            source = photos["motorcycle_right"] if cls == "motorcycle" and i == 3 else photos[cls]
+            label = wrong.get((cls, i), cls)
+            rel = f"{label}/img-{_digest(cls, i)}.jpg"
+            path = images / rel
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(perspective(source, **view)).save(path, quality=90)
+            truth[rel] = cls
+            if label != cls:
+                planted.append(rel)
+    broken = images / "coffee" / "scan-truncated.jpg"
+    if not broken.exists():
+        full = images / "coffee" / f"img-{_digest('coffee', 0)}.jpg"
+        broken.write_bytes(full.read_bytes()[:600])
+    return AuditDemo(root=root, images=images, truth=truth, planted=tuple(planted), broken=("coffee/scan-truncated.jpg",))
+
+
+def _digest(cls: str, i: int) -> str:
+    """A short stable tag so that file names do not give the class away."""
+    import hashlib
+
+    return hashlib.blake2b(f"{cls}/{i}".encode(), digest_size=3).hexdigest()

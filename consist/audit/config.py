@@ -31,6 +31,12 @@ class AuditConfig:
             keypoints: the spatial plugin's defaults, revisitop's resolution).
         min_inliers: distinct inliers for a verified pair (15, the spatial checker's
             default and the threshold of An et al.'s community selection).
+        weak_inliers: pairs with at least this many inliers but fewer than
+            ``min_inliers`` join the graph as weak edges (8: on landmark-multiview and
+            ukbench every such pair showed the same object; random pairs give 0-5
+            after DEGENSAC), so that propagation reaches images no single pair verifies.
+        weak_strength: strength of a weak edge just below ``min_inliers`` (0.4),
+            falling linearly to a fifth of it at ``weak_inliers``.
         chunk_size: samples per task sent to a worker (16: large enough to amortise
             the task overhead, small enough that an interrupted run loses little).
 
@@ -46,14 +52,19 @@ class AuditConfig:
             ``edge_scale``: inliers above it that close 63% of the gap to 1 (20, the
             spatial checker's ``support_scale``).
         self_trust: weight of a neighbour's own given label against what its
-            neighbourhood says when its label is used as evidence (1.0).
+            neighbourhood says when its label is used as evidence (1.0), scaled by
+            the share of that label's connected images in the neighbour's community
+            (a label copied onto an image of another community is a poor witness).
         iterations: rounds of label refinement of the propagation (2).
         graph_confidence_scale: propagated mass at which the graph vote's confidence
             reaches 63% (1.0: one strong verified neighbour).
-        incoherence_weight: how much a label whose images fall into several
-            unconnected communities loses of its prior (1.0 log-odds at full
-            incoherence; the issue's hint: such a label is itself suspect).
-        flag_confidence: the decision's confidence needed to flag (0.5).
+        incoherence_weight: log-odds the given label's prior loses when none of
+            the other connected images of that label share the sample's community
+            (1.0; proportionally less when some do; a label whose images fall into
+            many unconnected communities is itself suspect).
+        flag_confidence: flag when another label wins and the given label's
+            posterior is at most ``1 - flag_confidence`` (0.8: the evidence must
+            clearly contradict the given label; the suggestion may still be unsure).
         near_duplicate_coverage, near_duplicate_ratio: a verified pair whose inlier
             hull covers this much of the query (0.8) with this inlier ratio (0.7) is a
             near-duplicate; with different labels it is reported as such.
@@ -63,6 +74,8 @@ class AuditConfig:
     max_side: int | None = 1024
     max_keypoints: int = attrs.field(default=2048, converter=int)
     min_inliers: int = attrs.field(default=15, converter=int)
+    weak_inliers: int = attrs.field(default=8, converter=int)
+    weak_strength: float = attrs.field(default=0.4, converter=float, validator=_in_unit)
     chunk_size: int = attrs.field(default=16, converter=int)
     given_prior: float = attrs.field(default=0.6, converter=float, validator=_in_unit)
     other_prior: float = attrs.field(default=0.1, converter=float, validator=_in_unit)
@@ -74,7 +87,7 @@ class AuditConfig:
     iterations: int = attrs.field(default=2, converter=int)
     graph_confidence_scale: float = attrs.field(default=1.0, converter=float, validator=_positive)
     incoherence_weight: float = attrs.field(default=1.0, converter=float)
-    flag_confidence: float = attrs.field(default=0.5, converter=float, validator=_in_unit)
+    flag_confidence: float = attrs.field(default=0.8, converter=float, validator=_in_unit)
     near_duplicate_coverage: float = attrs.field(default=0.8, converter=float, validator=_in_unit)
     near_duplicate_ratio: float = attrs.field(default=0.7, converter=float, validator=_in_unit)
 

@@ -8,11 +8,13 @@ Its opinion joins the others as the votes of a pseudo-checker ``graph``, and the
 same aggregation hook the engine uses (``consist_aggregate``; a plugin may replace
 it) turns prior + votes into the verdict:
 
-* ``flagged``: the winning label differs from the given one (and its confidence
-  reaches ``flag_confidence``); it is the suggestion;
+* ``flagged``: the winning label differs from the given one and the given label's
+  posterior is at most ``1 - flag_confidence``; the winner is the suggestion;
 * ``ok``: the given label won;
 * ``unverifiable``: no checker verified the sample against anything (no verified
-  neighbour, nothing propagated): nothing can say it is right or wrong;
+  neighbour, nothing propagated), or the evidence is too weak either way (the
+  given label keeps the lead with a posterior under 0.5): nothing can say it is
+  right or wrong;
 * ``unreadable``: the image could not be read (the reason names the file).
 """
 
@@ -121,7 +123,8 @@ def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Map
         return unreadable_row(sid, given, record["error"], meta)
     votes = [from_dict(Vote, v) for v in (record.get("decision") or {}).get("votes", ())]
     incoh = incoherence.get(given, 0.0)
-    prior = prior_with_penalty(cfg.given_prior, cfg.incoherence_weight * incoh)
+    share = None if ev is None else ev.community_share
+    prior = prior_with_penalty(cfg.given_prior, 0.0 if share is None else cfg.incoherence_weight * (1.0 - share))
     from consist.records import Neighbour, Sample
 
     neighbours = [Neighbour(Sample(id=n["id"], label=n["label"]), n["similarity"], n["rank"]) for n in record.get("neighbours", ())]
@@ -146,7 +149,11 @@ def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Map
         why = f"no neighbour verifies it ({tried} tried, none with {cfg.min_inliers}+ inliers)" if tried else "no neighbour to verify it against"
         return AuditRow(suggested_label=None, flagged=False, confidence=None, status="unverifiable", reason=why + _dup_note(dups), **common)
     label, conf = result.label, float(result.confidence)
-    flagged = label != given and conf >= cfg.flag_confidence
+    p_given = _posterior(result.scores, given)
+    flagged = label != given and p_given <= 1.0 - cfg.flag_confidence
+    if not flagged and p_given < 0.5:
+        why = f"evidence too weak to confirm or contradict {given!r} (posterior {p_given:.2f}; best other label {label!r})" if label != given else f"evidence too weak to confirm {given!r} (posterior {p_given:.2f})"
+        return AuditRow(suggested_label=None, flagged=False, confidence=round(p_given, 4), status="unverifiable", reason=why + _dup_note(dups), **common)
     shown = label if flagged else given
     best = _strongest(record, shown)
     if best is None and ev is not None:
@@ -163,6 +170,17 @@ def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Map
         evidence_inliers=None if best is None else best.get("inliers"),
         **common,
     )
+
+
+def _posterior(scores: Mapping[str, float], label: str) -> float:
+    """Softmax probability of ``label`` with the aggregation's implicit null class."""
+    import math
+
+    if label not in scores:
+        return 0.0
+    m = max(0.0, *scores.values())
+    denom = math.exp(-m) + sum(math.exp(v - m) for v in scores.values())
+    return math.exp(scores[label] - m) / denom
 
 
 def _strongest_reached(record: Mapping[str, Any], ev: LabelEvidence, label: str) -> dict[str, Any] | None:
@@ -191,6 +209,7 @@ def _reason(given: str, label: str, flagged: bool, best: Mapping[str, Any] | Non
     if ev is not None and ev.total > 0:
         share = ev.mass.get(label, 0.0) / ev.total
         prop = f"; propagation gives {label!r} {share:.0%} of {len(ev.reached)} reached views"
-    coh = f"; label {given!r} is split over several unconnected communities ({incoh:.0%} outside its largest)" if incoh >= 0.25 else ""
+    share = None if ev is None else ev.community_share
+    coh = f"; the other images labelled {given!r} lie in other communities ({1 - share:.0%} of them)" if share is not None and share < 0.5 else ""
     head = f"looks like {label!r}, not {given!r}" if flagged else (f"{given!r} confirmed" if label == given else f"{given!r} kept ({label!r} not confident enough)")
     return head + ": " + direct + via + prop + coh

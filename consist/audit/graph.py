@@ -36,8 +36,16 @@ __all__ = ["VerifiedGraph", "LabelEvidence", "edge_strength", "MAX_REACH"]
 MAX_REACH = 50
 
 
-def edge_strength(inliers: int, cfg: AuditConfig) -> float:
-    """``edge_floor + (1 - edge_floor) * (1 - exp(-(inliers - min_inliers) / edge_scale))``."""
+def edge_strength(inliers: int, cfg: AuditConfig, verified: bool = True) -> float:
+    """Verified: ``edge_floor + (1 - edge_floor) * (1 - exp(-(inliers - min_inliers) / edge_scale))``.
+    Weak (not verified, ``weak_inliers <= inliers``): from ``weak_strength / 5`` at
+    ``weak_inliers`` up to ``weak_strength`` just below ``min_inliers``; else 0."""
+    if not verified:
+        if inliers < cfg.weak_inliers or cfg.weak_inliers >= cfg.min_inliers:
+            return 0.0
+        span = max(1, cfg.min_inliers - 1 - cfg.weak_inliers)
+        frac = min(1.0, (min(inliers, cfg.min_inliers - 1) - cfg.weak_inliers) / span)
+        return cfg.weak_strength * (0.2 + 0.8 * frac)
     excess = max(0, inliers - cfg.min_inliers)
     return cfg.edge_floor + (1.0 - cfg.edge_floor) * (1.0 - math.exp(-excess / cfg.edge_scale))
 
@@ -48,7 +56,9 @@ class LabelEvidence:
 
     ``mass``: label -> propagated mass; ``reached``: samples reached (id -> path
     strength, strongest first, at most :data:`MAX_REACH`); ``degree``: verified
-    pairs; ``community``: the component's index and size.
+    (and weak) pairs; ``community``: the component's index and size;
+    ``community_share``: share of the other connected images of the sample's label
+    in its community (``None``: no other connected image of that label).
     """
 
     mass: dict[str, float]
@@ -56,6 +66,7 @@ class LabelEvidence:
     degree: int
     community: int
     community_size: int
+    community_share: float | None = None
 
     @property
     def total(self) -> float:
@@ -69,11 +80,16 @@ class VerifiedGraph:
         self.cfg = cfg
         self.adj: dict[str, dict[str, float]] = defaultdict(dict)
         self.inliers: dict[tuple[str, str], int] = {}
+        self.strong: set[tuple[str, str]] = set()
 
-    def add(self, a: str, b: str, inliers: int) -> None:
+    def add(self, a: str, b: str, inliers: int, verified: bool = True) -> None:
         if a == b:
             return
-        s = edge_strength(inliers, self.cfg)
+        s = edge_strength(inliers, self.cfg, verified)
+        if s <= 0:
+            return
+        if verified:
+            self.strong.add((a, b) if a < b else (b, a))
         if s > self.adj[a].get(b, 0.0):
             self.adj[a][b] = s
             self.adj[b][a] = s
@@ -82,8 +98,7 @@ class VerifiedGraph:
 
     def add_edges(self, edges: Iterable[Mapping[str, object]]) -> None:
         for e in edges:
-            if e.get("verified"):
-                self.add(str(e["a"]), str(e["b"]), int(e.get("inliers") or 0))  # type: ignore[call-overload]
+            self.add(str(e["a"]), str(e["b"]), int(e.get("inliers") or 0), bool(e.get("verified")))  # type: ignore[call-overload]
 
     def degree(self, node: str) -> int:
         return len(self.adj.get(node, ()))
@@ -152,18 +167,38 @@ class VerifiedGraph:
             out[label] = 0.0 if n < 2 else 1.0 - max(counts.values()) / n
         return out
 
+    def community_share(self, labels: Mapping[str, str], comp: Mapping[str, int]) -> dict[str, float | None]:
+        """Per sample: the share of the *other* connected images of its label that lie
+        in its own community (``None`` when its label has no other connected image,
+        or when it is itself unconnected)."""
+        per_label: dict[str, Counter[int]] = defaultdict(Counter)
+        for sid, label in labels.items():
+            if self.degree(sid):
+                per_label[label][comp[sid]] += 1
+        out: dict[str, float | None] = {}
+        for sid, label in labels.items():
+            counts = per_label.get(label)
+            if not self.degree(sid) or counts is None:
+                out[sid] = None
+                continue
+            others = sum(counts.values()) - 1
+            out[sid] = None if others <= 0 else (counts[comp[sid]] - 1) / others
+        return out
+
     def evidence(self, labels: Mapping[str, str]) -> dict[str, LabelEvidence]:
         """Leave-one-out label evidence for every node of ``labels`` (see module doc)."""
         cfg = self.cfg
         nodes = list(labels)
         reach = {i: self.reach(i) for i in nodes}
+        comp = self.components(nodes)
+        share = self.community_share(labels, comp)
+        trust = {i: cfg.self_trust * (0.5 if share[i] is None else share[i]) for i in nodes}
         # q: each node's label distribution, starting from its given label
         q: dict[str, dict[str, float]] = {i: {labels[i]: 1.0} for i in nodes}
         raw: dict[str, dict[str, float]] = {i: {} for i in nodes}
         for _ in range(max(0, cfg.iterations)):
             raw = {i: _weighted_sum(reach[i], q) for i in nodes}
-            q = {i: _normalise(_plus(raw[i], {labels[i]: cfg.self_trust})) for i in nodes}
-        comp = self.components(nodes)
+            q = {i: _normalise(_plus(raw[i], {labels[i]: trust[i]})) or {labels[i]: 1.0} for i in nodes}
         sizes = Counter(comp.values())
         out: dict[str, LabelEvidence] = {}
         for i in nodes:
@@ -177,10 +212,10 @@ class VerifiedGraph:
                 if back is not None and cfg.iterations > 0:
                     for lab, p in q[i].items():
                         own[lab] = own.get(lab, 0.0) - back * p
-                qj = _normalise(_plus({k: v for k, v in own.items() if v > 1e-12}, {labels[j]: cfg.self_trust})) if cfg.iterations > 0 else {labels[j]: 1.0}
+                qj = (_normalise(_plus({k: v for k, v in own.items() if v > 1e-12}, {labels[j]: trust[j]})) or {labels[j]: 1.0}) if cfg.iterations > 0 else {labels[j]: 1.0}
                 for lab, p in qj.items():
                     mass[lab] += s * p
-            out[i] = LabelEvidence(mass=dict(mass), reached=reach[i], degree=self.degree(i), community=comp[i], community_size=sizes[comp[i]])
+            out[i] = LabelEvidence(mass=dict(mass), reached=reach[i], degree=self.degree(i), community=comp[i], community_size=sizes[comp[i]], community_share=share[i])
         return out
 
 
@@ -201,4 +236,4 @@ def _plus(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
 
 def _normalise(d: Mapping[str, float]) -> dict[str, float]:
     total = sum(d.values())
-    return {k: v / total for k, v in d.items()} if total > 0 else dict(d)
+    return {k: v / total for k, v in d.items()} if total > 0 else {}

@@ -1,4 +1,9 @@
-"""``consist demo``: the engine end to end on real photos that scikit-image ships."""
+"""``consist demo``: consist end to end on real photos that scikit-image ships.
+
+By default, a label audit (``consist audit``) of a small dataset with some labels
+deliberately wrong and one broken file; ``--recognize`` runs the recognition demo
+instead (a recognizer's predictions verified, corrected, and written back).
+"""
 
 from __future__ import annotations
 
@@ -97,14 +102,59 @@ def _print_human(report: dict[str, Any]) -> None:
     click.echo(f"store: {report['store']}  (try: consist history --store {report['store']})")
 
 
+def run_audit_demo(out: Path, *, say: Any = None, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Build the audit demo dataset and audit it; a JSON-able report."""
+    import consist
+    from consist.demo import build_audit_demo
+
+    say = say or (lambda _msg: None)
+    data = build_audit_demo(out)
+    n = len(data.truth) + len(data.broken)
+    say(f"demo dataset: {n} images of {len(set(data.truth.values()))} objects in {data.images} ({len(data.planted)} in the wrong class folder, {len(data.broken)} broken file)")
+    result = consist.audit(data.images, out / "audit", workers=workers, progress=progress, say=lambda m: say(m) if m.startswith("warning") else None)
+    rows = {r.sample: r for r in result.rows}
+    found = [sid for sid in data.planted if rows[sid].flagged]
+    right = [sid for sid in found if rows[sid].suggested_label == data.truth[sid]]
+    false_flags = [r.sample for r in result.flagged if r.sample not in data.planted]
+    return {
+        "root": str(out),
+        "dataset": str(data.images),
+        "audit": str(out / "audit"),
+        "summary": result.summary,
+        "flagged": [r for r in result.to_records() if r["flagged"]],
+        "planted": {"errors": len(data.planted), "found": len(found), "suggestion_right": len(right), "false_flags": false_flags, "broken": list(data.broken)},
+        "_result": result,
+    }
+
+
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("consist-demo"), show_default=True, help="Folder for the demo's images and store.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("consist-demo"), show_default=True, help="Folder for the demo's images and results.")
 @click.option("--clean", is_flag=True, help="Delete the folder first.")
+@click.option("--recognize", is_flag=True, help="Run the recognition demo (verify and correct a recognizer's predictions) instead of the label audit.")
 @json_option
-def demo_command(out: Path, clean: bool, as_json: bool) -> None:
-    """Recognise new views of real photos, verify, correct and adapt (no download)."""
+def demo_command(out: Path, clean: bool, recognize: bool, as_json: bool) -> None:
+    """Audit a small labelled dataset of real photos (some labels deliberately
+    wrong) and show what was found, and where the report is. No download."""
     if clean and out.exists():
         shutil.rmtree(out)
+    if not recognize:
+        from consist.cli.audit_cmd import print_audit
+
+        rep = run_audit_demo(out, say=None if as_json else (lambda m: click.echo(m, err=m.startswith("warning"))), progress=not as_json)
+        result = rep.pop("_result")
+        if as_json:
+            emit_json(rep)
+            return
+        print_audit(result, out / "audit")
+        p = rep["planted"]
+        click.echo("")
+        click.echo(
+            f"planted label errors: {p['errors']}; flagged {p['found']} of them, with the right label suggested for {p['suggestion_right']}; "
+            f"{len(p['false_flags'])} correct labels flagged; the broken file was reported, not fatal."
+        )
+        click.echo(f"open the report: {(out / 'audit' / 'report.html').resolve()}")
+        click.echo(f"audit your own images: consist audit PATH/TO/FOLDER --out audit-out   (docs/audit.md)")
+        return
     report = run_demo(out, say=None if as_json else (lambda m: click.echo(m)))
     if as_json:
         emit_json(report)

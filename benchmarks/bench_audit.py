@@ -1,0 +1,246 @@
+"""``consist audit``: label-error detection quality against cleanlab and k-NN
+baselines, and throughput.
+
+Quality: on ``landmark-multiview`` (14 landmarks; the ambiguous ``alamo_plaza_1dsfm``
+class is dropped) and ``ukbench-subset`` (14 objects x 4 views), 10% and 20% of the
+labels are flipped at random to another class (fixed seeds). consist audits each
+noisy copy; side by side, from the *same* retrieval (the ASMK neighbours the audit
+verified, read from its journal):
+
+* ``knn-vote``: a plain similarity-weighted majority vote of the k neighbours
+  (flag when it disagrees with the given label);
+* ``cleanlab``: ``cleanlab.filter.find_label_issues`` fed with out-of-sample k-NN
+  probabilities (each label's smoothed share of the neighbours' similarity; the
+  sample itself is never its own neighbour), suggestion = the most probable label;
+* ``verified-vote``: an inlier-weighted vote of the spatially verified neighbours
+  (abstains when none verified).
+
+Scored with :mod:`consist.metrics.audit`: precision, recall, F1 of the flags against
+the flipped samples, and the accuracy of the suggested labels on the flipped samples.
+
+Throughput (``--throughput``): images/s end to end on ``--workers`` processes
+(default 2), cold (empty output and feature cache) and warm (features cached), the
+peak resident memory of the run (this process and its workers), and the growth
+from ``--scale`` sizes of synthetic views of scikit-image photos (crops, rotations,
+scale, lighting).
+
+Needs ``../shared/data`` for the quality part (research photos; never committed)
+and ``pip install cleanlab`` (the ``bench`` extra). Run:
+``python benchmarks/bench_audit.py`` (``--quick``: ukbench only, 10% noise;
+``--json`` for a JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import consist  # noqa: E402
+from consist.audit.journal import read_journal  # noqa: E402
+from consist.metrics.audit import audit_scores, suggestion_accuracy  # noqa: E402
+
+DATA = Path(os.environ.get("CONSIST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+#: (name, folder, label column, classes dropped)
+DATASETS = (
+    ("landmark-multiview", "landmark-multiview", "instance", ("alamo_plaza_1dsfm",)),
+    ("ukbench-subset", "ukbench-subset", "object_id", ()),
+)
+NOISE = (0.1, 0.2)
+SEED = 0
+
+
+def flip_labels(rows: Sequence[tuple[str, str]], rate: float, seed: int) -> list[tuple[str, str, str]]:
+    """``(path, noisy, true)``: ``rate`` of the rows get another class, uniformly."""
+    labels = sorted({lab for _, lab in rows})
+    rng = random.Random(seed)
+    flip = set(rng.sample(range(len(rows)), round(rate * len(rows))))
+    out = []
+    for i, (path, lab) in enumerate(rows):
+        noisy = rng.choice([x for x in labels if x != lab]) if i in flip else lab
+        out.append((path, noisy, lab))
+    return out
+
+
+def read_rows(folder: Path, column: str, drop: Sequence[str]) -> list[tuple[str, str]]:
+    with open(folder / "labels.csv", newline="", encoding="utf-8") as fh:
+        return [(r["file"], r[column]) for r in csv.DictReader(fh) if r[column] not in drop]
+
+
+# ------------------------------------------------------------------ baselines
+
+
+def knn_probs(records: dict[str, dict[str, Any]], ids: Sequence[str], given: dict[str, str], classes: Sequence[str], alpha: float = 0.1) -> np.ndarray:
+    """Out-of-sample k-NN probabilities from the audit's own retrieval (similarity-weighted,
+    additive smoothing ``alpha`` spread over the classes)."""
+    index = {c: i for i, c in enumerate(classes)}
+    P = np.full((len(ids), len(classes)), alpha / len(classes))
+    for r, sid in enumerate(ids):
+        for n in records.get(sid, {}).get("neighbours", ()):
+            lab = given.get(n["id"])
+            if lab in index:
+                P[r, index[lab]] += max(0.0, n["similarity"])
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def verified_vote(records: dict[str, dict[str, Any]], ids: Sequence[str], given: dict[str, str]) -> list[str | None]:
+    out: list[str | None] = []
+    for sid in ids:
+        mass: dict[str, float] = defaultdict(float)
+        for e in records.get(sid, {}).get("edges", ()):
+            if e.get("verified") and e["b"] in given:
+                mass[given[e["b"]]] += e["inliers"]
+        out.append(max(mass, key=mass.get) if mass else None)
+    return out
+
+
+def score(name: str, flagged: Sequence[bool], suggested: Sequence[str | None], noisy: Sequence[str], true: Sequence[str]) -> dict[str, Any]:
+    err = [n != t for n, t in zip(noisy, true)]
+    prf = audit_scores(flagged, err)
+    acc = suggestion_accuracy(suggested, true, among=err)
+    return {"method": name, "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "suggestion_accuracy": acc, "flagged": int(sum(flagged)), "errors": int(sum(err))}
+
+
+def run_quality(name: str, folder: Path, column: str, drop: Sequence[str], rate: float, work: Path, workers: int) -> list[dict[str, Any]]:
+    rows = read_rows(folder, column, drop)
+    noisy = flip_labels(rows, rate, SEED)
+    csv_path = work / f"{name}-{int(rate * 100)}.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows((p, n) for p, n, _ in noisy)
+    out = work / f"{name}-{int(rate * 100)}"
+    t0 = time.perf_counter()
+    # one feature cache per dataset: the noise rates share the extracted features
+    result = consist.audit(folder, out, labels=csv_path, store=f"sqlite:///{work / (name + '-cache.db')}", workers=workers, report=False)
+    elapsed = time.perf_counter() - t0
+    ids = [p for p, _, _ in noisy]
+    given = {p: n for p, n, _ in noisy}
+    true = [t for _, _, t in noisy]
+    noisy_labels = [n for _, n, _ in noisy]
+    rows_by = {r.sample: r for r in result.rows}
+    records = {rec["id"]: rec for rec in read_journal(out / ".audit" / "verified.jsonl")}
+    out_rows = [score("consist", [rows_by[i].flagged for i in ids], [rows_by[i].suggested_label for i in ids], noisy_labels, true)]
+    out_rows[0]["seconds"] = round(elapsed, 1)
+    out_rows[0]["unverifiable"] = result.summary["counts"]["unverifiable"]
+    classes = sorted(set(noisy_labels))
+    P = knn_probs(records, ids, given, classes)
+    knn_pred = [classes[j] for j in P.argmax(axis=1)]
+    out_rows.append(score("knn-vote", [k != g for k, g in zip(knn_pred, noisy_labels)], knn_pred, noisy_labels, true))
+    try:
+        from cleanlab.filter import find_label_issues
+
+        y = np.array([classes.index(g) for g in noisy_labels])
+        issues = find_label_issues(labels=y, pred_probs=P)
+        out_rows.append(score("cleanlab", list(map(bool, issues)), knn_pred, noisy_labels, true))
+    except ImportError:
+        out_rows.append({"method": "cleanlab", "error": "pip install cleanlab"})
+    vv = verified_vote(records, ids, given)
+    out_rows.append(score("verified-vote", [v is not None and v != g for v, g in zip(vv, noisy_labels)], vv, noisy_labels, true))
+    for r in out_rows:
+        r.update(dataset=name, noise=rate, n=len(ids))
+    return out_rows
+
+
+# ----------------------------------------------------------------- throughput
+
+
+def synthetic_dataset(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` synthetic views (class = source photo) of scikit-image photos."""
+    from PIL import Image
+
+    from consist.demo import demo_photos, perspective
+
+    photos = demo_photos()
+    names = sorted(photos)
+    rng = random.Random(seed)
+    for i in range(n):
+        label = names[i % len(names)]
+        x0, y0 = rng.uniform(0, 0.2), rng.uniform(0, 0.2)
+        view = perspective(photos[label], tilt=rng.uniform(0, 0.3), rotate_deg=rng.uniform(-20, 20), scale=rng.uniform(0.6, 1.0), crop=(x0, y0, x0 + rng.uniform(0.7, 0.8), y0 + rng.uniform(0.7, 0.8)), gain=rng.uniform(0.7, 1.3))
+        d = root / label
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(view).save(d / f"{i:06d}.jpg", quality=90)
+    return root
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def run_throughput(work: Path, sizes: Sequence[int], workers: int) -> list[dict[str, Any]]:
+    out = []
+    for n in sizes:
+        ds = synthetic_dataset(work / f"synthetic-{n}", n)
+        target = work / f"synthetic-{n}-out"
+        t0 = time.perf_counter()
+        r = consist.audit(ds, target, workers=workers, report=False)
+        cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        consist.audit(ds, target, workers=workers, report=False)  # features cached
+        warm = time.perf_counter() - t0
+        out.append({"images": n, "cold_s": round(cold, 2), "cold_images_per_s": round(n / cold, 3), "warm_s": round(warm, 2), "warm_images_per_s": round(n / warm, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "timings_cold": r.summary["timings"]})
+        shutil.rmtree(ds, ignore_errors=True)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="ukbench-subset at 10%% noise only; throughput at 40 images")
+    ap.add_argument("--json", action="store_true", help="print a JSON object")
+    ap.add_argument("--json-out", default=None, help="also write the JSON here")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--throughput", action="store_true", help="also measure throughput and scaling")
+    ap.add_argument("--scale", default="100,1000", help="sizes for the scaling runs (comma-separated; 10000 takes hours on 2 cores)")
+    ap.add_argument("--keep", default=None, help="keep the work folder here")
+    args = ap.parse_args(argv)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-audit-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"machine": C.machine_info({"workers": args.workers}), "quality": [], "throughput": []}
+    try:
+        if DATA.exists():
+            sets = DATASETS[1:] if args.quick else DATASETS
+            for name, folder, column, drop in sets:
+                for rate in NOISE[:1] if args.quick else NOISE:
+                    print(f"auditing {name} at {rate:.0%} noise ...", file=sys.stderr)
+                    result["quality"].extend(run_quality(name, DATA / folder, column, drop, rate, work, args.workers))
+        else:
+            print(f"{DATA} not found: quality part skipped", file=sys.stderr)
+        if args.throughput or args.quick:
+            sizes = [40] if args.quick else [int(x) for x in args.scale.split(",") if x]
+            result["throughput"] = run_throughput(work, sizes, args.workers)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if not args.json:
+        rows = [(f"{q['dataset']} {q['noise']:.0%}", q["method"], q.get("precision", float("nan")), q.get("recall", float("nan")), q.get("f1", float("nan")), q.get("suggestion_accuracy", float("nan")), q.get("flagged", ""), q.get("errors", "")) for q in result["quality"]]
+        C.print_table("label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "suggestion acc", "flagged", "errors"), rows)
+        for q in result["quality"]:
+            if q["method"] == "consist":
+                print(f"  consist {q['dataset']} {q['noise']:.0%}: {q['seconds']} s, {q['unverifiable']} unverifiable")
+        if result["throughput"]:
+            C.print_table(f"throughput ({args.workers} workers)", ("images", "cold s", "cold img/s", "warm s", "warm img/s", "peak RSS MB"), [(t["images"], t["cold_s"], t["cold_images_per_s"], t["warm_s"], t["warm_images_per_s"], t["peak_rss_mb"]) for t in result["throughput"]])
+    C.emit(result, args.json, args.json_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""``consist audit``: find and fix label errors in a labelled image dataset.
+
+Exit codes: 0 the audit ran (whatever it found); 1 it found issues (flagged
+samples, near-duplicates with different labels, unreadable images) and
+``--fail-on-issues`` was given; 2 bad invocation or unusable input (one line on
+stderr); 130 interrupted (the finished samples are kept: re-run with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consist.cli.common import emit_json, fail, json_option
+
+__all__ = ["audit_command", "register", "print_audit"]
+
+#: Flagged samples listed on the terminal (all of them are in audit.csv / report.html).
+SHOWN = 15
+
+
+def _checker_list(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+@click.command("audit")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR", help="Folder for audit.csv, audit.jsonl, summary.json, report.html (and the feature cache).")
+@click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None, metavar="CSV", help="CSV path,label[,...] (paths relative to DATASET; extra columns kept); default: DATASET's class sub-folders.")
+@click.option("--path-column", default=None, metavar="NAME", help="CSV column of the image paths (default: path or file).")
+@click.option("--label-column", default=None, metavar="NAME", help="CSV column of the labels (default: label).")
+@click.option("--store", "store_uri", default=None, metavar="URI", help="Store for the feature cache and the history of --apply (default: sqlite:///DIR/store.db).")
+@click.option("--checkers", default=None, metavar="A,B", help="Registered checkers that vote (default: every enabled one; see consist plugins).")
+@click.option("--executor", default="local", show_default=True, metavar="local|dask://HOST:PORT", help="Where verification runs: local worker processes, or a Dask distributed scheduler.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Local worker processes (default: one per core).")
+@click.option("-k", "--k", "k", type=click.IntRange(1), default=None, help="Neighbours verified per sample (default 10).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted audit in DIR (no sample is verified twice or lost).")
+@click.option("--apply", "apply_", is_flag=True, help="Write DIR/labels.corrected.csv and record the relabels in the store's history (the input is never modified).")
+@click.option("--fail-on-issues", is_flag=True, help="Exit 1 when the audit finds issues.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@json_option
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
+    """Audit the labels of DATASET: flag the samples whose label the evidence
+    contradicts, suggest the right one, and say how sure and why.
+
+    DATASET is a folder of class sub-folders (DATASET/<label>/<image>), or any
+    folder with --labels CSV. Leave-one-out: each image is verified against its
+    retrieved neighbours by the installed checkers; images nothing can verify are
+    reported as unverifiable, not as wrong. Unreadable images and bad CSV rows are
+    reported (one line each, and in summary.json) and skipped.
+    """
+    from consist.audit import AuditConfig, audit
+    from consist.datasets import DatasetError
+    from consist.errors import ConsistError
+
+    cfg = AuditConfig() if k is None else AuditConfig(k=k)
+    say = (lambda m: click.echo(m, err=True)) if not as_json else (lambda m: click.echo(m, err=True) if m.startswith("warning") else None)
+    try:
+        result = audit(
+            dataset,
+            out,
+            labels=labels_csv,
+            path_column=path_column,
+            label_column=label_column,
+            store=store_uri,
+            checkers=_checker_list(checkers),
+            executor=executor,
+            workers=workers,
+            resume=resume,
+            apply=apply_,
+            config=cfg,
+            report=not no_report,
+            progress=True,
+            say=say,
+        )
+    except (DatasetError, ConsistError) as exc:
+        fail(str(exc))
+    s = result.summary
+    if as_json:
+        emit_json({"summary": s, "flagged": [r for r in result.to_records() if r["flagged"]], "files": _files(out, s)})
+    else:
+        print_audit(result, out)
+    c = s["counts"]
+    if fail_on_issues and (c["flagged"] or c["near_duplicate_pairs"] or c["unreadable"]):
+        sys.exit(1)
+
+
+def _files(out: Path, s: dict[str, Any]) -> dict[str, str]:
+    files = {name: str(out / name) for name in ("audit.csv", "audit.jsonl", "summary.json", "report.html") if (out / name).exists()}
+    if s.get("applied"):
+        files["labels.corrected.csv"] = s["applied"]["corrected_csv"]
+    return files
+
+
+def print_audit(result: Any, out: Path) -> None:
+    """The human summary: counts, the most confident flags, where the files are."""
+    s = result.summary
+    c = s["counts"]
+    ds = s["dataset"]
+    click.echo(f"audited {c['samples']} images of {ds['labels']} labels in {ds['csv'] or ds['root']} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})")
+    click.echo(f"  {click.style(str(c['flagged']) + ' flagged', fg='red' if c['flagged'] else 'green', bold=True)}, {c['ok']} confirmed, {c['unverifiable']} unverifiable (no neighbour verifies them), {c['unreadable']} unreadable")
+    flagged = sorted(result.flagged, key=lambda r: -(r.confidence or 0))
+    for r in flagged[:SHOWN]:
+        click.echo(f"  {r.sample}: {click.style(r.given_label, fg='red')} -> {click.style(str(r.suggested_label), fg='green')}  (confidence {r.confidence:.2f})  {r.reason}")
+    if len(flagged) > SHOWN:
+        click.echo(f"  ... and {len(flagged) - SHOWN} more in audit.csv")
+    for a, b in s["near_duplicates"][:SHOWN]:
+        click.echo(f"  near-duplicates with different labels: {a} and {b}")
+    if s["singleton_labels"]:
+        names = ", ".join(s["singleton_labels"][:10]) + (" ..." if len(s["singleton_labels"]) > 10 else "")
+        click.echo(f"  {len(s['singleton_labels'])} labels have a single image (nothing of the same label can confirm it): {names}")
+    if s["failures"]:
+        click.echo(f"  {len(s['failures'])} problems with the input (listed in summary.json):")
+        for f in s["failures"][:SHOWN]:
+            click.echo(f"    {f['message']}")
+    if s.get("applied"):
+        a = s["applied"]
+        click.echo(f"applied {a['changed']} corrections -> {a['corrected_csv']} (changes: {a['changes_csv']}; undo any with consist undo SEQ --store {s['store']})")
+    report = out / "report.html"
+    click.echo(f"report: {report.resolve() if report.exists() else '(not written)'}   table: {(out / 'audit.csv').resolve()}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(audit_command)
