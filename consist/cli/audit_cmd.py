@@ -39,12 +39,13 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--executor", default="local", show_default=True, metavar="local|dask://HOST:PORT", help="Where verification runs: local worker processes, or a Dask distributed scheduler.")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Local worker processes (default: one per core).")
 @click.option("-k", "--k", "k", type=click.IntRange(1), default=None, help="Neighbours verified per sample (default 10).")
+@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Samples per task (default 16); smaller loses less work when interrupted.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted audit in DIR (no sample is verified twice or lost).")
 @click.option("--apply", "apply_", is_flag=True, help="Write DIR/labels.corrected.csv and record the relabels in the store's history (the input is never modified).")
 @click.option("--fail-on-issues", is_flag=True, help="Exit 1 when the audit finds issues.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
@@ -58,7 +59,11 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
     from consist.datasets import DatasetError
     from consist.errors import ConsistError
 
-    cfg = AuditConfig() if k is None else AuditConfig(k=k)
+    cfg = AuditConfig()
+    if k is not None:
+        cfg = cfg.with_options(k=k)
+    if chunk_size is not None:
+        cfg = cfg.with_options(chunk_size=chunk_size)
     say = (lambda m: click.echo(m, err=True)) if not as_json else (lambda m: click.echo(m, err=True) if m.startswith("warning") else None)
     try:
         result = audit(
