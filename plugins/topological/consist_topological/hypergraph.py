@@ -247,6 +247,38 @@ def _newest_seq(store: Any) -> int | None:
     return int(entries[0].seq) if entries else 0
 
 
+@attrs.frozen
+class Packed:
+    """All hyperedges of one node as flat arrays, oriented from that node: what
+    propagation reads (one vectorised pass per adopted image instead of one per edge).
+
+    ``others[e]`` is the neighbour of edge ``e``; its correspondences are columns
+    ``starts[e]:starts[e + 1]`` of ``src`` (``2 x M``: x, y in this node) and of
+    ``dst4`` (``4 x M``: x, y, -x, -y in the neighbour, so that one minimum
+    reduction gives a whole box); ``boxes`` (``E x 4``) are the full boxes on the
+    neighbours' side.
+    """
+
+    others: tuple[str, ...]
+    starts: np.ndarray
+    src: np.ndarray
+    dst4: np.ndarray
+    boxes: np.ndarray
+
+    @classmethod
+    def of(cls, node: str, edges: Sequence[tuple[str, Hyperedge]]) -> Packed:
+        others = tuple(o for o, _ in edges)
+        pairs = [e.oriented(node) for _, e in edges]
+        counts = np.array([len(a) for a, _ in pairs], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        src = np.concatenate([a for a, _ in pairs]) if pairs else np.zeros((0, 2), np.float32)
+        dst = np.concatenate([b for _, b in pairs]) if pairs else np.zeros((0, 2), np.float32)
+        dst4 = np.ascontiguousarray(np.concatenate([dst.T, -dst.T]))
+        m = np.minimum.reduceat(dst4, starts[:-1], axis=1) if len(counts) else np.zeros((4, 0), np.float32)
+        boxes = np.stack([m[0], m[1], -m[2], -m[3]], axis=1)
+        return cls(others, starts, np.ascontiguousarray(src.T), dst4, boxes)
+
+
 class MatchingHypergraph:
     """The matching graph of one store: nodes are sample ids, each edge carries a
     :class:`Hyperedge` (networkx ``Graph``, attribute ``"h"``). Thread-safe.
@@ -264,6 +296,7 @@ class MatchingHypergraph:
         self.sources: dict[str, str] = {}  # sample -> uri the edges were computed from
         self.last_seq: int | None = None
         self.lock = threading.RLock()
+        self._packed: dict[str, Packed] = {}
 
     # ------------------------------------------------------------- structure
 
@@ -287,11 +320,16 @@ class MatchingHypergraph:
             old = self.g.get_edge_data(edge.a, edge.b)
             if old is None or old["h"].strength < edge.strength:
                 self.g.add_edge(edge.a, edge.b, h=edge)
+                self._packed.pop(edge.a, None)
+                self._packed.pop(edge.b, None)
 
     def remove_node(self, node: str) -> None:
         with self.lock:
             if node in self.g:
+                for other in self.g.adj[node]:
+                    self._packed.pop(other, None)
                 self.g.remove_node(node)
+            self._packed.pop(node, None)
             self.tried.pop(node, None)
             self.sources.pop(node, None)
             for t in self.tried.values():
@@ -303,6 +341,22 @@ class MatchingHypergraph:
         if not adj:
             return iter(())
         return ((other, d["h"]) for other, d in adj.items())
+
+    def packed(self, node: str) -> Packed | None:
+        """The node's hyperedges as flat arrays (cached until its edges change)."""
+        pk = self._packed.get(node)
+        if pk is None:
+            adj = self.g._adj.get(node)  # noqa: SLF001
+            if not adj:
+                return None
+            pk = self._packed[node] = Packed.of(node, [(o, d["h"]) for o, d in adj.items()])
+        return pk
+
+    def pack_all(self) -> None:
+        """Pack every node now (part of loading: queries then only read)."""
+        with self.lock:
+            for node in self.g.nodes:
+                self.packed(node)
 
     def edge(self, a: str, b: str) -> Hyperedge | None:
         d = self.g.get_edge_data(a, b)
@@ -448,6 +502,7 @@ class MatchingHypergraph:
                 self.remove_node(node)
             report = self.add_samples(todo, store, retriever=retr, progress=progress, save=save)
             self.last_seq = seq
+            self.pack_all()
             if save:
                 self.save_meta(store)
             log.info("topology_graph_built", nodes=len(self), edges=self.n_edges, computed=report.added, pairs=report.verified_pairs)

@@ -60,13 +60,6 @@ def union_box(a: Box | None, b: Box | None) -> Box | None:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
-def _inside(points: np.ndarray, box: Box | None) -> np.ndarray:
-    if box is None:
-        return np.ones(len(points), dtype=bool)
-    x, y = points[:, 0], points[:, 1]
-    return (x >= box[0]) & (x <= box[2]) & (y >= box[1]) & (y <= box[3])
-
-
 @attrs.frozen
 class Propagation:
     """The outcome of one propagation.
@@ -134,17 +127,9 @@ def propagate(
             break
         arrivals: dict[str, tuple[int, Box | None, str]] = {}
         for a in frontier:
-            box_a = regions[a]
-            for b, edge in graph.edges_of(a):
+            for b, n, box_b in _passes(graph, a, regions[a], min_pass):
                 if b in banned:
                     continue
-                src, dst = edge.oriented(a)
-                mask = _inside(src, box_a)
-                n = int(mask.sum())
-                if n < min_pass:
-                    continue
-                pts = dst[mask]
-                box_b = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
                 if b in hops:  # reached again: its active region grows
                     regions[b] = union_box(regions[b], box_b)
                     continue
@@ -161,6 +146,33 @@ def propagate(
             order.append(b)
             frontier.append(b)
     return Propagation(tuple(order), hops, regions, passed, via)
+
+
+def _passes(graph: MatchingHypergraph, a: str, box: Box | None, min_pass: int) -> list[tuple[str, int, Box]]:
+    """Neighbours of ``a`` reachable through at least ``min_pass`` inliers inside
+    ``box``: ``(neighbour, inliers passed, box of their correspondents)``, computed
+    on the node's packed arrays in one vectorised pass."""
+    pk = graph.packed(a)
+    if pk is None:
+        return []
+    starts = pk.starts[:-1]
+    if box is None:
+        counts = np.diff(pk.starts)
+        ok = np.flatnonzero(counts >= min_pass)
+        if not len(ok):
+            return []
+        x0, y0, x1, y1 = pk.boxes[ok].T
+    else:
+        sx, sy = pk.src
+        inside = (sx >= box[0]) & (sx <= box[2]) & (sy >= box[1]) & (sy <= box[3])
+        counts = np.add.reduceat(inside.astype(np.int32), starts)
+        ok = np.flatnonzero(counts >= min_pass)
+        if not len(ok):
+            return []
+        m = np.minimum.reduceat(np.where(inside, pk.dst4, np.float32(np.inf)), starts, axis=1)[:, ok]
+        x0, y0, x1, y1 = m[0], m[1], -m[2], -m[3]
+    others = pk.others
+    return [(others[e], int(counts[e]), (float(a0), float(b0), float(a1), float(b1))) for e, a0, b0, a1, b1 in zip(ok.tolist(), x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist())]
 
 
 def communities(graph: MatchingHypergraph, ranked: Sequence[str], *, top: int = CS_TOP, depth: int = CS_DEPTH) -> list[list[str]]:
