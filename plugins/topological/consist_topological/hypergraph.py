@@ -187,12 +187,12 @@ def meta_kind(features_kind: str) -> str:
 # ------------------------------------------------------------------ serialisation
 
 
-def _encode(source_uri: str, tried: Sequence[str], edges: Sequence[Hyperedge], owner: str) -> bytes:
+def _encode(source_uri: str, tried: Sequence[str], edges: Sequence[Hyperedge], owner: str, k: int | None = None) -> bytes:
     """One sample's verification results: neighbours tried, hyperedges found."""
     others = [e.other(owner) for e in edges]
     counts = np.array([e.strength for e in edges], dtype=np.int64)
     oriented = [(e.idx_a, e.idx_b, e.pts_a, e.pts_b) if e.a == owner else (e.idx_b, e.idx_a, e.pts_b, e.pts_a) for e in edges]
-    meta = {"version": FORMAT_VERSION, "uri": source_uri, "owner": owner, "tried": list(tried), "others": others}
+    meta = {"version": FORMAT_VERSION, "uri": source_uri, "owner": owner, "tried": list(tried), "others": others, "k": k}
     cat = lambda i, shape, dt: np.concatenate([o[i] for o in oriented]).astype(dt) if oriented else np.zeros(shape, dt)  # noqa: E731
     buf = io.BytesIO()
     np.savez(
@@ -464,7 +464,7 @@ class MatchingHypergraph:
             added += 1
             if save:
                 try:
-                    store.put_artefact(s.id, kind, _encode(s.uri, tried, edges, s.id))
+                    store.put_artefact(s.id, kind, _encode(s.uri, tried, edges, s.id, self.config.k))
                 except StoreError as exc:  # read-only: the graph still answers
                     log.debug("topology_edges_not_saved", sample=s.id, error=str(exc))
         return SyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
@@ -480,6 +480,9 @@ class MatchingHypergraph:
             return False
         if meta.get("uri") != sample.uri:
             return False  # other pixels now: recompute
+        saved_k = meta.get("k")
+        if saved_k is not None and saved_k < self.config.k and len(meta.get("tried", [])) >= saved_k:
+            return False  # built with a smaller k that limited it: verify more neighbours
         self._attach(sample.id, sample.uri or "", meta.get("tried", []), edges)
         return True
 

@@ -152,3 +152,20 @@ def test_engine_runs_the_community_checker_by_name_with_options(built: tuple[con
     assert decision.label == "coffee" and decision.changed
     with pytest.raises(consist.ConsistError, match="unknown community option"):
         consist.Engine(["community"], store=store, config=consist.EngineConfig(checker_options={"community": {"hops": 2}}))
+
+
+def test_a_larger_k_verifies_more_neighbours_and_a_smaller_one_reuses(dataset: Path, tmp_path: Path) -> None:
+    store = consist.open_store(f"sqlite:///{tmp_path / 'k.db'}")
+    store.put([Sample(id=it.id, uri=it.uri, label=it.label, provenance="import") for it in read_dataset(dataset)], reason="test")
+    retr = AsmkRetriever(extractor=EXTRACTOR)
+    small = MatchingHypergraph(GraphConfig(k=2, spatial=SPATIAL))
+    small.build(store, retriever=retr)
+    assert max(len(t) for t in small.tried.values()) == 2
+    assert MatchingHypergraph(GraphConfig(k=2, spatial=SPATIAL)).build(store, retriever=retr).verified_pairs == 0
+    larger = MatchingHypergraph(GraphConfig(k=5, spatial=SPATIAL))
+    report = larger.build(store, retriever=retr)
+    assert report.added == 12 and report.verified_pairs > 0
+    assert max(len(t) for t in larger.tried.values()) > 2
+    assert larger.n_edges >= small.n_edges
+    assert MatchingHypergraph(GraphConfig(k=2, spatial=SPATIAL)).build(store, retriever=retr).verified_pairs == 0, "saved with a larger k: reused"
+    store.close()
