@@ -81,7 +81,8 @@ class DatasetProblem:
     """Something wrong with one entry; the entry was skipped.
 
     ``kind`` is one of ``missing_file``, ``duplicate``, ``empty_label``,
-    ``empty_path``, ``not_a_file``, ``outside_class_folder``, ``bad_row``.
+    ``empty_path``, ``not_a_file``, ``outside_class_folder``, ``bad_row``,
+    ``bad_name`` (a file name that is not UTF-8).
     ``message`` is one line naming the file (and the CSV line).
     """
 
@@ -136,6 +137,20 @@ class Dataset:
 def is_image_file(name: str | os.PathLike[str]) -> bool:
     """True when the file name has an image extension (case-insensitive)."""
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _not_utf8(text: str) -> bool:
+    """A name decoded by the OS with surrogate escapes (bytes that are not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN``."""
+    return os.fsencode(text).decode("utf-8", errors="backslashreplace")
 
 
 def _hidden(name: str) -> bool:
@@ -216,6 +231,10 @@ def _read_folders(base: Path) -> Dataset:
                 ignored.append(rel)
                 continue
             full = Path(dirpath) / name
+            if _not_utf8(rel):
+                shown = _printable(str(full))
+                problems.append(DatasetProblem("bad_name", _printable(rel), f"{shown}: file name is not valid UTF-8, so it cannot be stored or reported faithfully; rename it (skipped)"))
+                continue
             if not full.is_file():  # a dangling link, a fifo
                 problems.append(DatasetProblem("not_a_file", rel, f"{full}: not a regular file (skipped)"))
                 continue

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from consist.errors import ConsistError
 
-__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "available_cores", "IN_FLIGHT_PER_WORKER"]
+__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "check_executor_spec", "available_cores", "IN_FLIGHT_PER_WORKER"]
 
 #: Tasks queued per worker: enough to keep every worker busy, few enough that an
 #: interrupted run has little work in flight and results do not pile up in memory.
@@ -163,6 +163,13 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
+
+
+def check_executor_spec(spec: str | Any | None) -> None:
+    """Fail early (before any work) on an executor spec :func:`make_executor` refuses."""
+    if spec is None or not isinstance(spec, str) or spec in ("local", "inline") or spec.startswith(("dask://", "tcp://")):
+        return
+    raise ConsistError(f"unknown executor {spec!r}: use local, inline or dask://HOST:PORT")
 
 
 def make_executor(spec: str | Any | None, workers: int | None = None) -> Executor:

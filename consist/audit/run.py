@@ -32,7 +32,7 @@ import structlog
 
 from consist.audit.config import AuditConfig
 from consist.audit.decide import STATUSES, AuditRow, decide, unreadable_row
-from consist.audit.executors import Executor, make_executor
+from consist.audit.executors import Executor, check_executor_spec, make_executor
 from consist.audit.graph import VerifiedGraph
 from consist.audit.journal import Journal, read_journal
 from consist.audit.outputs import JsonlWriter, write_csv, write_json
@@ -129,6 +129,7 @@ def run_audit(
     state = out_dir / STATE_DIR
     state.mkdir(exist_ok=True)
 
+    check_executor_spec(executor)
     t0 = time.perf_counter()
     ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column)
     for p in ds.problems:
