@@ -120,7 +120,7 @@ def test_cli_tell_shows_then_applies(store):
     assert r.exit_code == 0 and "consist undo" in r.output
     assert store.get("a").label == "radcliffe_camera"
     r = run_cli(["tell", "call it Rad Cam", "--sample", "a", "--store", store_uri, "--json"])
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert data["dry_run"] is True and data["applied"] == [] and data["plan"]["actions"][0]["type"] == "alias"
     r = run_cli(["tell", "gibberish here", "--sample", "a", "--store", store_uri])
     assert r.exit_code == 2 and "cannot understand" in r.output
@@ -130,7 +130,7 @@ def test_cli_tell_about_a_new_image(store, photo, tmp_path):
     path = tmp_path / "new.png"
     Image.fromarray(photo).save(path)
     r = run_cli(["tell", "this is my cat", "--image", str(path), "--store", store.uri, "--yes", "--json"])
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     sid = data["plan"]["target"]
     s = store.get(sid)
     assert s.label == "my cat" and s.provenance.value == "user" and s.uri == str(path.resolve()) and s.embedding is not None
@@ -157,26 +157,37 @@ def photo_store(tmp_path):
     s.close()
 
 
-def test_ask_relies_on_verified_neighbours(server, photo_store, monkeypatch):
+def test_ask_relies_on_verified_neighbours(server, photo_store):
     s, tmp = photo_store
-    monkeypatch.setenv("CONSIST_PLUGINS", "semantic")  # knn only: no pixel checker in this test
     skimage_data = pytest.importorskip("skimage.data")
     q = tmp / "query.png"
     Image.fromarray(skimage_data.chelsea()[20:, 30:]).save(q)
     server.script = lambda req: Reply(json=completion("This is Kitty, your neighbour's cat."))
     b = OpenAIChatBackend(server.base_url, "m", backoff_s=0.01)
-    res = ask(s, str(q), "Whose cat is this?", backend=b, k=6)
+    res = ask(s, str(q), "Whose cat is this?", backend=b, k=6, checkers=["knn"])  # no pixel checker: retrieval only
     assert res.label == "chelsea" and res.answer == "This is Kitty, your neighbour's cat."
-    assert res.context and all(c.label == "chelsea" for c in res.context)
+    assert res.context and all(c.label == "chelsea" and c.verified_by == () for c in res.context)
     assert {"chelsea0", "chelsea1"} <= {c.sample_id for c in res.context}
     prompt = server.requests[-1].prompt
     assert "also called 'Kitty'" in prompt and "our neighbour's cat" in prompt and "Question: Whose cat is this?" in prompt
     assert server.requests[-1].body["max_tokens"] == 300 and "logprobs" not in server.requests[-1].body
     r = run_cli(["ask", str(q), "Whose cat?", "--store", s.uri, "--context-only", "--json"])
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert data["answer"] is None and data["relied_on"][0]["label"] == "chelsea"
     r = run_cli(["ask", str(q), "Whose cat?", "--store", s.uri])
     assert r.exit_code == 2 and "no LMM configured" in r.output
+
+
+def test_ask_keeps_only_geometrically_verified_neighbours(photo_store):
+    pytest.importorskip("consist_spatial")
+    s, tmp = photo_store
+    skimage_data = pytest.importorskip("skimage.data")
+    q = tmp / "query.png"
+    Image.fromarray(skimage_data.chelsea()[20:, 30:]).save(q)
+    res = ask(s, str(q), "Whose cat is this?", k=6, checkers=["knn", "spatial"])
+    assert res.answer is None and res.label == "chelsea"
+    assert res.context and all(c.label == "chelsea" and "spatial" in c.verified_by for c in res.context)
+    assert "verified by spatial" in res.prompt
 
 
 def test_connector_chooses_by_neighbours_then_confidence(photo_store):
