@@ -7,15 +7,17 @@ overhead, and the answer cache on a repeated audit.
    random landmark's label; seeded). Each image is a query whose "prediction" is its
    (possibly wrong) dataset label with score ``--claim-score``; its ``--k``
    neighbours come from the store's ``tiny`` embeddings (the query itself
-   excluded). The engine runs ``knn`` + ``spatial`` (SIFT, DEGENSAC) +
-   ``reflection``, whose LMM is a scripted OpenAI-compatible server on 127.0.0.1
+   excluded). The engine runs ``knn`` + ``spatial`` (SIFT, DEGENSAC; ``--checkers``
+   adds e.g. the topological plugin's ``community``) + ``reflection``, whose LMM is a scripted OpenAI-compatible server on 127.0.0.1
    that answers from the ground truth and is wrong with probability
    ``--error-rate`` (per image and label, seeded; P(yes) 0.9 / 0.1, coverage 0.95).
-   The audit runs twice: with the frontal controller (defaults, except
+   The audit runs three times: reflecting on every decision (``always``), with the
+   core controller only (``core``: skip once the posterior reaches 0.95), and with
+   the frontal controller on top (``frontal``: defaults, except
    ``min_recognizer_confidence=None``: an audit's "recognizer" is the dataset
-   label, not a model with a confidence) and without it (the core controller
-   only). Reported: LMM calls of each, the calls saved, whether the decisions are
-   equal, decision accuracy against the true labels, and precision/recall of the
+   label, not a model with a confidence). Reported: LMM calls of each, the calls
+   saved by ``frontal`` against the two others, whether the decisions are equal,
+   decision accuracy against the true labels, and precision/recall of the
    changed decisions as detections of the injected noise.
 2. **Cache**: the audit with the frontal controller is run again by a fresh
    checker (new process state): every answer must come from the store.
@@ -101,7 +103,7 @@ def build_store(path: Path, items: list[Any], labels: dict[str, str], quiet: boo
 MODES = ("always", "core", "frontal")
 
 
-def run_audit(store: Any, items: list[Any], labels: dict[str, str], backend: Any, *, mode: str, persistent: bool, k: int, claim_score: float, spatial_opts: dict[str, Any], quiet: bool) -> dict[str, Any]:
+def run_audit(store: Any, items: list[Any], labels: dict[str, str], backend: Any, *, mode: str, persistent: bool, k: int, claim_score: float, spatial_opts: dict[str, Any], quiet: bool, checkers: tuple[str, ...] = ("knn", "spatial")) -> dict[str, Any]:
     from consist import Candidate, ControllerConfig, Engine, EngineConfig, Neighbour, Prediction, Query
     from consist.records import RunStatus
     from consist_semantic import AnswerCache, FrontalController, ReflectionChecker
@@ -109,7 +111,7 @@ def run_audit(store: Any, items: list[Any], labels: dict[str, str], backend: Any
     fc = FrontalController(min_recognizer_confidence=None) if mode == "frontal" else None
     checker = ReflectionChecker(backend, frontal=fc or False, cache=AnswerCache(persistent=persistent))
     controller = ControllerConfig(always_run=frozenset({"reflection"}) if mode == "always" else frozenset())
-    engine = Engine(["knn", "spatial", checker], store=store, config=EngineConfig(adapt=False, controller=controller, checker_options={"spatial": spatial_opts}))
+    engine = Engine([*checkers, checker], store=store, config=EngineConfig(adapt=False, controller=controller, checker_options={"spatial": spatial_opts}))
     decisions = {}
     refl_s: list[float] = []
     t0 = time.perf_counter()
@@ -187,10 +189,10 @@ def audit_part(args: argparse.Namespace, quiet: bool) -> dict[str, Any] | None:
         if kind.startswith("lmm-answer/"):
             store.delete_artefacts(kind)
     spatial_opts = {"max_side": args.max_side}
-    out: dict[str, Any] = {"images": len(items), "labels": len(all_labels), "noisy": len(noisy), "noise": args.noise, "error_rate": args.error_rate, "k": args.k, "claim_score": args.claim_score, "spatial_max_side": args.max_side}
+    out: dict[str, Any] = {"checkers": args.checkers, "images": len(items), "labels": len(all_labels), "noisy": len(noisy), "noise": args.noise, "error_rate": args.error_rate, "k": args.k, "claim_score": args.claim_score, "spatial_max_side": args.max_side}
     with truth_server(truth_by_image, args.error_rate, args.seed) as server:
         backend = OpenAIChatBackend(server.base_url, "scripted-truth", backoff_s=0.05)
-        common = dict(k=args.k, claim_score=args.claim_score, spatial_opts=spatial_opts, quiet=quiet)
+        common = dict(k=args.k, claim_score=args.claim_score, spatial_opts=spatial_opts, quiet=quiet, checkers=tuple(c for c in args.checkers.split(",") if c))
         runs = {m: run_audit(store, items, labels, backend, mode=m, persistent=(m == "frontal"), **common) for m in MODES}
         n_server = len(server.requests)
         repeat = run_audit(store, items, labels, backend, mode="frontal", persistent=True, **common)
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     ap.add_argument("--claim-score", type=float, default=0.6, help="score of the dataset label as the audit's prediction (default 0.6)")
     ap.add_argument("--max-side", type=int, default=1024, help="spatial checker's working size (default 1024, its default)")
+    ap.add_argument("--checkers", default="knn,spatial", help="cheaper checkers run before the reflection (default knn,spatial; add 'community' for the topological plugin's community uncertainty)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", help="folder for the benchmark store (default $TMPDIR/consist-bench-semantic)")
     ap.add_argument("-n", type=int, default=2000, help="timed calls for the overhead figures (default 2000)")
