@@ -211,6 +211,23 @@ class ReflectionChecker(BaseChecker):
         support = min(hi, max(lo, yn.p_yes))
         return self.vote(r.label, support, min(1.0, float(yn.coverage) * cfg.weight), evidence=evidence)
 
+    def _ask_all(self, image: EncodedImage, labels: Sequence[str], cfg: ReflectionConfig, store: Any) -> list[Reflection | BaseException]:
+        """The questions of one query, concurrently (the back-end bounds how many are
+        in flight; a server batches them), answers in the order of ``labels``."""
+
+        def one(label: str) -> Reflection | BaseException:
+            try:
+                return self.reflect(image, label, config=cfg, store=store)
+            except LMMError as exc:
+                return exc
+
+        if len(labels) == 1:
+            return [one(labels[0])]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(labels), thread_name_prefix="consist-reflection") as pool:
+            return list(pool.map(one, labels))
+
     # ------------------------------------------------------------------- check
 
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
@@ -226,15 +243,16 @@ class ReflectionChecker(BaseChecker):
         votes: list[Vote] = []
         silent: list[str] = []
         answers: dict[str, float] = {}
-        for label in labels:
-            try:
-                r = self.reflect(image, label, config=cfg, store=context.store)
-            except LMMError as exc:
-                if votes:  # keep what was answered; say what was not
-                    log.warning("reflection_failed", query=prediction.query.id, label=label, model=backend.model, error=str(exc))
-                    silent.append(f"{label}: {exc}")
-                    continue
-                raise
+        outcomes = self._ask_all(image, labels, cfg, context.store)
+        failures = [(label, r) for label, r in zip(labels, outcomes) if isinstance(r, BaseException)]
+        if len(failures) == len(labels):
+            raise failures[0][1]  # the model could not be asked at all: a recorded failure
+        for label, exc in failures:  # keep what was answered; say what was not
+            log.warning("reflection_failed", query=prediction.query.id, label=label, model=backend.model, error=str(exc))
+            silent.append(f"{label}: {exc}")
+        for label, r in zip(labels, outcomes):
+            if isinstance(r, BaseException):
+                continue
             v = self.vote_for(r, cfg)
             if r.answer is not None:
                 answers[label] = r.answer.p_yes

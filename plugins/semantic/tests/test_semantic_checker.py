@@ -251,3 +251,28 @@ def test_frontal_posterior_confidence_is_optional(server, photo):
         assert next(r for r in d.runs if r.checker == "reflection").status is expected
     with pytest.raises(ValueError):
         FrontalController(min_confidence=1.5)
+
+
+def test_labels_are_asked_concurrently_and_partial_failures_are_kept(server, photo):
+    import threading
+    import time
+
+    live, peak, lock = [], [], threading.Lock()
+
+    def script(req):
+        with lock:
+            live.append(1)
+            peak.append(len(live))
+        time.sleep(0.1)
+        with lock:
+            live.pop()
+        if question_label(req.prompt) == "dog":
+            return Reply(400, {"error": "bad request for dog"})
+        return yes_no_reply(0.9)
+
+    server.script = script
+    checker = ReflectionChecker(lmm(server), frontal=False)
+    p = Prediction(Query("q", image=photo), [Candidate("cat", 0.5), Candidate("dog", 0.45)])
+    d = Engine([checker]).verify(p, neighbours(["bird"]))
+    assert max(peak) >= 2  # cat, dog and bird were in flight together
+    assert {v.label for v in d.votes} == {"cat", "bird"} and d.runs[0].status is RunStatus.RAN
