@@ -20,3 +20,19 @@ def test_benchmark_quick_run_prints_targets(script):
     report = json.loads(r.stdout)
     targets = report["targets"]
     assert targets and all({"metric", "measured", "target"} <= set(t) for t in targets)
+
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "landmark-multiview").is_dir(), reason="needs ../shared/data (not in CI)")
+def test_spatial_benchmark_quick_run(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_spatial.py"), "--quick", "--json", "--quiet", "--data", str(SHARED), "--cache", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    auc = report["auc"]["landmark-multiview"]["pipelines"][0]
+    assert auc["pipeline"] == "sift+nn" and 0.0 <= auc["auc_score"] <= 1.0
+    assert any(t["metric"].startswith("sift extraction") for t in report["targets"])
