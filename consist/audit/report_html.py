@@ -23,7 +23,7 @@ from consist.audit.decide import AuditRow
 from consist.audit.journal import read_journal
 from consist.audit.outputs import atomic_open
 
-__all__ = ["write_report", "MAX_CARDS", "NEIGHBOURS_SHOWN", "MATCH_LINES", "THUMB_SIDE"]
+__all__ = ["write_report", "MAX_CARDS", "MATCH_CARDS", "NEIGHBOURS_SHOWN", "MATCH_LINES", "THUMB_SIDE"]
 
 #: Flagged samples drawn as cards (the table lists every sample).
 MAX_CARDS = 200
@@ -33,42 +33,58 @@ NEIGHBOURS_SHOWN = 3
 MATCH_LINES = 30
 #: Long side of the thumbnails, in pixels.
 THUMB_SIDE = 220
+#: Cards whose strongest pair is re-verified to draw its inlier matches (the other
+#: pairs show the outline only): 30-150 ms a pair from the feature cache.
+MATCH_CARDS = 40
+
+
+_THUMBS: dict[str, tuple[str, float, int, int] | None] = {}
 
 
 def _thumb(uri: str | None) -> tuple[str, float, int, int] | None:
-    """(data URI, scale, width, height) of a JPEG thumbnail, or None if unreadable."""
+    """(data URI, scale from original pixels, width, height) of a JPEG thumbnail, or
+    None if unreadable. JPEGs are decoded at reduced size (Pillow's draft mode)."""
     if not uri:
         return None
-    from PIL import Image
+    if uri in _THUMBS:
+        return _THUMBS[uri]
+    from PIL import Image, ImageOps
 
-    from consist.errors import ImageError
-    from consist.images import load_image
+    from consist.images import DEFAULT_MAX_PIXELS
 
     try:
-        arr = load_image(uri)
-    except ImageError:
+        with Image.open(uri) as src:
+            w0, h0 = src.size
+            if w0 * h0 > DEFAULT_MAX_PIXELS:
+                raise OSError("too large")
+            src.draft("RGB", (THUMB_SIDE, THUMB_SIDE))
+            img = ImageOps.exif_transpose(src).convert("RGB")
+            # original (oriented) size, for coordinates in original pixels
+            if img.size[0] != w0 and (img.size[0] < img.size[1]) != (w0 < h0):
+                w0, h0 = h0, w0
+    except Exception:  # unreadable: the card says so
+        _THUMBS[uri] = None
         return None
-    h, w = arr.shape[:2]
-    s = min(1.0, THUMB_SIDE / max(h, w))
-    img = Image.fromarray(arr).resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
+    s = min(1.0, THUMB_SIDE / max(h0, w0))
+    img = img.resize((max(1, round(w0 * s)), max(1, round(h0 * s))), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=72)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), s, img.width, img.height
+    out = ("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), s, img.width, img.height)
+    _THUMBS[uri] = out
+    return out
 
 
-def _matches(query_uri: str, neighbour: Any, store: Any) -> list[tuple[float, float, float, float]]:
-    """Inlier matches ``(xq, yq, xn, yn)`` in original pixels (re-verified; [] if unavailable)."""
+def _matches(query: Any, neighbour: Any, store: Any, options: Mapping[str, Any]) -> list[tuple[float, float, float, float]]:
+    """Inlier matches ``(xq, yq, xn, yn)`` in original pixels, re-verified from the
+    feature cache ([] if unavailable)."""
     try:
         from consist_spatial.checker import SpatialChecker
         from consist_spatial.features import features_for
-
-        from consist.records import Query
     except ImportError:
         return []
     try:
-        checker = SpatialChecker()
-        q = Query(id=neighbour.id + "#q", uri=query_uri)
-        qf = features_for(q, None, checker.config.feature_extractor)
+        checker = SpatialChecker(**options)
+        qf = features_for(query, store, checker.config.feature_extractor)
         v = checker.verify(qf, neighbour, store)
         if not len(v.inlier_matches):
             return []
@@ -99,12 +115,12 @@ def _pair_svg(q: tuple[str, float, int, int], n: tuple[str, float, int, int], po
     return "".join(parts)
 
 
-def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store: Any) -> str:
+def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store: Any, options: Mapping[str, Any], draw_matches: bool) -> str:
     e = html.escape
     q = _thumb(rec.get("uri"))
     edges = [x for x in rec.get("edges", ()) if x.get("verified")][:NEIGHBOURS_SHOWN]
     pairs = []
-    for edge in edges:
+    for k, edge in enumerate(edges):
         nuri = uris.get(edge["b"])
         n = _thumb(nuri)
         label = e(str(edge.get("b_label")))
@@ -114,7 +130,7 @@ def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store:
             continue
         from consist.records import Sample
 
-        matches = _matches(rec["uri"], Sample(id=edge["b"], uri=nuri, label=edge.get("b_label")), store) if store is not None else []
+        matches = _matches(Sample(id=rec["id"], uri=rec["uri"]), Sample(id=edge["b"], uri=nuri, label=edge.get("b_label")), store, options) if store is not None and draw_matches and k == 0 else []
         pairs.append(f'<div class="nb">{_pair_svg(q, n, edge.get("polygon"), matches)}{caption}</div>')
     if not pairs:
         pairs.append('<div class="nb">decided through intermediate views (no direct verified neighbour)' + (f'<br><img src="{q[0]}">' if q else "") + "</div>")
@@ -165,7 +181,9 @@ def write_report(path: Path, rows: Sequence[AuditRow], summary: Mapping[str, Any
     except Exception:
         store = None
     try:
-        cards = [_card(r, recs[r.sample], uris, store) for r in flagged[:MAX_CARDS] if r.sample in recs]
+        cfg = summary.get("config", {})
+        options = {"max_side": cfg.get("max_side", 1024), "max_keypoints": cfg.get("max_keypoints", 2048), "min_inliers": cfg.get("min_inliers", 15)}
+        cards = [_card(r, recs[r.sample], uris, store, options, i < MATCH_CARDS) for i, r in enumerate(flagged[:MAX_CARDS]) if r.sample in recs]
     finally:
         if store is not None:
             store.close()
