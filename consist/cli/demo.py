@@ -102,6 +102,12 @@ def _print_human(report: dict[str, Any]) -> None:
     click.echo(f"store: {report['store']}  (try: consist history --store {report['store']})")
 
 
+#: Neighbours verified per image in the audit demo (each object has 4 other views).
+DEMO_K = 6
+#: Keypoints per image in the audit demo (the images are ~400 px).
+DEMO_KEYPOINTS = 1024
+
+
 def run_audit_demo(out: Path, *, say: Any = None, workers: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Build the audit demo dataset and audit it; a JSON-able report."""
     import consist
@@ -111,7 +117,9 @@ def run_audit_demo(out: Path, *, say: Any = None, workers: int | None = None, pr
     data = build_audit_demo(out)
     n = len(data.truth) + len(data.broken)
     say(f"demo dataset: {n} images of {len(set(data.truth.values()))} objects in {data.images} ({len(data.planted)} in the wrong class folder, {len(data.broken)} broken file)")
-    result = consist.audit(data.images, out / "audit", workers=workers, progress=progress, say=lambda m: say(m) if m.startswith("warning") else None)
+    # each object has four other views: six neighbours and 1024 keypoints per image
+    # are plenty here, and keep the demo well under a minute on two cores
+    result = consist.audit(data.images, out / "audit", workers=workers, progress=progress, say=lambda m: say(m) if m.startswith("warning") else None, k=DEMO_K, max_keypoints=DEMO_KEYPOINTS)
     rows = {r.sample: r for r in result.rows}
     found = [sid for sid in data.planted if rows[sid].flagged]
     right = [sid for sid in found if rows[sid].suggested_label == data.truth[sid]]
