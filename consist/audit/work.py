@@ -106,22 +106,25 @@ class _Worker:
         from consist.records import Neighbour
 
         k = self.cfg.k
+        # the store may hold other samples (an earlier audit, a shared --store): only
+        # the dataset's own images are neighbours, so ask for a few more
+        depth = 2 * k + 8
         if self.index is not None:
             from consist_spatial.features import features_for
 
             feats = features_for(sample, self.store, self.ext)
-            hits = self.index.search(feats.descriptors, k, exclude=(sample.id,)) if len(feats) else []
+            hits = self.index.search(feats.descriptors, depth, exclude=(sample.id,)) if len(feats) else []
         elif sample.embedding is not None:
-            hits = [(s.id, sim) for s, sim in self.store.search(sample.embedding, k, exclude=(sample.id,))]
+            hits = [(s.id, sim) for s, sim in self.store.search(sample.embedding, depth, exclude=(sample.id,))]
         else:
             hits = []
+        hits = [(sid, sc) for sid, sc in hits if sid in self.labels][:k]
         found = self.store.get_many([sid for sid, _ in hits]) if hits else []
         out = []
         for (_sid, score), s in zip(hits, found):
             if s is None or s.id == sample.id:
                 continue
-            if s.id in self.labels:  # the dataset's label, not whatever the store says now
-                s = attrs.evolve(s, label=self.labels[s.id])
+            s = attrs.evolve(s, label=self.labels[s.id])  # the dataset's label, not the store's
             out.append(Neighbour(sample=s, similarity=max(0.0, float(score)), rank=len(out), source="asmk" if self.index is not None else "vector"))
         return out
 
