@@ -17,7 +17,12 @@ reason recorded in ``Decision.runs``, when none does:
   top-20, in nats; 1.0 is the threshold of An et al. 2021's code); ignored when no
   checker published it;
 * ``min_recognizer_confidence`` (0.5): the recognizer's own score for its top
-  candidate (``None`` ignores it: an audit's "recognizer" is the dataset's label).
+  candidate (``None`` ignores it: an audit's "recognizer" is the dataset's label);
+* ``reflect_on_change`` (on): the evidence so far would change the recognizer's
+  label. A correction is the consequential act, and the recognizer disagreeing with
+  the checkers is uncertainty in itself; without this rule a wrong kNN majority with
+  a wide margin would relabel a correct image unchecked (seen on landmark-multiview,
+  see benchmarks/README.md).
 
 It counts what it decided (``stats``): the model calls it saved.
 """
@@ -51,13 +56,14 @@ class FrontalStats:
 class FrontalController:
     """Decides, per decision, whether an expensive (opt-in) checker should run."""
 
-    def __init__(self, *, min_margin: float = 2.0, min_confidence: float | None = None, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5) -> None:
+    def __init__(self, *, min_margin: float = 2.0, min_confidence: float | None = None, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5, reflect_on_change: bool = True) -> None:
         if min_margin < 0 or not (min_confidence is None or 0 <= min_confidence <= 1) or max_community_uncertainty < 0:
             raise ValueError("min_margin >= 0, 0 <= min_confidence <= 1 and max_community_uncertainty >= 0 are required")
         self.min_margin = float(min_margin)
         self.min_confidence = min_confidence
         self.max_community_uncertainty = float(max_community_uncertainty)
         self.min_recognizer_confidence = min_recognizer_confidence
+        self.reflect_on_change = bool(reflect_on_change)
         self._lock = threading.Lock()
         self._consulted = 0
         self._reflected = 0
@@ -74,6 +80,8 @@ class FrontalController:
         cu = state.signals.get(COMMUNITY_SIGNAL) if state.signals else None
         if isinstance(cu, (int, float)) and cu > self.max_community_uncertainty:
             why.append(f"community uncertainty {cu:.2f} > {self.max_community_uncertainty:g}")
+        if self.reflect_on_change and current.label != state.prediction.top.label:
+            why.append(f"change {state.prediction.top.label!r} -> {current.label!r} would be made")
         rc = self.min_recognizer_confidence
         if rc is not None and state.prediction.top.score < rc:
             why.append(f"recognizer {state.prediction.top.score:.2f} < {rc:g}")

@@ -276,3 +276,15 @@ def test_labels_are_asked_concurrently_and_partial_failures_are_kept(server, pho
     d = Engine([checker]).verify(p, neighbours(["bird"]))
     assert max(peak) >= 2  # cat, dog and bird were in flight together
     assert {v.label for v in d.votes} == {"cat", "bird"} and d.runs[0].status is RunStatus.RAN
+
+
+def test_frontal_reflects_before_a_correction(server, photo):
+    cfg = EngineConfig(controller=consist.ControllerConfig(stop_confidence=0.999))
+    # the cheap evidence overturns the recognizer with a wide margin
+    p = Prediction(Query("q", image=photo), [Candidate("cat", 0.6)])
+    for on_change, expected in ((True, RunStatus.RAN), (False, RunStatus.SKIPPED)):
+        fc = FrontalController(reflect_on_change=on_change)
+        checker = ReflectionChecker(lmm(server), frontal=fc)
+        d = Engine([_Fixed("dog", 0.999), checker], config=cfg).verify(p, [])
+        assert next(r for r in d.runs if r.checker == "reflection").status is expected
+    assert fc.stats.skipped == 1
