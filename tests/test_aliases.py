@@ -125,3 +125,22 @@ def test_resolve_label_partial_only_when_unique(store):
     assert resolve_label("the Radcliffe", store).label == resolve_label("radcliffe camera", store).label == "radcliffe_camera"
     assert resolve_label("the Radcliffe", store).how == "partial"
     assert resolve_label("mug", store).how == "new"  # mug_blue or mug_red: ambiguous
+
+
+def test_alias_cache_sees_other_connections_and_rollbacks(tmp_path):
+    path = str(tmp_path / "c.db")
+    a, b = open_store(path), open_store(path)
+    a.put([Sample("s", label="x")])
+    assert b.aliases() == {}
+    a.set_alias("ex", "x")
+    assert b.aliases() == {"ex": "x"}  # another connection's commit is seen
+    try:
+        with b.transaction():
+            b.set_alias("why", "x")
+            assert b.aliases() == {"ex": "x", "why": "x"}  # own uncommitted write is seen
+            raise RuntimeError("abort")
+    except RuntimeError:
+        pass
+    assert b.aliases() == {"ex": "x"} and a.aliases() == {"ex": "x"}
+    a.close()
+    b.close()
