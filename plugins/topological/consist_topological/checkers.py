@@ -67,6 +67,8 @@ class CommunityConfig:
         k: neighbours per image of the matching graph (:data:`DEFAULT_K`, 200).
         spatial: spatial verification options for building the graph and linking
             a new query (``SpatialConfig`` fields).
+        verifier: what makes a pair a hyperedge, ``"homography"`` or ``"tr"``
+            (see :class:`~consist_topological.hypergraph.GraphConfig`).
         query_k: best retrieved neighbours a query that is not in the store is
             verified against to link it to the graph (10: the spatial checker's k,
             whose cached features are then warm).
@@ -85,6 +87,7 @@ class CommunityConfig:
 
     k: int = attrs.field(default=DEFAULT_K, converter=int)
     spatial: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m or {}), hash=False)
+    verifier: str = attrs.field(default="homography", validator=attrs.validators.in_(("homography", "tr")))
     query_k: int = attrs.field(default=10, converter=int)
     max_hops: int = attrs.field(default=MAX_HOPS, converter=int)
     min_pass: int = attrs.field(default=MIN_PASS_INLIERS, converter=int)
@@ -98,7 +101,7 @@ class CommunityConfig:
 
     @property
     def graph_config(self) -> GraphConfig:
-        return GraphConfig(k=self.k, spatial=self.spatial)
+        return GraphConfig(k=self.k, spatial=self.spatial, verifier=self.verifier)
 
 
 class CommunityVoteChecker(BaseChecker):

@@ -47,6 +47,28 @@ def _methods(text: str) -> list[str]:
     return got
 
 
+def _spatial_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("model=fundamental", "min_inliers=12")`` -> options, checked against SpatialConfig."""
+    import json
+
+    from consist_topological.hypergraph import GraphConfig
+
+    out: dict[str, Any] = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--spatial")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    try:
+        GraphConfig(spatial=out).spatial_config()
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--spatial") from exc
+    return out
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Evaluate consist's components on a dataset with ground truth."""
@@ -61,8 +83,10 @@ def eval_group() -> None:
 @click.option("--k", "k", type=click.IntRange(1), default=200, show_default=True, help="Neighbours verified per database image in the matching graph (the paper's 200).")
 @click.option("--depth", type=click.IntRange(1), default=100, show_default=True, help="Short-list verified at query time for revisitop queries.")
 @click.option("--hops", type=click.IntRange(0), default=3, show_default=True, help="Propagation hops.")
+@click.option("--verifier", type=click.Choice(["homography", "tr"]), default="homography", show_default=True, help="What makes a pair a hyperedge: DEGENSAC homography inliers, or topological RANSAC's largest region.")
+@click.option("--spatial", "spatial_opts", multiple=True, metavar="KEY=VALUE", help="Spatial verification option for the graph and the query (SpatialConfig field), e.g. model=fundamental, min_inliers=12; repeatable.")
 @json_option
-def retrieval_command(dataset: Path, store_uri: str, gnd_file: Path | None, labels_csv: Path | None, methods: str, k: int, depth: int, hops: int, as_json: bool) -> None:
+def retrieval_command(dataset: Path, store_uri: str, gnd_file: Path | None, labels_csv: Path | None, methods: str, k: int, depth: int, hops: int, verifier: str, spatial_opts: tuple[str, ...], as_json: bool) -> None:
     """Retrieval mAP with the revisitop protocol (Easy/Medium/Hard with junk for a
     gnd file; leave-one-out for labelled folders): ASMK, spatial re-ranking, HP, CS.
 
@@ -75,6 +99,7 @@ def retrieval_command(dataset: Path, store_uri: str, gnd_file: Path | None, labe
 
     chosen = _methods(methods)
     hp = HpConfig(max_hops=hops)
+    spatial = _spatial_options(spatial_opts)
     if gnd_file is not None and labels_csv is not None:
         raise click.UsageError("--gnd and --labels contradict each other")
     if gnd_file is not None:
@@ -97,9 +122,9 @@ def retrieval_command(dataset: Path, store_uri: str, gnd_file: Path | None, labe
     bars = _Bars()
     try:
         if gnd_file is not None:
-            result = evaluate_gnd(store, gnd, dataset, methods=chosen, k=k, depth=depth, hp=hp, progress=bars, name=gnd_file.name)
+            result = evaluate_gnd(store, gnd, dataset, methods=chosen, k=k, depth=depth, hp=hp, progress=bars, name=gnd_file.name, spatial=spatial, verifier=verifier)
         else:
-            result = evaluate_labelled(store, list(ds.items), methods=chosen, k=k, depth=depth, hp=hp, progress=bars, name=str(dataset))
+            result = evaluate_labelled(store, list(ds.items), methods=chosen, k=k, depth=depth, hp=hp, progress=bars, name=str(dataset), spatial=spatial, verifier=verifier)
     except ConsistError as exc:
         fail(str(exc))
     finally:
@@ -141,8 +166,10 @@ def topology_group() -> None:
 @topology_group.command("build")
 @store_option
 @click.option("--k", "k", type=click.IntRange(1), default=200, show_default=True, help="Neighbours verified per image (the paper's 200).")
+@click.option("--verifier", type=click.Choice(["homography", "tr"]), default="homography", show_default=True, help="What makes a pair a hyperedge.")
+@click.option("--spatial", "spatial_opts", multiple=True, metavar="KEY=VALUE", help="Spatial verification option (SpatialConfig field); repeatable.")
 @json_option
-def build_command(store_uri: str, k: int, as_json: bool) -> None:
+def build_command(store_uri: str, k: int, verifier: str, spatial_opts: tuple[str, ...], as_json: bool) -> None:
     """Build (or bring up to date) the store's matching graph: each image verified
     against its top-k ASMK neighbours; only new or changed images are verified."""
     from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
@@ -150,7 +177,7 @@ def build_command(store_uri: str, k: int, as_json: bool) -> None:
     store = open_store_or_fail(store_uri, create=False)
     bars = _Bars()
     try:
-        graph = MatchingHypergraph(GraphConfig(k=k))
+        graph = MatchingHypergraph(GraphConfig(k=k, verifier=verifier, spatial=_spatial_options(spatial_opts)))
         report = graph.build(store, progress=lambda n: bars("graph", n))
         stats = {**graph.stats(), "computed": report.added, "verified_pairs": report.verified_pairs, "failed": [{"id": i, "error": e} for i, e in report.failed]}
     finally:

@@ -33,7 +33,7 @@ from consist.errors import ConsistError
 from consist.metrics.retrieval import DEFAULT_KS, PROTOCOLS, evaluate_query, revisitop_protocols
 from consist.records import Provenance, Query, Region, Sample
 from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
-from consist_topological.rerank import HpConfig, hp_rerank, links_from_graph, links_from_reranked
+from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph, links_from_reranked
 
 __all__ = ["METHODS", "load_gnd", "RetrievalEvaluation", "evaluate_labelled", "evaluate_gnd"]
 
@@ -115,7 +115,7 @@ def _ensure_samples(store: Any, samples: Sequence[Sample], reason: str) -> int:
 class _Pipeline:
     """ASMK index + matching graph of one store, and the rankings built on them."""
 
-    def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None) -> None:
+    def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
         from consist_spatial.asmk_index import AsmkRetriever, detect_extractor, open_asmk_index
         from consist_spatial.features import SiftExtractor
 
@@ -130,7 +130,7 @@ class _Pipeline:
         self.timings["asmk_build_s"] = time.perf_counter() - t0
         self.retriever = AsmkRetriever(extractor=self.index.extractor)
         t0 = time.perf_counter()
-        self.graph = MatchingHypergraph(GraphConfig(k=k, spatial=spatial or {}))
+        self.graph = MatchingHypergraph(GraphConfig(k=k, spatial=spatial or {}, verifier=verifier))
         self.graph.build(store, retriever=self.retriever, progress=(lambda n: progress("graph", n)) if progress else None, save=not getattr(store, "readonly", False))
         self.timings["graph_build_s"] = time.perf_counter() - t0
         self.prop_times: list[float] = []
@@ -150,6 +150,11 @@ class _Pipeline:
             verified = sorted((s for s in base if s in inl), key=lambda s: -inl[s])
             out["spatial"] = verified + [s for s in base if s not in inl]
             qbox = None
+        elif self.graph.config.verifier == "tr":
+            links = self._tr_links(feats, base[: self.depth])
+            inl = {lk.sample_id: lk.inliers for lk in links}
+            out["spatial"] = sorted((s for s in base if s in inl), key=lambda s: -inl[s]) + [s for s in base if s not in inl]
+            qbox = None
         else:
             neighbours = self.index.retrieve(query, self.store, self.depth, features=feats)
             cfg = spatial_config_for(self.index.extractor, **dict(self.graph.config.spatial))
@@ -166,12 +171,28 @@ class _Pipeline:
                 out[m] = list(r.ranking)
         return {m: out[m] for m in methods if m in out}
 
+    def _tr_links(self, feats: Any, ids: Sequence[str]) -> list[QueryLink]:
+        """Query links by topological RANSAC (the graph's verifier) on the short-list."""
+        from consist_spatial.features import features_for
+        from consist_topological.tr import topological_ransac
 
-def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "") -> RetrievalEvaluation:
+        links = []
+        for sample in self.store.get_many(list(ids)):
+            if sample is None:
+                continue
+            nf = features_for(sample, self.store, self.index.extractor)
+            r = topological_ransac(feats, nf)
+            if r.score >= self.graph.config.tr_min_score:
+                m = r.matches
+                links.append(QueryLink(sample.id, feats.keypoints[m[:, 0]], nf.keypoints[m[:, 1]]))
+        return links
+
+
+def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "", verifier: str = "homography") -> RetrievalEvaluation:
     """Leave-one-out retrieval over labelled ``items`` (objects with ``id``, ``uri``, ``label``)."""
     samples = [Sample(it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT) for it in items]
     _ensure_samples(store, samples, f"consist eval retrieval {name}")
-    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress)
+    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress, verifier=verifier)
     index = {s.id: i for i, s in enumerate(samples)}
     aps: dict[str, list[float]] = {m: [] for m in methods}
     pk: dict[str, dict[int, list[float]]] = {m: {kk: [] for kk in ks} for m in methods}
@@ -191,10 +212,10 @@ def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str
     elapsed = time.perf_counter() - t0
     results = {m: {"map": statistics.fmean(v) if v else float("nan"), "mp_at_k": {kk: statistics.fmean(pk[m][kk]) if pk[m][kk] else float("nan") for kk in ks}, "queries": len(v)} for m, v in aps.items()}
     timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(samples)), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
-    return RetrievalEvaluation(name, "leave-one-out", len(samples), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods)})
+    return RetrievalEvaluation(name, "leave-one-out", len(samples), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})})
 
 
-def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "") -> RetrievalEvaluation:
+def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "", verifier: str = "homography") -> RetrievalEvaluation:
     """revisitop evaluation: database = ``gnd['imlist']`` images under ``images``,
     queries = ``gnd['qimlist']`` cropped to their ``bbx``; Easy/Medium/Hard mAP."""
     folder = Path(images)
@@ -203,7 +224,7 @@ def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods
         raise ConsistError(f"{folder}: {len(missing)} images of the ground truth are missing (first: {missing[0]}.jpg)")
     samples = [Sample(n, uri=str(_find_image(folder, n)), provenance=Provenance.IMPORT) for n in gnd["imlist"]]
     _ensure_samples(store, samples, f"consist eval retrieval {name}")
-    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress)
+    pipe = _Pipeline(store, k=k, depth=depth, spatial=spatial, hp=hp or HpConfig(), progress=progress, verifier=verifier)
     index = {s.id: i for i, s in enumerate(samples)}
     rankings: dict[str, list[list[int]]] = {m: [] for m in methods}
     t0 = time.perf_counter()
@@ -221,4 +242,4 @@ def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods
         per = revisitop_protocols(rankings[m], gnd["gnd"], ks=ks, query_axis=0) if rankings[m] else {}
         results[m] = {p: {"map": per[p].map, "mp_at_k": per[p].mp_at_k} for p in PROTOCOLS if p in per}
     timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(gnd["qimlist"])), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
-    return RetrievalEvaluation(name, "revisitop", len(gnd["qimlist"]), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods)})
+    return RetrievalEvaluation(name, "revisitop", len(gnd["qimlist"]), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})})

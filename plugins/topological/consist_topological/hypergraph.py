@@ -149,13 +149,21 @@ class GraphConfig:
         min_inliers: distinct inliers for a pair to become a hyperedge (``None``:
             the spatial checker's ``min_inliers``, 15).
         spatial: options of the spatial verification (``SpatialConfig`` fields:
-            extractor, matcher, model, threshold...). Its features must be those the
-            retriever indexes so the cache serves both.
+            extractor, matcher, model, threshold...). By default its features are
+            those the retriever indexes, so the cache serves both.
+        verifier: what makes a pair a hyperedge: ``"homography"`` (default: the
+            spatial plugin's DEGENSAC verification; inliers are the hyperedge) or
+            ``"tr"`` (topological RANSAC: the largest homeomorphic region is the
+            hyperedge; denser graphs on non-planar scenes, ~3x the cost per pair).
+        tr_min_score: distinct points of TR's largest region for a ``"tr"`` hyperedge
+            (15, as ``min_inliers``).
     """
 
     k: int = attrs.field(default=DEFAULT_K, converter=int)
     min_inliers: int | None = attrs.field(default=None, converter=lambda v: None if v is None else int(v))
     spatial: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m or {}), hash=False)
+    verifier: str = attrs.field(default="homography", validator=attrs.validators.in_(("homography", "tr")))
+    tr_min_score: int = attrs.field(default=15, converter=int)
 
     @k.validator
     def _check_k(self, _attr: Any, value: int) -> None:
@@ -168,6 +176,10 @@ class GraphConfig:
         from consist_spatial.checker import SpatialConfig
 
         opts = dict(self.spatial)
+        known = {a.name for a in attrs.fields(SpatialConfig)}
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise ValueError(f"unknown spatial option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         if self.min_inliers is not None:
             opts["min_inliers"] = self.min_inliers
         if extractor is not None and "extractor" not in opts:
@@ -175,13 +187,14 @@ class GraphConfig:
         return SpatialConfig(**opts)
 
 
-def edges_kind(features_kind: str) -> str:
-    """``features/sift-rootsift-1024-2048`` -> ``topology/edges/sift-rootsift-1024-2048``."""
-    return "topology/edges/" + features_kind.split("/", 1)[-1]
+def edges_kind(features_kind: str, verifier: str = "homography") -> str:
+    """``features/sift-rootsift-1024-2048`` -> ``topology/edges/sift-rootsift-1024-2048``
+    (``.../tr/...`` for graphs verified by topological RANSAC)."""
+    return "topology/edges/" + ("" if verifier == "homography" else f"{verifier}/") + features_kind.split("/", 1)[-1]
 
 
-def meta_kind(features_kind: str) -> str:
-    return "topology/meta/" + features_kind.split("/", 1)[-1]
+def meta_kind(features_kind: str, verifier: str = "homography") -> str:
+    return "topology/meta/" + ("" if verifier == "homography" else f"{verifier}/") + features_kind.split("/", 1)[-1]
 
 
 # ------------------------------------------------------------------ serialisation
@@ -377,6 +390,7 @@ class MatchingHypergraph:
             "hyperedge_bytes": nbytes,
             "hyperedge_bytes_per_image": nbytes / nodes,
             "k": self.config.k,
+            "verifier": self.config.verifier,
             "features": self.features_kind,
         }
 
@@ -419,15 +433,23 @@ class MatchingHypergraph:
                     edges.append(e)
                 continue
             try:
-                v = checker.verify(feats, other, store, cfg=cfg)
+                if self.config.verifier == "tr":
+                    from consist_topological.tr import topological_ransac
+
+                    of = features_for(other, store, cfg.feature_extractor)
+                    r = topological_ransac(feats, of)
+                    ok, m = r.score >= self.config.tr_min_score, r.matches
+                else:
+                    v = checker.verify(feats, other, store, cfg=cfg)
+                    ok, m = v.verified, v.inlier_matches
             except ImageError as exc:
                 log.warning("topology_neighbour_unreadable", sample=sample.id, neighbour=other.id, error=str(exc))
                 continue
             n_verified += 1
-            if not v.verified or not len(v.inlier_matches):
+            if not ok or not len(m):
                 continue
             of = features_for(other, store, cfg.feature_extractor)
-            m = np.asarray(v.inlier_matches, dtype=np.int64)
+            m = np.asarray(m, dtype=np.int64)
             edges.append(Hyperedge(sample.id, other.id, m[:, 0], m[:, 1], feats.keypoints[m[:, 0]], of.keypoints[m[:, 1]]))
         return tried, edges, n_verified
 
@@ -443,7 +465,7 @@ class MatchingHypergraph:
         """Verify each sample against its top-k and add its hyperedges (and store
         them as the sample's artefact when ``save``)."""
         retr, checker, cfg = self._context(store, retriever)
-        kind = edges_kind(self.features_kind)
+        kind = edges_kind(self.features_kind, self.config.verifier)
         added = pairs = 0
         failed: list[tuple[str, str]] = []
         for s in samples:
@@ -470,7 +492,7 @@ class MatchingHypergraph:
         return SyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
 
     def _load_saved(self, sample: Sample, store: Any) -> bool:
-        blob = store.get_artefact(sample.id, edges_kind(self.features_kind))
+        blob = store.get_artefact(sample.id, edges_kind(self.features_kind, self.config.verifier))
         if blob is None:
             return False
         try:
@@ -539,9 +561,9 @@ class MatchingHypergraph:
     # ----------------------------------------------------------- persistence
 
     def save_meta(self, store: Any) -> None:
-        meta = {"version": FORMAT_VERSION, "last_seq": self.last_seq, "k": self.config.k, "min_inliers": self.config.min_inliers, "spatial": dict(self.config.spatial), "saved": time.time()}
+        meta = {"version": FORMAT_VERSION, "last_seq": self.last_seq, "k": self.config.k, "min_inliers": self.config.min_inliers, "spatial": dict(self.config.spatial), "verifier": self.config.verifier, "saved": time.time()}
         try:
-            store.put_artefact(GRAPH_SAMPLE_ID, meta_kind(self.features_kind), json.dumps(meta).encode())
+            store.put_artefact(GRAPH_SAMPLE_ID, meta_kind(self.features_kind, self.config.verifier), json.dumps(meta).encode())
         except StoreError as exc:
             log.debug("topology_meta_not_saved", error=str(exc))
 
@@ -569,7 +591,7 @@ def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any =
     if store is None:
         raise ConsistError("the matching graph needs a store")
     config = config or GraphConfig()
-    key = (config.k, config.min_inliers, json.dumps(dict(config.spatial), sort_keys=True, default=str))
+    key = (config.k, config.min_inliers, config.verifier, config.tr_min_score, json.dumps(dict(config.spatial), sort_keys=True, default=str))
     with _GRAPHS_LOCK:
         try:
             per_store = _GRAPHS.setdefault(store, {})

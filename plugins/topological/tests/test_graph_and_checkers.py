@@ -169,3 +169,33 @@ def test_a_larger_k_verifies_more_neighbours_and_a_smaller_one_reuses(dataset: P
     assert larger.n_edges >= small.n_edges
     assert MatchingHypergraph(GraphConfig(k=2, spatial=SPATIAL)).build(store, retriever=retr).verified_pairs == 0, "saved with a larger k: reused"
     store.close()
+
+
+def test_a_graph_verified_by_topological_ransac(built: tuple[consist.Store, MatchingHypergraph]) -> None:
+    store, homography = built
+    tr = MatchingHypergraph(GraphConfig(k=200, spatial=SPATIAL, verifier="tr"))
+    tr.build(store, retriever=AsmkRetriever(extractor=EXTRACTOR))
+    assert store.get_artefact("cat/full.png", edges_kind(EXTRACTOR.kind, "tr")) is not None
+    assert edges_kind(EXTRACTOR.kind, "tr") != edges_kind(EXTRACTOR.kind)
+    for a, b in tr.g.edges:
+        assert label(a) == label(b)
+    assert nx_components(tr) == 3 and tr.stats()["verifier"] == "tr"
+    assert tr.n_edges >= homography.n_edges - 2
+
+
+def nx_components(graph: MatchingHypergraph) -> int:
+    import networkx as nx
+
+    return nx.number_connected_components(graph.g)
+
+
+def test_spatial_options_of_the_commands_are_checked() -> None:
+    import click
+
+    from consist_topological.cli import _spatial_options
+
+    assert _spatial_options(("model=fundamental", "min_inliers=12")) == {"model": "fundamental", "min_inliers": 12}
+    with pytest.raises(click.BadParameter, match="unknown spatial option"):
+        _spatial_options(("inliers=3",))
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        _spatial_options(("model",))
