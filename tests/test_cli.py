@@ -99,8 +99,8 @@ def test_log_json_emits_json_lines_on_stderr():
     assert "unknown_plugin_names" in human.stderr and not human.stderr.lstrip().startswith("{")
 
 
-def test_demo_runs_end_to_end_and_corrects(tmp_path):
-    r = run("demo", "--out", str(tmp_path / "demo"), "--json")
+def test_recognition_demo_runs_end_to_end_and_corrects(tmp_path):
+    r = run("demo", "--recognize", "--out", str(tmp_path / "demo"), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert "spatial" in report["checkers"]
@@ -118,7 +118,7 @@ def test_demo_runs_end_to_end_and_corrects(tmp_path):
     assert len(store) == 15 + s["adapted"] and s["adapted"] >= 3
     assert any(e.provenance.value == "auto" for e in store.history(limit=None))
     # the human output names decisions and evidence
-    human = run("demo", "--out", str(tmp_path / "demo"))
+    human = run("demo", "--recognize", "--out", str(tmp_path / "demo"))
     assert "CORRECTED" in human.stdout and "spatial" in human.stdout
 
 
