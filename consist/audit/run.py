@@ -146,6 +146,12 @@ def run_audit(
         missing = [c for c in checkers if c not in known]
         if missing:
             raise ConsistError(f"unknown checker(s) {', '.join(missing)} (registered: {', '.join(sorted(known)) or 'none'})")
+    from consist import plugins as _plugins
+    from consist.audit.decide import WEAK_CHECKERS
+
+    voting = list(checkers) if checkers else list(_plugins.checkers())
+    if not [c for c in voting if c not in WEAK_CHECKERS]:
+        say(f"note: no checker that reads pixels is enabled ({', '.join(voting) or 'none'}): every image will be unverifiable; install consist-spatial (and check {_plugins.ENV_VAR})")
     fp = _fingerprint(ds, cfg, checkers, store_uri)
     run_file = state / "run.json"
     if resume and run_file.exists():
