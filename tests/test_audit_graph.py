@@ -83,3 +83,21 @@ def test_decide_flags_unverifiable_and_confirms():
     assert lone.status == "unverifiable" and not lone.flagged and lone.suggested_label is None
     bad = decide({"id": "x", "label": "cat", "error": "x.jpg: empty file (0 bytes)"}, None, {}, CFG, agg)
     assert bad.status == "unreadable" and "x.jpg" in bad.reason
+
+
+def test_near_duplicates_with_another_label_are_reported():
+    g = _graph([("a", "b", 400)])
+    labels = {"a": "cat", "b": "dog"}
+    ev = g.evidence(labels)
+    rec = {
+        "id": "a",
+        "uri": None,
+        "label": "cat",
+        "neighbours": [{"id": "b", "label": "dog", "similarity": 0.9, "rank": 0}],
+        "decision": {"votes": []},
+        "edges": [{"a": "a", "b": "b", "b_label": "dog", "inliers": 400, "verified": True, "coverage": 0.95, "ratio": 0.9}],
+    }
+    row = decide(rec, ev["a"], {}, CFG, lambda p, v: aggregate(p, v))
+    assert row.near_duplicates == ("b",) and "near-duplicate of b" in row.reason
+    same = decide({**rec, "label": "dog"}, ev["a"], {}, CFG, lambda p, v: aggregate(p, v))
+    assert same.near_duplicates == ()
