@@ -114,7 +114,9 @@ def score(name: str, flagged: Sequence[bool], suggested: Sequence[str | None], n
     err = [n != t for n, t in zip(noisy, true)]
     prf = audit_scores(flagged, err)
     acc = suggestion_accuracy(suggested, true, among=err)
-    return {"method": name, "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "suggestion_accuracy": acc, "flagged": int(sum(flagged)), "errors": int(sum(err))}
+    caught = [f and e for f, e in zip(flagged, err)]
+    acc_flagged = suggestion_accuracy(suggested, true, among=caught)
+    return {"method": name, "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "suggestion_accuracy": acc, "suggestion_accuracy_flagged": acc_flagged, "flagged": int(sum(flagged)), "errors": int(sum(err))}
 
 
 def run_quality(name: str, folder: Path, column: str, drop: Sequence[str], rate: float, work: Path, workers: int) -> list[dict[str, Any]]:
@@ -231,12 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if not args.json:
-        rows = [(f"{q['dataset']} {q['noise']:.0%}", q["method"], q.get("precision", float("nan")), q.get("recall", float("nan")), q.get("f1", float("nan")), q.get("suggestion_accuracy", float("nan")), q.get("flagged", ""), q.get("errors", "")) for q in result["quality"]]
-        C.print_table("label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "suggestion acc", "flagged", "errors"), rows)
+        rows = [(f"{q['dataset']} {q['noise']:.0%}", q["method"], q.get("precision", float("nan")), q.get("recall", float("nan")), q.get("f1", float("nan")), q.get("suggestion_accuracy", float("nan")), q.get("suggestion_accuracy_flagged", float("nan")), q.get("flagged", ""), q.get("errors", "")) for q in result["quality"]]
+        C.print_table("label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "sugg. acc (all errors)", "sugg. acc (flagged errors)", "flagged", "errors"), rows)
+        print("  sugg. acc (all errors): the suggested label of every flipped sample (an unflagged one keeps its wrong label, or has none);")
+        print("  sugg. acc (flagged errors): the same over the flipped samples the method flagged")
         for q in result["quality"]:
             if q["method"] == "consist":
                 print(f"  consist {q['dataset']} {q['noise']:.0%}: {q['seconds']} s, {q['unverifiable']} unverifiable")
         if result["throughput"]:
+            print("  cold: empty output folder and feature cache; warm: the same audit again, features cached; peak RSS: this process or one worker, whichever is larger")
             C.print_table(f"throughput ({args.workers} workers)", ("images", "cold s", "cold img/s", "warm s", "warm img/s", "peak RSS MB"), [(t["images"], t["cold_s"], t["cold_images_per_s"], t["warm_s"], t["warm_images_per_s"], t["peak_rss_mb"]) for t in result["throughput"]])
     C.emit(result, args.json, args.json_out)
     return 0
