@@ -204,6 +204,30 @@ def run_throughput(work: Path, sizes: Sequence[int], workers: int) -> list[dict[
     return out
 
 
+#: The collection the issue's figures refer to: ~350 photos in 120 s on 2 cores, cold.
+TARGET_IMAGES_PER_S = 350 / 120
+
+
+def targets(result: dict[str, Any]) -> list[C.Target]:
+    """consist beats both baselines on F1 and on suggestion accuracy, per setting;
+    cold throughput (informational: the figure depends on the machine's load)."""
+    out: list[C.Target] = []
+    by: dict[tuple[str, float], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for q in result["quality"]:
+        by[(q["dataset"], q["noise"])][q["method"]] = q
+    for (name, noise), m in sorted(by.items()):
+        c = m.get("consist")
+        base = [m[k] for k in ("knn-vote", "cleanlab") if k in m and "f1" in m[k]]
+        if c is None or not base:
+            continue
+        out.append(C.Target(f"F1 margin over the best baseline, {name} {noise:.0%}", c["f1"] - max(b["f1"] for b in base), ">", 0.0, ""))
+        out.append(C.Target(f"suggestion accuracy margin (flagged errors), {name} {noise:.0%}", c["suggestion_accuracy_flagged"] - max(b["suggestion_accuracy_flagged"] for b in base), ">", -1e-9, ""))
+        out.append(C.Target(f"suggestion accuracy margin (all errors), {name} {noise:.0%}", c["suggestion_accuracy"] - max(b["suggestion_accuracy"] for b in base), ">", -1e-9, "", required=False))
+    for t in result["throughput"]:
+        out.append(C.Target(f"cold throughput, {t['images']} images", t["cold_images_per_s"], ">", TARGET_IMAGES_PER_S, "img/s", "the issue's 350 images in 120 s on 2 cores", required=False))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="ukbench-subset at 10%% noise only; throughput at 40 images")
@@ -232,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    result["targets"] = [t.to_dict() for t in targets(result)]
     if not args.json:
         rows = [(f"{q['dataset']} {q['noise']:.0%}", q["method"], q.get("precision", float("nan")), q.get("recall", float("nan")), q.get("f1", float("nan")), q.get("suggestion_accuracy", float("nan")), q.get("suggestion_accuracy_flagged", float("nan")), q.get("flagged", ""), q.get("errors", "")) for q in result["quality"]]
         C.print_table("label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "sugg. acc (all errors)", "sugg. acc (flagged errors)", "flagged", "errors"), rows)
@@ -243,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if result["throughput"]:
             print("  cold: empty output folder and feature cache; warm: the same audit again, features cached; peak RSS: this process or one worker, whichever is larger")
             C.print_table(f"throughput ({args.workers} workers)", ("images", "cold s", "cold img/s", "warm s", "warm img/s", "peak RSS MB"), [(t["images"], t["cold_s"], t["cold_images_per_s"], t["warm_s"], t["warm_images_per_s"], t["peak_rss_mb"]) for t in result["throughput"]])
+        C.print_targets(targets(result))
     C.emit(result, args.json, args.json_out)
     return 0
 
