@@ -149,7 +149,8 @@ def run_audit(
     from consist import plugins as _plugins
     from consist.audit.decide import WEAK_CHECKERS
 
-    voting = list(checkers) if checkers else list(_plugins.checkers())
+    registered = _plugins.checkers()
+    voting = list(checkers) if checkers else [n for n, c in registered.items() if getattr(c, "enabled_by_default", True)]
     if not [c for c in voting if c not in WEAK_CHECKERS]:
         say(f"note: no checker that reads pixels is enabled ({', '.join(voting) or 'none'}): every image will be unverifiable; install consist-spatial (and check {_plugins.ENV_VAR})")
     fp = _fingerprint(ds, cfg, checkers, store_uri)
@@ -182,6 +183,7 @@ def run_audit(
             update_asmk_index(st, make_extractor(cfg))
         else:
             say("note: consist-spatial is not installed: neighbours come from the tiny embedding and only weak checkers vote (pip install consist-spatial)")
+        _prepare_checkers([registered[n] for n in voting if n in registered], st, say)
         timings["index_s"] = time.perf_counter() - t0
     finally:
         st.close()
@@ -232,6 +234,23 @@ def run_audit(
         write_json(out_dir / "summary.json", summary)
     log.info("audit_done", dataset=str(dataset), samples=len(rows), flagged=summary["counts"]["flagged"], total_s=round(timings["total_s"], 2))
     return AuditResult(rows=tuple(rows), summary=summary, out=out_dir, store=store_uri)
+
+
+def _prepare_checkers(chosen: Sequence[Any], st: Any, say: Callable[[str], None]) -> None:
+    """Let checkers build what they share across queries once, here, before the
+    workers start (each worker would otherwise build it, concurrently): a checker's
+    ``prepare(store)``, or a store-wide ``graph(store, config)`` such as the
+    topological plugin's matching graph, which is saved in the store."""
+    for c in chosen:
+        try:
+            if callable(getattr(c, "prepare", None)):
+                say(f"preparing checker {c.name} ...")
+                c.prepare(st)
+            elif callable(getattr(c, "graph", None)) and getattr(c, "config", None) is not None:
+                say(f"building the matching graph of checker {c.name} (once, saved in the store) ...")
+                c.graph(st, c.config)
+        except Exception as exc:  # the checker will abstain or retry per query: never fatal here
+            log.warning("checker_prepare_failed", checker=getattr(c, "name", "?"), error=f"{type(exc).__name__}: {exc}")
 
 
 def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None]) -> dict[str, int]:
@@ -386,7 +405,7 @@ def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timing
         "dataset": ds.summary(),
         "out": str(out_dir),
         "store": store_uri,
-        "checkers": list(checkers) if checkers else sorted(plugins.checkers()),
+        "checkers": list(checkers) if checkers else sorted(n for n, c in plugins.checkers().items() if getattr(c, "enabled_by_default", True)),
         "executor": {"kind": ex.name, "workers": ex.workers},
         "config": attrs.asdict(cfg),
         "counts": {"samples": n, **{s: counts.get(s, 0) for s in STATUSES}, "near_duplicate_pairs": len(near), "failures": len(failure_list)},
