@@ -26,6 +26,8 @@ already verified from the other side is not verified again. Cost grows with N·k
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import json
 import threading
@@ -52,6 +54,7 @@ __all__ = [
     "edges_kind",
     "box_of",
     "graph_for",
+    "gc_paused",
 ]
 
 log = structlog.get_logger("consist.topological")
@@ -66,6 +69,23 @@ DEFAULT_K = 200
 
 Box = tuple[float, float, float, float]
 Progress = Callable[[int], Any]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a graph is loaded or built.
+
+    A loaded graph is millions of small, acyclic objects (arrays, attrs records,
+    networkx dicts); the collector's generation scans over them make bulk loading
+    super-linear in N·k. Reference counting still frees everything as usual.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def box_of(points: np.ndarray) -> Box | None:
@@ -514,13 +534,14 @@ class MatchingHypergraph:
             seq = _newest_seq(store)
             retr, _checker, _cfg = self._context(store, retriever)
             todo = []
-            for s in store.samples():
-                if s.uri is None or s.id == GRAPH_SAMPLE_ID:
-                    continue
-                if not self._load_saved(s, store):
-                    todo.append(s)
-                elif progress:
-                    progress(1)
+            with gc_paused():
+                for s in store.samples():
+                    if s.uri is None or s.id == GRAPH_SAMPLE_ID:
+                        continue
+                    if not self._load_saved(s, store):
+                        todo.append(s)
+                    elif progress:
+                        progress(1)
             # loaded edges point at nodes that may have been deleted since
             live = {s.id for s in store.samples()}
             for node in [n for n in self.g.nodes if n not in live]:

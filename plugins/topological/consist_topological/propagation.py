@@ -180,24 +180,28 @@ def communities(graph: MatchingHypergraph, ranked: Sequence[str], *, top: int = 
     graph restricted to the first ``depth`` results, each listing its top results
     (best first); communities ordered by their best member."""
     window = list(dict.fromkeys(ranked[: max(top, depth)]))
-    inside = set(window)
-    parent = {n: n for n in window}
+    slot = {n: i for i, n in enumerate(window)}
+    parent = list(range(len(window)))
 
-    def find(x: str) -> str:
+    def find(x: int) -> int:
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    for a in window:
-        for b, _ in graph.edges_of(a):
-            if b in inside:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[rb] = ra
-    groups: dict[str, list[str]] = {}
-    for n in window[:top]:
-        groups.setdefault(find(n), []).append(n)
+    for i, a in enumerate(window):
+        pk = graph.packed(a)
+        if pk is None:
+            continue
+        for b in pk.others:
+            j = slot.get(b)
+            if j is not None and j > i:  # each undirected edge once
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[rj] = ri
+    groups: dict[int, list[str]] = {}
+    for i, n in enumerate(window[:top]):
+        groups.setdefault(find(i), []).append(n)
     return list(groups.values())
 
 
