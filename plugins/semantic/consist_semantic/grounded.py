@@ -10,6 +10,7 @@ the neighbours it relied on, so a person can check them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,13 +113,15 @@ def ask(store: Any, image: Any, question: str, *, backend: Any = None, k: int = 
     ``backend=None`` only gathers the context (``answer`` is ``None``): what would be
     sent, without a model.
     """
-    from consist import plugins
+    from consist import ControllerConfig, EngineConfig, plugins
     from consist.recognizer import wrap
     from consist_semantic.backends import ChatRequest
     from consist_semantic.images import encode_image
 
     names = list(checkers) if checkers is not None else [c.name for c in plugins.checkers().values() if getattr(c, "enabled_by_default", True) and not getattr(c, "frontal_controlled", False)]
-    rec = wrap(None, store, embedder=embedder, checkers=names, k=k)
+    # every checker runs (no early stop): the point is the verified context, not a fast decision
+    config = EngineConfig(k=k, adapt=False, controller=ControllerConfig(stop_confidence=math.inf))
+    rec = wrap(None, store, embedder=embedder, checkers=names, k=k, config=config)
     prediction = rec.prediction(image)
     neighbours = rec.engine.neighbours(prediction, k)
     decision = rec.engine.verify(prediction, neighbours, adapt=False)
