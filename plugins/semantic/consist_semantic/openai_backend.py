@@ -12,7 +12,8 @@ Robustness, each a named parameter:
   ``Retry-After`` is honoured up to the same cap); 400/401/403/404 are not retried;
 * ``max_concurrency`` (4) requests in flight per back-end, whatever the number of
   threads asking (a local vLLM batches them; a hosted API rate-limits beyond);
-* one keep-alive connection per thread;
+* one keep-alive connection per thread (a connection the server closed while idle
+  is reopened at once, without counting as a retry);
 * the API key goes only into the ``Authorization`` header: ``repr``, logs and
   error messages redact it (even when a server echoes it back).
 
@@ -158,6 +159,7 @@ class OpenAIChatBackend:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        reused = getattr(self._local, "conn", None) is not None
         try:
             conn = self._connection()
             conn.request("POST", self._path, body=payload, headers=headers)
@@ -168,6 +170,11 @@ class OpenAIChatBackend:
             raise _Retryable(f"no answer within {self.timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
+            if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                # the server closed an idle keep-alive connection (uvicorn: after 5 s):
+                # not a failure, reconnect at once (the new connection is not reused)
+                self.calls += 1
+                return self._post_once(payload)
             raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
         if resp.getheader("Connection", "").lower() == "close":
             self._drop_connection()

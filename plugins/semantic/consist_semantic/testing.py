@@ -62,6 +62,7 @@ class Reply:
     raw: bytes | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay_s: float = 0.0
+    close_after: bool = False  # close the connection after answering, without saying so (an idle keep-alive time-out)
 
 
 def completion(text: str, top: Sequence[tuple[str, float]] | None = None, *, chosen: tuple[str, float] | None = None, model: str = "scripted") -> dict[str, Any]:
@@ -137,6 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out)
             pass
+        if reply.close_after:
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):

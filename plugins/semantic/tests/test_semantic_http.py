@@ -213,3 +213,13 @@ def test_hosted_openai_gets_no_unknown_fields():
 def test_bad_base_url(bad):
     with pytest.raises(ValueError):
         OpenAIChatBackend(bad, "m")
+
+
+def test_a_keep_alive_connection_closed_by_the_server_is_reopened_without_a_retry(server):
+    server.script = lambda req: Reply(json=completion("Yes", [("Yes", -0.1)]), close_after=True)
+    b = backend(server, max_retries=0, backoff_s=5.0)  # a counted retry would fail or wait 5 s
+    t0 = time.perf_counter()
+    for _ in range(3):
+        assert b.chat(ChatRequest("q?")).text == "Yes"
+    assert len(server.requests) == 3 and time.perf_counter() - t0 < 2.0
+    assert b.calls == 5  # 3 questions + 2 reconnections after the server closed the idle connection
