@@ -190,4 +190,6 @@ def backend_from_env(environ: Mapping[str, str] | None = None, **overrides: Any)
     except LMMError:
         raise
     except (TypeError, ValueError) as exc:
-        raise LMMUnavailable(f"LMM back-end {name!r}: bad configuration: {exc}") from exc
+        from consist_semantic.redact import redact
+
+        raise LMMUnavailable(redact(f"LMM back-end {name!r}: bad configuration: {exc}", [key])) from None
