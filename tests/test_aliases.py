@@ -144,3 +144,17 @@ def test_alias_cache_sees_other_connections_and_rollbacks(tmp_path):
     assert b.aliases() == {"ex": "x"} and a.aliases() == {"ex": "x"}
     a.close()
     b.close()
+
+
+def test_history_command_describes_alias_entries(tmp_path):
+    from click.testing import CliRunner
+
+    from consist.cli.main import cli
+
+    db = tmp_path / "s.db"
+    s = open_store(str(db))
+    s.set_alias("Rad Cam", "radcliffe_camera")
+    s.close()
+    r = CliRunner().invoke(cli, ["history", "--store", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "'Rad Cam' -> 'radcliffe_camera'" in r.output

@@ -25,6 +25,8 @@ def _describe(e: HistoryEntry) -> str:
         what = "deleted"
     elif e.action == "conflict":
         what = "refused (higher-trust label kept)"
+    elif e.action == "alias":
+        what = f"{a.get('name')!r} -> {a.get('label')!r}" if a else f"alias {b.get('name')!r} removed"
     else:
         what = e.action
     return what
