@@ -108,9 +108,11 @@ class CommunityVoteChecker(BaseChecker):
     """Votes for the labels of the query's community in the matching graph."""
 
     name = "community"
-    #: a stored query: graph lookups and propagation (~1 ms); a new query: the
-    #: spatial verification of its ``query_k`` best neighbours (~0.3 s, features cached)
-    cost = 0.3
+    #: a stored query: graph lookups and propagation (~2 ms); a new query: the
+    #: spatial verification of its ``query_k`` best neighbours (~0.3-0.6 s, features
+    #: cached). Ranked after ``spatial`` (0.5), whose evidence is direct, and before
+    #: LMM reflection, which the uncertainty it publishes is meant to gate.
+    cost = 0.6
     timeout = 300.0  # the first call on a store never graphed builds the graph
     description = "community label vote: labels of the images the query is connected to by verified matches (hypergraph propagation); publishes community_uncertainty"
 
