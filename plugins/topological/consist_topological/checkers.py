@@ -126,6 +126,12 @@ class CommunityVoteChecker(BaseChecker):
     def graph(self, store: Any, cfg: CommunityConfig) -> MatchingHypergraph:
         return graph_for(store, cfg.graph_config)
 
+    def prepare(self, store: Any, options: Mapping[str, Any] | None = None) -> MatchingHypergraph:
+        """Build (or load and sync) the store's matching graph ahead of the queries,
+        once per process: what an audit or a batch does before fanning out, so that
+        no worker builds it on its first query. Saved in the store."""
+        return self.graph(store, _options(CommunityConfig, self.config, options, "community"))
+
     def _links(self, prediction: Prediction, neighbours: Sequence[Neighbour], store: Any, graph: MatchingHypergraph, cfg: CommunityConfig) -> list[QueryLink]:
         q = prediction.query
         stored = store.get(q.id)

@@ -111,6 +111,7 @@ def _neighbours(store: consist.Store, query: Query, k: int = 10) -> list:
 def test_community_vote_catches_a_mislabelled_stored_image(built: tuple[consist.Store, MatchingHypergraph]) -> None:
     store, _graph = built
     checker = CommunityVoteChecker(spatial=SPATIAL)
+    assert checker.prepare(store) is checker.prepare(store), "one graph per store and configuration"
     s = store.get("cat/crop.png")
     # the stored sample says "astronaut" (a wrong label); its verified neighbours are cats
     pred = _prediction(s.id, s.uri, "astronaut")
