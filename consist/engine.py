@@ -161,8 +161,17 @@ class Engine:
                     chosen.append(item)
         # cheapest first; ties keep the given/registration order
         self.checkers: tuple[Checker, ...] = tuple(sorted(chosen, key=lambda c: float(getattr(c, "cost", 1.0))))
-        by_name = {c.name: c for c in self.checkers}
+        by_name = {**registered, **{c.name: c for c in self.checkers}}
         for name, options in self.config.checker_options.items():
+            if name not in by_name:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(by_name), n=1, cutoff=0.75)
+                if close:  # a typo: fail now, not silently run with defaults
+                    raise ConsistError(f"checker_options for unknown checker {name!r}: did you mean {close[0]!r}?")
+                # options for a plugin that is not installed (or disabled) here: harmless
+                log.warning("checker_options_for_unknown_checker", checker=name, registered=sorted(by_name))
+                continue
             validate = getattr(by_name.get(name), "validate_options", None)
             if validate is None:
                 continue

@@ -182,12 +182,26 @@ class Candidate:
             raise ValueError(f"candidate score for {self.label!r} must be a probability in [0, 1], got {value}")
 
 
+def _candidates(value: Any) -> tuple[Candidate, ...]:
+    """Candidates as given, or ``(label, score)`` pairs (what recognizers return)."""
+    out = []
+    for c in value:
+        if isinstance(c, Candidate):
+            out.append(c)
+        elif isinstance(c, (tuple, list)) and len(c) == 2 and isinstance(c[0], str):
+            out.append(Candidate(c[0], c[1]))
+        else:
+            raise TypeError(f"a candidate must be a Candidate or a (label, score) pair, got {c!r}")
+    return tuple(out)
+
+
 @attrs.frozen
 class Prediction:
-    """What a recognizer said about a query: candidates, best first."""
+    """What a recognizer said about a query: candidates, best first
+    (:class:`Candidate` objects, or ``(label, score)`` pairs, converted)."""
 
     query: Query
-    candidates: tuple[Candidate, ...] = attrs.field(converter=tuple)
+    candidates: tuple[Candidate, ...] = attrs.field(converter=_candidates)
     recognizer: str = "recognizer"
 
     @candidates.validator

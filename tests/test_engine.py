@@ -287,3 +287,20 @@ def test_checker_options_are_validated_when_the_engine_is_built():
     with pytest.raises(consist.ConsistError, match=r"checker 'strict': bad options: unknown option\(s\) \['kk'\]"):
         Engine([Strict()], config=EngineConfig(checker_options={"strict": {"kk": 3}}))
     Engine([Strict()], config=EngineConfig(checker_options={"strict": {"k": 3}}))
+
+
+def test_checker_options_with_a_misspelled_checker_name_fail_early() -> None:
+    from consist import ConsistError, Engine, EngineConfig
+
+    with pytest.raises(ConsistError, match="did you mean 'knn'"):
+        Engine(["knn"], config=EngineConfig(checker_options={"knnn": {"alpha": 1.0}}))
+    Engine(["knn"], config=EngineConfig(checker_options={"some_absent_plugin": {"x": 1}}))  # only a warning
+
+
+def test_prediction_accepts_label_score_pairs() -> None:
+    from consist import Candidate, Prediction, Query
+
+    p = Prediction(Query("q"), [("cat", 0.6), ("dog", 0.3)])
+    assert p.top == Candidate("cat", 0.6) and p.score_of("dog") == 0.3
+    with pytest.raises(TypeError, match="label, score"):
+        Prediction(Query("q"), [("cat",)])
