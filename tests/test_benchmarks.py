@@ -36,3 +36,14 @@ def test_spatial_benchmark_quick_run(tmp_path):
     auc = report["auc"]["landmark-multiview"]["pipelines"][0]
     assert auc["pipeline"] == "sift+nn" and 0.0 <= auc["auc_score"] <= 1.0
     assert any(t["metric"].startswith("sift extraction") for t in report["targets"])
+
+
+def test_topological_benchmark_scaling_and_propagation_without_shared_data(tmp_path):
+    """The synthetic-graph part needs no photos: it must run everywhere (CI too)."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_topological.py"), "--skip", "retrieval,tr,build", "--scales", "1000", "--queries", "10", "--json", "--quiet", "--cache", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)["scaling"]["rows"]
+    assert rows and rows[0]["nodes"] == 1000 and rows[0]["edges"] > 0 and rows[0]["propagation_ms_mean"] > 0
