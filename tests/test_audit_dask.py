@@ -25,14 +25,17 @@ def test_dask_cluster_results_equal_the_local_run(tmp_path: Path) -> None:
     root, truth = audit_data.build(tmp_path / "photos")
     local = consist.audit(root, tmp_path / "local", workers=2, report=False)
     assert local.summary["executor"] == {"kind": "local", "workers": 2}
+    local_store = f"sqlite:///{tmp_path / 'local' / 'store.db'}"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         address = cluster.scheduler_address.replace("tcp://", "")
-        # features are computed on the cluster too: a fresh output folder and store
-        remote = consist.audit(root, tmp_path / "dask", executor=f"dask://{address}", report=False)
+        # the same store (features, retrieval index): only the executor differs
+        remote = consist.audit(root, tmp_path / "dask", executor=f"dask://{address}", store=local_store, report=False)
         with distributed.Client(cluster) as client:
             assert len(client.scheduler_info()["workers"]) == 2
-            again = consist.audit(root, tmp_path / "dask-client", executor=client, store=f"sqlite:///{tmp_path / 'dask' / 'store.db'}", report=False)
+            # a fresh store: features are extracted on the cluster too
+            fresh = consist.audit(root, tmp_path / "dask-fresh", executor=client, report=False)
     assert remote.summary["executor"] == {"kind": "dask", "workers": 2}
     assert _verdicts(remote) == _verdicts(local)
-    assert _verdicts(again) == _verdicts(local)
+    assert fresh.summary["features"]["extracted"] == len(truth)
+    assert [(r.sample, r.flagged, r.suggested_label, r.status) for r in fresh.rows] == [(r.sample, r.flagged, r.suggested_label, r.status) for r in local.rows]
     assert sum(r.flagged for r in remote.rows) == 2
