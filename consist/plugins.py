@@ -65,6 +65,11 @@ class PluginInfo:
     builtin: bool
     hooks: tuple[str, ...]
     checkers: tuple[str, ...] = ()
+    retrievers: tuple[str, ...] = ()
+    embedders: tuple[str, ...] = ()
+    reporters: tuple[str, ...] = ()
+    #: checker name -> its one-line ``description``
+    descriptions: tuple[tuple[str, str], ...] = ()
 
 
 def _allowed_names() -> set[str] | None:
@@ -118,7 +123,10 @@ def _make_manager() -> pluggy.PluginManager:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements a hook that does not exist: {exc}") from exc
+        name = pm.get_name(exc.plugin) if getattr(exc, "plugin", None) is not None else None
+        who = f"plugin {name!r}" + (f" (distribution {_dists[name][0]})" if name in _dists else "") if name else "a plugin"
+        detail = str(exc).split(" in plugin ")[0]
+        raise PluginError(f"{who} implements a hook that does not exist: {detail} (a typo? set {ENV_VAR} to leave the plugin out)") from exc
     return pm
 
 
@@ -207,10 +215,11 @@ def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[
 def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
     """Name, version, hooks and checkers of every loaded plugin (``consist plugins``)."""
     pm = pm or get_plugin_manager()
-    checkers(pm)  # fills _owners["checker"]
-    by_owner: dict[str, list[str]] = {}
-    for cname, owner in _owners.get("checker", {}).items():
-        by_owner.setdefault(owner, []).append(cname)
+    registered = {what: _collect(pm, what) for what in ("checker", "retriever", "embedder", "reporter")}  # fills _owners
+    by_owner: dict[str, dict[str, list[str]]] = {}
+    for what in registered:
+        for oname, owner in _owners.get(what, {}).items():
+            by_owner.setdefault(owner, {}).setdefault(what, []).append(oname)
     dists = _dists
     import consist
 
@@ -221,6 +230,8 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         builtin = name in BUILTIN_PLUGINS
         dist, version = dists.get(name, ("consist", consist.__version__) if builtin else (None, None))
+        own = by_owner.get(name, {})
+        checker_names = tuple(sorted(own.get("checker", [])))
         infos.append(
             PluginInfo(
                 name=name,
@@ -228,7 +239,11 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
                 distribution=dist,
                 builtin=builtin,
                 hooks=hooks,
-                checkers=tuple(sorted(by_owner.get(name, []))),
+                checkers=checker_names,
+                retrievers=tuple(sorted(own.get("retriever", []))),
+                embedders=tuple(sorted(own.get("embedder", []))),
+                reporters=tuple(sorted(own.get("reporter", []))),
+                descriptions=tuple((c, str(getattr(registered["checker"][c], "description", "") or "")) for c in checker_names),
             )
         )
     return infos

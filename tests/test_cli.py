@@ -31,8 +31,15 @@ def db(tmp_path):
 def test_plugins_json_lists_first_party_plugins():
     r = run("plugins", "--json")
     assert r.returncode == 0, r.stderr
-    names = {p["name"] for p in json.loads(r.stdout)}
-    assert {"spatial", "topological", "semantic"} <= names
+    by_name = {p["name"]: p for p in json.loads(r.stdout)}
+    assert {"spatial", "topological", "semantic"} <= set(by_name)
+    spatial = by_name["spatial"]
+    assert spatial["checkers"] == ["spatial"] and spatial["retrievers"] == ["asmk"]
+    assert "geometric" in spatial["checker_descriptions"]["spatial"]
+    builtin = {p["name"]: p for p in json.loads(run("plugins", "--all", "--json").stdout)}["consist.builtin.retrieval"]
+    assert builtin["embedders"] == ["tiny"] and builtin["retrievers"] == ["vector"]
+    human = run("plugins").stdout
+    assert "checker:    spatial - geometric" in human and "retrievers: asmk" in human
 
 
 def test_plugins_kill_switch():
