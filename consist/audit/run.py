@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from consist.audit.executors import Executor, check_executor_spec, make_executor
 from consist.audit.graph import VerifiedGraph
 from consist.audit.journal import Journal, read_journal
 from consist.audit.outputs import JsonlWriter, write_csv, write_json
-from consist.audit.work import extract_chunk, make_extractor, spatial_available, verify_chunk
+from consist.audit.work import checker_options, extract_chunk, make_extractor, spatial_available, verify_chunk
 from consist.errors import ConsistError
 
 __all__ = ["AuditResult", "run_audit", "STATE_DIR", "ResumeMismatch"]
@@ -183,7 +183,7 @@ def run_audit(
             update_asmk_index(st, make_extractor(cfg))
         else:
             say("note: consist-spatial is not installed: neighbours come from the tiny embedding and only weak checkers vote (pip install consist-spatial)")
-        _prepare_checkers([registered[n] for n in voting if n in registered], st, say)
+        _prepare_checkers([registered[n] for n in voting if n in registered], st, say, checker_options(cfg))
         timings["index_s"] = time.perf_counter() - t0
     finally:
         st.close()
@@ -236,7 +236,7 @@ def run_audit(
     return AuditResult(rows=tuple(rows), summary=summary, out=out_dir, store=store_uri)
 
 
-def _prepare_checkers(chosen: Sequence[Any], st: Any, say: Callable[[str], None]) -> None:
+def _prepare_checkers(chosen: Sequence[Any], st: Any, say: Callable[[str], None], options: Mapping[str, Any] | None = None) -> None:
     """Let checkers build what they share across queries once, here, before the
     workers start (each worker would otherwise build it, concurrently): a checker's
     ``prepare(store)``, or a store-wide ``graph(store, config)`` such as the
@@ -245,7 +245,11 @@ def _prepare_checkers(chosen: Sequence[Any], st: Any, say: Callable[[str], None]
         try:
             if callable(getattr(c, "prepare", None)):
                 say(f"preparing checker {c.name} ...")
-                c.prepare(st)
+                import inspect
+
+                own = (options or {}).get(c.name)
+                takes_options = len(inspect.signature(c.prepare).parameters) >= 2
+                c.prepare(st, own) if (own is not None and takes_options) else c.prepare(st)
             elif callable(getattr(c, "graph", None)) and getattr(c, "config", None) is not None:
                 say(f"building the matching graph of checker {c.name} (once, saved in the store) ...")
                 c.graph(st, c.config)

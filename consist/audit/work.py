@@ -79,6 +79,20 @@ def extract_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- verification
 
 
+def checker_options(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
+    """Options the audit gives the checkers: the spatial checker verifies the top
+    ``k``, and the topological ``community`` checker builds its matching graph over
+    the same ``k`` neighbours with the same features (its own default, the paper's
+    200, would verify 20x more pairs than the audit itself: N * k must stay N * k)."""
+    from consist import plugins
+
+    spatial = {"max_side": cfg.max_side, "max_keypoints": cfg.max_keypoints, "min_inliers": cfg.min_inliers}
+    options: dict[str, dict[str, Any]] = {"spatial": {"k": cfg.k, "cache_queries": True, **spatial}}
+    if "community" in plugins.checkers():
+        options["community"] = {"k": cfg.k, "spatial": spatial}
+    return options
+
+
 class _Worker:
     """What a worker process keeps between tasks: store, engine, retrieval."""
 
@@ -90,7 +104,7 @@ class _Worker:
         self.cfg = cfg
         self.store = open_store(store_uri, create=False)
         self.labels: dict[str, str] = json.loads(Path(labels_file).read_text(encoding="utf-8"))
-        options = {"spatial": {"k": cfg.k, "cache_queries": True, "max_side": cfg.max_side, "max_keypoints": cfg.max_keypoints, "min_inliers": cfg.min_inliers}}
+        options = checker_options(cfg)
         # every checker runs: the audit wants all the evidence, not an early stop
         engine_cfg = EngineConfig(controller=ControllerConfig(stop_confidence=1.01), k=cfg.k, adapt=False, checker_options=options)
         self.engine = Engine(list(checkers) if checkers else None, store=self.store, config=engine_cfg)
