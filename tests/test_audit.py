@@ -182,3 +182,18 @@ def test_config_rejects_unknown_options():
         AuditConfig().with_options(kk=3)
     with pytest.raises(ValueError):
         AuditConfig(k=0)
+
+
+def test_community_vote_is_left_to_the_audits_own_graph_unless_named(audited):
+    """The audit propagates over the pairs it verifies itself; the topological
+    community checker would verify them all again (see AUDIT_OWN_GRAPH)."""
+    from consist import plugins
+    from consist.audit.run import AUDIT_OWN_GRAPH
+
+    result, out, _ = audited
+    assert "community" in AUDIT_OWN_GRAPH
+    assert "community" not in result.summary["checkers"] and "spatial" in result.summary["checkers"]
+    lines = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
+    ran = {r["checker"] for x in lines if x.get("decision") for r in x["decision"]["runs"]}
+    assert "community" not in ran and "spatial" in ran
+    assert "community" in plugins.checkers()  # installed, so leaving it out was the rule, not its absence
