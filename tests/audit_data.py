@@ -40,3 +40,12 @@ def build(root: Path) -> tuple[Path, dict[str, str]]:
                 Image.fromarray(perspective(img, **view)).save(path, quality=90)
             truth[rel] = cls
     return root, truth
+
+
+def thread_probe(_: object) -> tuple[str | None, int, int]:
+    """Run in an audit worker process: its BLAS setting, OpenCV threads, pid."""
+    import os
+
+    import cv2
+
+    return os.environ.get("OPENBLAS_NUM_THREADS"), cv2.getNumThreads(), os.getpid()

@@ -197,3 +197,25 @@ def test_community_vote_is_left_to_the_audits_own_graph_unless_named(audited):
     ran = {r["checker"] for x in lines if x.get("decision") for r in x["decision"]["runs"]}
     assert "community" not in ran and "spatial" in ran
     assert "community" in plugins.checkers()  # installed, so leaving it out was the rule, not its absence
+
+
+def test_local_workers_run_single_threaded_and_the_parent_keeps_its_threads(monkeypatch):
+    import os
+
+    from consist.audit.executors import LocalExecutor
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    ex = LocalExecutor(2)
+    try:
+        seen = set(ex.map_unordered(audit_data.thread_probe, range(6)))
+    finally:
+        ex.close()
+    assert {(blas, cv) for blas, cv, _pid in seen} == {("1", 1)}
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # restored in the parent
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # a user's own setting wins
+    ex = LocalExecutor(2)
+    try:
+        assert {blas for blas, *_ in ex.map_unordered(audit_data.thread_probe, range(2))} == {"3"}
+    finally:
+        ex.close()
