@@ -103,7 +103,7 @@ class Dataset:
     """
 
     root: str
-    layout: str  # "folders" or "csv"
+    layout: str  # "folders", "csv" or "names"
     items: tuple[DatasetItem, ...]
     problems: tuple[DatasetProblem, ...] = ()
     csv: str | None = None
@@ -172,6 +172,7 @@ def read_dataset(
     root: str | os.PathLike[str] | None = None,
     path_column: str | None = None,
     label_column: str | None = None,
+    name_pattern: str | None = None,
 ) -> Dataset:
     """Read the dataset at ``path``.
 
@@ -184,6 +185,11 @@ def read_dataset(
         path_column, label_column: the CSV columns holding the image path and the
             label (default: the first header among :data:`PATH_COLUMNS` /
             :data:`LABEL_COLUMNS`, e.g. ``path``/``file`` and ``label``/``class``).
+        name_pattern: take each image's label from its file name instead: the first
+            group of this regular expression matched against the name without its
+            extension (:data:`NAME_PATTERN`, ``radcliffe_camera_03.jpg`` ->
+            ``radcliffe_camera``); images anywhere under ``path``. Names it does not
+            match are reported and skipped.
 
     Raises:
         DatasetError: missing folder or CSV, CSV without ``path``/``label`` columns,
@@ -200,6 +206,14 @@ def read_dataset(
     if not p.is_dir():
         raise DatasetError(f"{path}: not a folder (give a folder of class sub-folders, or a CSV path,label)")
     base = p.resolve()
+    if name_pattern is not None:
+        if labels is not None:
+            raise DatasetError(f"{labels}: give either a label CSV or a file-name pattern, not both")
+        ds = _read_names(base, name_pattern)
+        if not ds.items:
+            detail = f" ({len(ds.problems)} skipped; first: {ds.problems[0].message})" if ds.problems else ""
+            raise DatasetError(f"{path}: no image whose file name gives a label with the pattern {name_pattern!r}{detail}")
+        return ds
     if labels is not None:
         ds = _read_csv(base, Path(labels), path_column, label_column)
         if not ds.items:
@@ -216,7 +230,7 @@ def read_dataset(
 # ---------------------------------------------------------------------- folders
 
 
-def _read_folders(base: Path) -> Dataset:
+def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
     items: list[DatasetItem] = []
     problems: list[DatasetProblem] = []
     ignored: list[str] = []
@@ -238,13 +252,46 @@ def _read_folders(base: Path) -> Dataset:
             if not full.is_file():  # a dangling link, a fifo
                 problems.append(DatasetProblem("not_a_file", rel, f"{full}: not a regular file (skipped)"))
                 continue
-            if rel_dir == Path("."):
+            if rel_dir == Path(".") and not allow_top_level:
                 problems.append(DatasetProblem("outside_class_folder", rel, f"{full}: image outside any class sub-folder, so it has no label (skipped)"))
                 continue
-            label = rel_dir.parts[0]
+            label = rel_dir.parts[0] if rel_dir.parts else ""  # top level: labelled by the caller
             items.append(DatasetItem(id=rel, uri=str(full), label=label))
     items.sort(key=lambda it: it.id)
     return Dataset(root=str(base), layout="folders", items=tuple(items), problems=tuple(problems), ignored=tuple(sorted(ignored)))
+
+
+# ------------------------------------------------------------------- file names
+
+#: The label in a file name: everything before a trailing number and its separator
+#: (``Abyssinian_12.jpg`` -> ``Abyssinian``, the Oxford-IIIT Pets convention;
+#: ``radcliffe camera (3).jpg`` -> ``radcliffe camera``; ``bodleian.jpg`` -> ``bodleian``;
+#: a name of digits only, ``0042.jpg``, has no label and is reported).
+NAME_PATTERN = r"^(.*?\D.*?)[\s_.()\[\]-]*\d*[)\]]?$"
+
+
+def _read_names(base: Path, pattern: str) -> Dataset:
+    """Every image under ``base``, labelled by the first group of ``pattern`` on its stem."""
+    import re
+
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"file-name pattern {pattern!r} is not a regular expression: {exc}") from exc
+    if rx.groups < 1:
+        raise DatasetError(f"file-name pattern {pattern!r} needs a group (...) around the label")
+    folders = _read_folders(base, allow_top_level=True)
+    items: list[DatasetItem] = []
+    problems = list(folders.problems)
+    for it in folders.items:
+        stem = Path(it.id).stem
+        m = rx.match(stem)
+        label = (m.group(1) or "").strip() if m else ""
+        if not label:
+            problems.append(DatasetProblem("empty_label", it.id, f"{it.uri}: no label in the file name (pattern {pattern!r}; skipped)"))
+            continue
+        items.append(attrs.evolve(it, label=label))
+    return Dataset(root=str(base), layout="names", items=tuple(items), problems=tuple(problems), ignored=folders.ignored)
 
 
 # -------------------------------------------------------------------------- CSV

@@ -219,3 +219,24 @@ def test_local_workers_run_single_threaded_and_the_parent_keeps_its_threads(monk
         assert {blas for blas, *_ in ex.map_unordered(audit_data.thread_probe, range(2))} == {"3"}
     finally:
         ex.close()
+
+
+def test_labels_from_file_names_find_the_same_errors(dataset, tmp_path):
+    """The same photos in one flat folder, labelled only by their names
+    (``<label>_<n>.jpg``), give the same flags as the class folders."""
+    import shutil
+
+    root, truth = dataset
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for n, sid in enumerate(sorted(truth)):
+        label, name = sid.split("/")[0], Path(sid).suffix
+        shutil.copy(root / sid, flat / f"{label}_{n}{name}")
+    r = run_cli("audit", str(flat), "--labels-from-names", "--out", str(tmp_path / "o"), "--workers", "1", "--no-report", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    flagged = {(f["given_label"], f["suggested_label"]) for f in data["flagged"]}
+    expected = {(sid.split("/")[0], true) for sid, true in truth.items() if sid.split("/")[0] != true}
+    assert flagged == expected and data["summary"]["dataset"]["layout"] == "names"
+    bad = run_cli("audit", str(flat), "--name-pattern", "(x)", "--out", str(tmp_path / "o2"))
+    assert bad.returncode == 2 and "--name-pattern needs --labels-from-names" in bad.stderr

@@ -170,3 +170,45 @@ def test_csv_quoted_fields_and_utf8_labels(csv_root: Path) -> None:
     labels = write_csv(csv_root / "q.csv", 'path,label,note\n"img/with, comma.jpg",Caf\u00e9 \u2615,"two\nlines"\n')
     ds = read_dataset(csv_root, labels)
     assert [(it.id, it.label, it.meta["note"]) for it in ds] == [("img/with, comma.jpg", "Caf\u00e9 \u2615", "two\nlines")]
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("Abyssinian_12.jpg", "Abyssinian"),  # Oxford-IIIT Pets
+        ("great_basset_hound_45.jpg", "great_basset_hound"),
+        ("radcliffe camera (3).png", "radcliffe camera"),
+        ("oxford-001.jpg", "oxford"),
+        ("bodleian.jpg", "bodleian"),
+        ("route66_2.jpg", "route66"),
+        ("0042.jpg", None),  # digits only: no label
+    ],
+)
+def test_the_default_name_pattern(name: str, label: str | None) -> None:
+    import re
+
+    from consist.datasets import NAME_PATTERN
+
+    m = re.match(NAME_PATTERN, Path(name).stem)
+    assert (m.group(1) if m else None) == label
+
+
+def test_labels_from_file_names_anywhere_under_the_folder(tmp_path: Path) -> None:
+    from consist.datasets import NAME_PATTERN
+
+    for rel in ("Abyssinian_1.jpg", "Abyssinian_2.jpg", "sub/Bengal_7.png", "0001.jpg", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    ds = read_dataset(tmp_path, name_pattern=NAME_PATTERN)
+    assert ds.layout == "names"
+    assert [(it.id, it.label) for it in ds.items] == [("Abyssinian_1.jpg", "Abyssinian"), ("Abyssinian_2.jpg", "Abyssinian"), ("sub/Bengal_7.png", "Bengal")]
+    assert [p.kind for p in ds.problems] == ["empty_label"] and "0001.jpg" in ds.problems[0].message
+    assert ds.ignored == ("notes.txt",)
+    with pytest.raises(DatasetError, match="needs a group"):
+        read_dataset(tmp_path, name_pattern=r"\w+")
+    with pytest.raises(DatasetError, match="not a regular expression"):
+        read_dataset(tmp_path, name_pattern=r"(")
+    with pytest.raises(DatasetError, match="not both"):
+        read_dataset(tmp_path, tmp_path / "labels.csv", name_pattern=NAME_PATTERN)
+    with pytest.raises(DatasetError, match="no image whose file name gives a label"):
+        read_dataset(tmp_path, name_pattern=r"^(zzz)")

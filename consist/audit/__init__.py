@@ -29,6 +29,7 @@ def audit(
     labels: str | os.PathLike[str] | None = None,
     path_column: str | None = None,
     label_column: str | None = None,
+    name_pattern: str | None = None,
     store: str | None = None,
     checkers: Sequence[str] | None = None,
     executor: str | Any | None = None,
@@ -49,6 +50,9 @@ def audit(
             ``report.html``; the feature cache ``store.db`` unless ``store``).
         labels: CSV ``path,label[,...]`` (paths relative to ``dataset``).
         path_column, label_column: the CSV's columns, when not ``path``/``label``.
+        name_pattern: label images by their file names instead (a regular expression
+            whose first group is the label; ``consist.datasets.NAME_PATTERN`` strips a
+            trailing number: ``Abyssinian_12.jpg`` -> ``Abyssinian``).
         store: store URI for the feature cache and the history of ``apply``
             (default ``sqlite:///OUT/store.db``).
         checkers: names of registered checkers (default: all enabled ones).
@@ -66,7 +70,7 @@ def audit(
     from consist.audit.run import run_audit
 
     cfg = (config or AuditConfig()).with_options(**options) if options else config
-    return run_audit(dataset, out, labels=labels, path_column=path_column, label_column=label_column, store=store, checkers=checkers, executor=executor, workers=workers, resume=resume, apply=apply, config=cfg, report=report, progress=progress, say=say)
+    return run_audit(dataset, out, labels=labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern, store=store, checkers=checkers, executor=executor, workers=workers, resume=resume, apply=apply, config=cfg, report=report, progress=progress, say=say)
 
 
 def __getattr__(name: str) -> Any:

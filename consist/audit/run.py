@@ -104,6 +104,7 @@ def run_audit(
     *,
     labels: str | os.PathLike[str] | None = None,
     path_column: str | None = None,
+    name_pattern: str | None = None,
     label_column: str | None = None,
     store: str | None = None,
     checkers: Sequence[str] | None = None,
@@ -131,7 +132,7 @@ def run_audit(
 
     check_executor_spec(executor)
     t0 = time.perf_counter()
-    ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column)
+    ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern)
     for p in ds.problems:
         say(f"warning: {p.message}")
     timings["read_s"] = time.perf_counter() - t0

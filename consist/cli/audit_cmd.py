@@ -34,6 +34,8 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None, metavar="CSV", help="CSV path,label[,...] (paths relative to DATASET; extra columns kept); default: DATASET's class sub-folders.")
 @click.option("--path-column", default=None, metavar="NAME", help="CSV column of the image paths (default: path or file).")
 @click.option("--label-column", default=None, metavar="NAME", help="CSV column of the labels (default: label).")
+@click.option("--labels-from-names", is_flag=True, help="Label each image by its file name (Abyssinian_12.jpg -> Abyssinian: the name without a trailing number), images anywhere under DATASET.")
+@click.option("--name-pattern", default=None, metavar="REGEX", help="With --labels-from-names: a regular expression whose first group, matched against the file name without extension, is the label.")
 @click.option("--store", "store_uri", default=None, metavar="URI", help="Store for the feature cache and the history of --apply (default: sqlite:///DIR/store.db).")
 @click.option("--checkers", default=None, metavar="A,B", help="Registered checkers that vote (default: every enabled one; see consist plugins).")
 @click.option("--executor", default="local", show_default=True, metavar="local|dask://HOST:PORT", help="Where verification runs: local worker processes, or a Dask distributed scheduler.")
@@ -45,20 +47,25 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--fail-on-issues", is_flag=True, help="Exit 1 when the audit finds issues.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
     DATASET is a folder of class sub-folders (DATASET/<label>/<image>), or any
-    folder with --labels CSV. Leave-one-out: each image is verified against its
+    folder with --labels CSV, or any folder of images labelled by their file
+    names (--labels-from-names). Leave-one-out: each image is verified against its
     retrieved neighbours by the installed checkers; images nothing can verify are
     reported as unverifiable, not as wrong. Unreadable images and bad CSV rows are
     reported (one line each, and in summary.json) and skipped.
     """
     from consist.audit import AuditConfig, audit
-    from consist.datasets import DatasetError
+    from consist.datasets import NAME_PATTERN, DatasetError
     from consist.errors import ConsistError
 
+    if name_pattern is not None and not labels_from_names:
+        raise click.UsageError("--name-pattern needs --labels-from-names")
+    if labels_from_names and labels_csv is not None:
+        raise click.UsageError("give --labels CSV or --labels-from-names, not both")
     cfg = AuditConfig()
     if k is not None:
         cfg = cfg.with_options(k=k)
@@ -72,6 +79,7 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
             labels=labels_csv,
             path_column=path_column,
             label_column=label_column,
+            name_pattern=(name_pattern or NAME_PATTERN) if labels_from_names else None,
             store=store_uri,
             checkers=_checker_list(checkers),
             executor=executor,
