@@ -343,6 +343,37 @@ def _digest(centroids: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(centroids, dtype=np.float32).tobytes(), digest_size=8).hexdigest()
 
 
+def aggregate_residuals(des: np.ndarray, word_ids: np.ndarray, centroids: np.ndarray, *, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """ASMK aggregation of one image (Tolias et al. 2013): per visual word, the sum of
+    the residuals of the descriptors assigned to it, then binarised (packed sign bits)
+    or L2-normalised; ``(vectors, word ids)``.
+
+    Same result as ``asmk.kernel.ASMKKernel.aggregate_image``, which loops over the
+    words in Python testing every assignment (0.08 s per 2k-descriptor image with
+    multiple assignment 5, more than the whole inverted-file search); here one
+    sort and one ``np.add.reduceat``: sum of residuals = sum of descriptors minus
+    count x centroid. A descriptor counts once per word it is assigned to (faiss
+    returns distinct centroids per descriptor).
+    """
+    from asmk import functional, hamming
+
+    wid = np.asarray(word_ids, dtype=np.int64)
+    if wid.ndim == 1:
+        wid = wid[:, None]
+    rows = np.repeat(np.arange(len(des)), wid.shape[1])
+    flat = wid.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    flat, rows = flat[order], rows[order]
+    unique_ids, starts, counts = np.unique(flat, return_index=True, return_counts=True)
+    if len(unique_ids) == 0:
+        empty = np.zeros((0, des.shape[1]), dtype=np.float32)
+        return (hamming.binarize_and_pack_2D(empty) if binary else empty), unique_ids
+    sums = np.add.reduceat(np.asarray(des, dtype=np.float32)[rows], starts, axis=0)
+    ades = (sums - counts[:, None].astype(np.float32) * np.asarray(centroids, dtype=np.float32)[unique_ids]).astype(np.float32)
+    ades = hamming.binarize_and_pack_2D(ades) if binary else functional.normalize_vec_l2(ades)
+    return ades, unique_ids
+
+
 class AsmkIndex:
     """An ASMK codebook and inverted file over the samples of one store.
 
@@ -464,8 +495,8 @@ class AsmkIndex:
         if des.ndim != 2 or des.shape[1] != self.dim:
             raise ConsistError(f"ASMK codebook {self.digest} is {self.dim}-d, descriptors are {des.shape[-1] if des.ndim == 2 else des.shape}-d")
         ma = max(1, min(multiple_assignment, self.size))
-        quantized = self.codebook.quantize(des, multiple_assignment=ma)
-        return self.kernel.aggregate_image(*quantized)
+        _des, word_ids = self.codebook.quantize(des, multiple_assignment=ma)
+        return aggregate_residuals(des, word_ids, self.codebook.centroids, binary=self.kernel.binary)
 
     def add(self, samples: Iterable[Sample], store: Any = None, *, progress: Progress | None = None, chunk: int = 64) -> SyncReport:
         """Index ``samples`` (features from the store's cache, extracted if missing).
