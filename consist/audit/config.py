@@ -6,17 +6,12 @@ from typing import Any
 
 import attrs
 
+from consist.options import in_unit, positive
+
 __all__ = ["AuditConfig"]
 
-
-def _in_unit(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not (0.0 <= value <= 1.0):
-        raise ValueError(f"audit option {attr.name} must be in [0, 1], got {value}")
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"audit option {attr.name} must be > 0, got {value}")
+_in_unit = in_unit("audit")
+_positive = positive("audit")
 
 
 @attrs.frozen

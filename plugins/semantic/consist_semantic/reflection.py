@@ -30,6 +30,7 @@ import structlog
 
 from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.images import load_image
+from consist.options import in_unit
 from consist.records import Neighbour, Prediction, Vote
 from consist_semantic.backends import ChatRequest, LMMBackend, LMMError, LMMUnavailable, backend_from_env
 from consist_semantic.cache import AnswerCache, ask_cached
@@ -41,11 +42,7 @@ from consist_semantic.yesno import YesNo, yes_no_from_logprobs, yes_no_from_text
 __all__ = ["ReflectionConfig", "ReflectionChecker", "Reflection"]
 
 log = structlog.get_logger("consist.semantic.reflection")
-
-
-def _unit(_i: Any, a: attrs.Attribute, v: float) -> None:
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"reflection option {a.name} must be in [0, 1], got {v}")
+_unit = in_unit("reflection")
 
 
 @attrs.frozen

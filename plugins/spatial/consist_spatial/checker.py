@@ -33,6 +33,7 @@ from shapely.geometry import Polygon
 
 from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.errors import ImageError
+from consist.options import in_unit, positive
 from consist.records import Neighbour, Prediction, Query, Region, Sample, Vote
 from consist_spatial.features import FeatureExtractor, LocalFeatures, features_for
 from consist_spatial.learned import DEVICES, EXTRACTORS, LIGHTGLUE_FEATURES, MATCHERS, check_available, lightglue_mismatch, make_extractor, make_matcher, resolve_device
@@ -42,16 +43,8 @@ from consist_spatial.verify import ESTIMATORS, MIN_POINTS, MODELS, Verification,
 __all__ = ["SpatialConfig", "SpatialChecker"]
 
 log = structlog.get_logger("consist.spatial")
-
-
-def _in_unit(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not (0.0 <= value <= 1.0):
-        raise ValueError(f"spatial option {attr.name} must be in [0, 1], got {value}")
-
-
-def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"spatial option {attr.name} must be > 0, got {value}")
+_in_unit = in_unit("spatial")
+_positive = positive("spatial")
 
 
 def _opt_int(value: Any) -> int | None:

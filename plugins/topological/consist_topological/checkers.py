@@ -28,6 +28,7 @@ import structlog
 
 from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.errors import ImageError
+from consist.options import in_unit
 from consist.records import Neighbour, Prediction, Vote
 from consist_topological.hypergraph import DEFAULT_K, GraphConfig, MatchingHypergraph, graph_for
 from consist_topological.propagation import CS_DEPTH, CS_TOP, MAX_HOPS, MIN_PASS_INLIERS
@@ -37,6 +38,7 @@ from consist_topological.tr import TrParams, topological_ransac
 __all__ = ["CommunityConfig", "CommunityVoteChecker", "TrCheckerConfig", "TopologicalRansacChecker", "SIGNAL_UNCERTAINTY", "SIGNAL_LABELS"]
 
 log = structlog.get_logger("consist.topological")
+_unit = in_unit("topological")
 
 #: Signal names published in ``CheckContext.signals`` (see docs/topological.md).
 SIGNAL_UNCERTAINTY = "community_uncertainty"
@@ -52,11 +54,6 @@ def _options(cls: type, current: Any, options: Mapping[str, Any] | None, what: s
     if unknown:
         raise ValueError(f"unknown {what} option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return attrs.evolve(current, **dict(options))
-
-
-def _unit(_inst: Any, attr: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"option {attr.name} must be in [0, 1], got {value}")
 
 
 @attrs.frozen
