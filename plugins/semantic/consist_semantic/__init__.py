@@ -8,8 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from consist_semantic.backends import ChatAnswer, ChatRequest, LMMBackend, LMMError, LMMUnavailable, backend_factories, backend_from_env
+from consist_semantic.backends import backend_factories, backend_from_env
 from consist_semantic.cache import AnswerCache
+from consist_semantic.chat import ChatAnswer, ChatRequest, LMMBackend, LMMError, LMMUnavailable
 from consist_semantic.frontal import FrontalController, FrontalStats
 from consist_semantic.images import EncodedImage, encode_image
 from consist_semantic.openai_backend import OpenAIChatBackend
@@ -18,7 +19,6 @@ from consist_semantic.reflection import Reflection, ReflectionChecker, Reflectio
 from consist_semantic.yesno import YesNo, yes_no_from_logprobs, yes_no_from_text
 
 __all__ = [
-    "__version__",
     "AnswerCache",
     "ChatAnswer",
     "ChatRequest",
@@ -33,6 +33,7 @@ __all__ = [
     "ReflectionChecker",
     "ReflectionConfig",
     "YesNo",
+    "__version__",
     "article",
     "backend_factories",
     "backend_from_env",

@@ -1,12 +1,12 @@
-"""LMM back-ends: the request/answer records, the protocol, and the registry.
+"""LMM back-ends: which exist, and the one the environment configures.
 
-A back-end answers a :class:`ChatRequest` (a prompt, images, decoding limits) with
-a :class:`ChatAnswer` (the text and, when the model exposes them, the top
-log-probabilities of the first answer token). Back-ends are registered by name
-through the plugin's own hook ``consist_semantic_register_backends`` (see
-``docs/semantic.md``); built in: ``openai`` (any OpenAI-compatible chat-completions
-server: vLLM, llama.cpp server, Ollama, hosted APIs) and ``transformers`` (a local
-vision-language model, ``consist-semantic[local]``).
+A back-end answers a :class:`ChatRequest` with a :class:`ChatAnswer` (the records,
+the :class:`LMMBackend` protocol and the errors live in :mod:`consist_semantic.chat`
+and are re-exported here). Back-ends are registered by name through the plugin's
+own hook ``consist_semantic_register_backends`` (see ``docs/semantic.md``); built in
+(:mod:`consist_semantic.builtin_backends`): ``openai`` (any OpenAI-compatible
+chat-completions server: vLLM, llama.cpp server, Ollama, hosted APIs) and
+``transformers`` (a local vision-language model, ``consist-semantic[local]``).
 
 Configuration comes from arguments or the environment; the API key is never
 logged or shown (``repr`` and errors redact it):
@@ -26,100 +26,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-import attrs
+from consist_semantic.builtin_backends import register_builtin_backends
+from consist_semantic.chat import ChatAnswer, ChatRequest, LMMBackend, LMMError, LMMUnavailable
 
-from consist.errors import ConsistError
-from consist_semantic.images import EncodedImage
+if TYPE_CHECKING:
+    import pluggy
 
 __all__ = [
-    "ChatRequest",
+    "ENV_PREFIX",
     "ChatAnswer",
+    "ChatRequest",
     "LMMBackend",
     "LMMError",
     "LMMUnavailable",
     "backend_factories",
     "backend_from_env",
     "configured_in_env",
-    "ENV_PREFIX",
 ]
 
 ENV_PREFIX = "CONSIST_LMM_"
-
-
-class LMMError(ConsistError):
-    """A model call failed (after its retries); the message never holds the key."""
-
-
-class LMMUnavailable(LMMError):
-    """No back-end is configured, or the configured one cannot be built."""
-
-
-@attrs.frozen
-class ChatRequest:
-    """One question to a model.
-
-    ``max_tokens=1``, ``temperature=0`` and ``top_logprobs=20`` are what a yes/no
-    reflection needs (DESIGN.md 3.4); free-text uses (``consist ask``) raise
-    ``max_tokens`` and set ``top_logprobs=0``. ``json_mode`` asks for a JSON object
-    (servers that cannot are fine: the caller validates the text anyway).
-    """
-
-    prompt: str
-    images: tuple[EncodedImage, ...] = ()
-    system: str | None = None
-    max_tokens: int = 1
-    temperature: float = 0.0
-    top_logprobs: int = 20
-    json_mode: bool = False
-
-    def cache_key(self) -> str:
-        """Everything that changes the answer except the model (added by the cache)."""
-        import hashlib
-        import json
-
-        body = json.dumps([self.prompt, self.system, self.max_tokens, self.temperature, self.top_logprobs, self.json_mode, [i.digest for i in self.images]])
-        return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
-
-
-@attrs.frozen
-class ChatAnswer:
-    """A model's answer: text; the first token's top alternatives as ``(token,
-    logprob)`` and the chosen token (both ``None`` when the server gave none)."""
-
-    text: str
-    top_logprobs: tuple[tuple[str, float], ...] | None = None
-    chosen: tuple[str, float] | None = None
-    model: str = ""
-    cached: bool = attrs.field(default=False, eq=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "top": None if self.top_logprobs is None else [list(t) for t in self.top_logprobs], "chosen": None if self.chosen is None else list(self.chosen), "model": self.model}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ChatAnswer:
-        top = d.get("top")
-        chosen = d.get("chosen")
-        return cls(
-            text=str(d.get("text", "")),
-            top_logprobs=None if top is None else tuple((str(t), float(lp)) for t, lp in top),
-            chosen=None if chosen is None else (str(chosen[0]), float(chosen[1])),
-            model=str(d.get("model", "")),
-            cached=True,
-        )
-
-
-@runtime_checkable
-class LMMBackend(Protocol):
-    """What consist needs from a model: ``name``, ``model`` (identifies the weights:
-    part of the cache key) and ``chat(request) -> ChatAnswer`` (thread-safe; raises
-    :class:`LMMError`)."""
-
-    name: str
-    model: str
-
-    def chat(self, request: ChatRequest) -> ChatAnswer: ...
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | None:
@@ -133,7 +60,7 @@ def configured_in_env(environ: Mapping[str, str] | None = None) -> bool:
     return any(_env(k, env) for k in ("BASE_URL", "MODEL_PATH", "BACKEND"))
 
 
-def backend_factories(pm: Any = None) -> dict[str, Callable[..., LMMBackend]]:
+def backend_factories(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[..., LMMBackend]]:
     """Name -> factory(**options) of every registered back-end."""
     from consist import plugins
 
@@ -141,9 +68,11 @@ def backend_factories(pm: Any = None) -> dict[str, Callable[..., LMMBackend]]:
     found: dict[str, Callable[..., LMMBackend]] = {}
     hook = getattr(pm.hook, "consist_semantic_register_backends", None)
     if hook is None:  # the semantic plugin is not loaded (CONSIST_PLUGINS): built-ins only
-        from consist_semantic.plugin import consist_semantic_register_backends
 
-        consist_semantic_register_backends(register=lambda name, factory: found.setdefault(name, factory))
+        def keep_first(name: str, factory: Callable[..., LMMBackend]) -> None:
+            found.setdefault(name, factory)
+
+        register_builtin_backends(keep_first)
         return found
 
     def register(name: str, factory: Callable[..., LMMBackend]) -> None:

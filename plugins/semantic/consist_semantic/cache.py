@@ -13,11 +13,14 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING
 
-from consist_semantic.backends import ChatAnswer, ChatRequest, LMMBackend
+from consist_semantic.chat import ChatAnswer, ChatRequest, LMMBackend
 
-__all__ = ["AnswerCache", "CACHE_VERSION", "MEMORY_ENTRIES"]
+if TYPE_CHECKING:
+    from consist import Store
+
+__all__ = ["CACHE_VERSION", "MEMORY_ENTRIES", "AnswerCache"]
 
 #: Bumped when the meaning of a cached answer changes.
 CACHE_VERSION = 1
@@ -28,7 +31,7 @@ MEMORY_ENTRIES = 4096
 class AnswerCache:
     """Answers by (image, request, model); in memory, and in ``store`` when given."""
 
-    def __init__(self, store: Any = None, *, memory_entries: int = MEMORY_ENTRIES, persistent: bool = True) -> None:
+    def __init__(self, store: Store | None = None, *, memory_entries: int = MEMORY_ENTRIES, persistent: bool = True) -> None:
         self.store = store
         self.persistent = persistent  # False: memory only, never the store
         self.memory_entries = memory_entries
@@ -44,7 +47,7 @@ class AnswerCache:
         model = hashlib.blake2b(f"{getattr(backend, 'name', '')}|{backend.model}".encode(), digest_size=8).hexdigest()
         return f"lmm:{image}", f"lmm-answer/v{CACHE_VERSION}/{model}/{request.cache_key()}"
 
-    def get(self, request: ChatRequest, backend: LMMBackend, store: Any = None) -> ChatAnswer | None:
+    def get(self, request: ChatRequest, backend: LMMBackend, store: Store | None = None) -> ChatAnswer | None:
         k = self.key(request, backend)
         with self._lock:
             hit = self._memory.get(k)
@@ -69,7 +72,7 @@ class AnswerCache:
             self.misses += 1
         return None
 
-    def put(self, request: ChatRequest, backend: LMMBackend, answer: ChatAnswer, store: Any = None) -> None:
+    def put(self, request: ChatRequest, backend: LMMBackend, answer: ChatAnswer, store: Store | None = None) -> None:
         k = self.key(request, backend)
         self._remember(k, answer)
         store = (store if store is not None else self.store) if self.persistent else None
@@ -89,7 +92,7 @@ class AnswerCache:
         return self.hits / n if n else 0.0
 
 
-def ask_cached(backend: LMMBackend, request: ChatRequest, cache: AnswerCache | None, store: Any = None) -> ChatAnswer:
+def ask_cached(backend: LMMBackend, request: ChatRequest, cache: AnswerCache | None, store: Store | None = None) -> ChatAnswer:
     """``backend.chat(request)`` through ``cache`` (when given)."""
     if cache is not None:
         hit = cache.get(request, backend, store)

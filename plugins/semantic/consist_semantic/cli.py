@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, store_option
 from consist.errors import ConsistError
 from consist.records import to_dict
+
+if TYPE_CHECKING:
+    from consist import Store
 
 
 def _backend(use_lmm: bool) -> Any:
@@ -24,7 +27,7 @@ def _backend(use_lmm: bool) -> Any:
         return None
 
 
-def _target_for_image(store: Any, path: str, embedder: str) -> tuple[str, str | None]:
+def _target_for_image(store: Store, path: str, embedder: str) -> tuple[str, str | None]:
     """The sample id of an image file: the stored sample with that file, or a new id
     (the pixels' hash) with the file's path to add it with."""
     from consist.images import image_id, load_image
@@ -66,17 +69,19 @@ def tell_command(sentence: str, store_uri: str, sample_id: str | None, image_pat
     if sample_id and image_path:
         raise click.UsageError("give --sample or --image, not both")
     store = open_store_or_fail(store_uri)
-    uri = None
+    new_image: tuple[str, str] | None = None  # (sample id, file) of an image not in the store yet
     if image_path:
         sample_id, uri = _target_for_image(store, image_path, embedder)
+        if uri is not None:
+            new_image = (sample_id, uri)
     target = store.get(sample_id) if sample_id else None
-    if sample_id and target is None and uri is None:
+    if sample_id and target is None and new_image is None:
         fail(f"{store.uri}: no sample {sample_id!r}")
     backend = _backend(use_lmm)
-    if uri is not None:  # a new image: the plan is made about an unlabelled sample
+    if new_image is not None:  # a new image: the plan is made about an unlabelled sample
         from consist.records import Sample
 
-        target = Sample(sample_id, uri=uri)
+        target = Sample(new_image[0], uri=new_image[1])
     try:
         plan = understand(sentence, store, target, backend=backend)
     except FeedbackError as exc:
@@ -92,8 +97,8 @@ def tell_command(sentence: str, store_uri: str, sample_id: str | None, image_pat
     # --json never prompts: without --yes it is a dry run
     if not dry_run and plan.actions and (assume_yes or (not as_json and click.confirm("apply?", default=True))):
         with store.transaction():  # the new image and the actions: all or nothing
-            if uri is not None:
-                _add_image(store, sample_id, uri, embedder)  # type: ignore[arg-type]
+            if new_image is not None:
+                _add_image(store, new_image[0], new_image[1], embedder)
             applied = apply_plan(store, plan)
     if as_json:
         emit_json({"plan": plan.to_dict(), "applied": [to_dict(e) for e in applied], "dry_run": dry_run or not assume_yes})
@@ -104,7 +109,7 @@ def tell_command(sentence: str, store_uri: str, sample_id: str | None, image_pat
         click.echo("nothing applied")
 
 
-def _add_image(store: Any, sample_id: str, uri: str, embedder: str) -> None:
+def _add_image(store: Store, sample_id: str, uri: str, embedder: str) -> None:
     from consist import plugins
     from consist.images import load_image
     from consist.records import Provenance, Sample

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -32,7 +32,10 @@ from consist.images import load_image
 from consist.recognizer import to_candidates
 from consist.records import Candidate
 
-__all__ = ["Domain", "Choice", "Connector", "MIN_SHARE"]
+if TYPE_CHECKING:
+    from consist import Store
+
+__all__ = ["MIN_SHARE", "Choice", "Connector", "Domain"]
 
 log = structlog.get_logger("consist.semantic.connector")
 
@@ -62,7 +65,7 @@ class Choice:
 class Connector:
     """Chooses, per image, the domain recognizer to trust (see the module docs)."""
 
-    def __init__(self, domains: Iterable[Domain], *, store: Any = None, embedder: Any = None, k: int = 10, min_share: float = MIN_SHARE, name: str = "connector") -> None:
+    def __init__(self, domains: Iterable[Domain], *, store: Store | None = None, embedder: Any = None, k: int = 10, min_share: float = MIN_SHARE, name: str = "connector") -> None:
         self.domains = {d.name: d for d in domains}
         if not self.domains:
             raise ConsistError("a connector needs at least one domain")

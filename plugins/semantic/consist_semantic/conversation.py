@@ -16,10 +16,11 @@ exact label, alias, same words up to case/underscores/an article, else a new lab
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -28,7 +29,10 @@ from consist.aliases import resolve_label
 from consist.errors import ConsistError
 from consist.records import HistoryEntry, Provenance, Sample
 
-__all__ = ["Relabel", "Alias", "Note", "Attribute", "Plan", "GRAMMAR", "parse_rules", "parse_with_lmm", "understand", "apply_plan", "FeedbackError"]
+if TYPE_CHECKING:
+    from consist import Store
+
+__all__ = ["GRAMMAR", "Alias", "Attribute", "FeedbackError", "Note", "Plan", "Relabel", "apply_plan", "parse_rules", "parse_with_lmm", "understand"]
 
 
 class FeedbackError(ConsistError):
@@ -48,7 +52,7 @@ class Relabel:
         new = " (a new label)" if self.how == "new" else ""
         return f"relabel {self.sample_id} as {self.label!r}{new}" + (f", not {self.was!r}" if self.was else "") + " [user]"
 
-    def apply(self, store: Any, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+    def apply(self, store: Store, reason: str, uri: str | None = None) -> list[HistoryEntry]:
         return correct(store, self.sample_id, self.label, uri=uri, reason=reason)
 
 
@@ -62,7 +66,7 @@ class Alias:
     def describe(self) -> str:
         return f"alias {self.name!r} -> {self.label!r} [user]"
 
-    def apply(self, store: Any, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+    def apply(self, store: Store, reason: str, uri: str | None = None) -> list[HistoryEntry]:
         if not hasattr(store, "set_alias"):
             raise FeedbackError(f"{store.uri}: this store cannot keep aliases")
         e = store.set_alias(self.name, self.label, provenance=Provenance.USER, reason=reason)
@@ -77,7 +81,9 @@ class Note:
     def describe(self) -> str:
         return f"note on {self.sample_id}: {self.text!r} [user]"
 
-    def apply(self, store: Any, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+    def apply(self, store: Store, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+        if not hasattr(store, "annotate"):
+            raise FeedbackError(f"{store.uri}: this store cannot keep notes")
         e = store.annotate(self.sample_id, note=self.text, provenance=Provenance.USER, reason=reason)
         return [] if e is None else [e]
 
@@ -91,7 +97,9 @@ class Attribute:
     def describe(self) -> str:
         return f"attribute of {self.sample_id}: {self.key} = {self.value!r} [user]"
 
-    def apply(self, store: Any, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+    def apply(self, store: Store, reason: str, uri: str | None = None) -> list[HistoryEntry]:
+        if not hasattr(store, "annotate"):
+            raise FeedbackError(f"{store.uri}: this store cannot keep attributes")
         e = store.annotate(self.sample_id, attributes={self.key: self.value}, provenance=Provenance.USER, reason=reason)
         return [] if e is None else [e]
 
@@ -132,7 +140,7 @@ _Q = "\"'“”‘’"
 #: sentence or per ";"). REF is "this", "that", "it", "this one", "the blue one",
 #: "this picture"...; names may be quoted.
 GRAMMAR = (
-    ("note", rf"^(?:note|remember)(?:\s*:\s*|\s+that\s+)(?P<text>.+)$", "note: TEXT / remember that TEXT -> a note on the image"),
+    ("note", r"^(?:note|remember)(?:\s*:\s*|\s+that\s+)(?P<text>.+)$", "note: TEXT / remember that TEXT -> a note on the image"),
     ("alias_call", rf"^call\s+(?P<ref>{_REF})\s+(?P<name>.+)$", "call REF NAME -> NAME is an alias of the image's label"),
     ("alias_call", rf"^call\s+(?P<ref>.+?)\s+(?P<name>[{_Q}].+[{_Q}]|\S+)$", "call LABEL NAME -> NAME is an alias of LABEL (quote a NAME of several words)"),
     ("alias_name_for", r"^(?P<name>.+?)\s+is\s+(?:my|our|the|a)?\s*(?:name|nickname)\s+for\s+(?P<label>.+)$", "NAME is my name for LABEL -> alias"),
@@ -143,7 +151,7 @@ GRAMMAR = (
     ("attribute", r"^(?:its|the)\s+(?P<key>[\w ]+?)\s+is\s+(?P<value>.+)$", "its KEY is VALUE -> an attribute of the image"),
     ("is", rf"^(?:no,?\s*)?{_REF}{_IS}\s+(?P<label>.+)$", "REF is LABEL -> relabel (\"this is my mug\" keeps 'my': a personal label)"),
 )
-_COMPILED = [(kind, re.compile(rx, re.I)) for kind, rx, _ in GRAMMAR]
+_COMPILED = [(kind, re.compile(rx, re.IGNORECASE)) for kind, rx, _ in GRAMMAR]
 
 
 def _clean(text: str) -> str:
@@ -156,10 +164,10 @@ def _clauses(sentence: str) -> list[str]:
 
 
 def _no_article(text: str) -> str:
-    return re.sub(r"^(the|a|an)\s+", "", text, flags=re.I)
+    return re.sub(r"^(the|a|an)\s+", "", text, flags=re.IGNORECASE)
 
 
-def _contradicts(was: str, label: str, store: Any) -> bool:
+def _contradicts(was: str, label: str, store: Store | None) -> bool:
     """Whether the label the person rejected is not the sample's label ("the
     Bodleian" names "bodleian_library": no contradiction)."""
     from consist.aliases import normalise
@@ -175,7 +183,7 @@ def _need_target(target: Sample | None, clause: str) -> Sample:
     return target
 
 
-def parse_rules(sentence: str, store: Any, target: Sample | None = None) -> tuple[list[Action], list[str]]:
+def parse_rules(sentence: str, store: Store | None, target: Sample | None = None) -> tuple[list[Action], list[str]]:
     """Actions by the grammar; raises :class:`FeedbackError` for a clause it does not
     understand (nothing is half-understood)."""
     actions: list[Action] = []
@@ -194,7 +202,7 @@ def parse_rules(sentence: str, store: Any, target: Sample | None = None) -> tupl
                 ref = g.get("ref")
                 if "label" in g:
                     label = resolve_label(g["label"], store).label
-                elif ref is None or re.fullmatch(_REF, ref, re.I):
+                elif ref is None or re.fullmatch(_REF, ref, re.IGNORECASE):
                     t = _need_target(target, clause)
                     if t.label is None:
                         raise FeedbackError(f"{clause!r}: {t.id} has no label yet to give a name to")
@@ -233,19 +241,24 @@ Feedback: "{sentence}"
 
 
 def _json_object(text: str) -> Any:
-    body = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.M).strip()
+    body = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.MULTILINE).strip()
     start, end = body.find("{"), body.rfind("}")
     if start < 0 or end < start:
         raise ValueError("no JSON object in the answer")
     return json.loads(body[start : end + 1])
 
 
-def parse_with_lmm(sentence: str, store: Any, target: Sample | None, backend: Any, *, image: Any = None, max_labels: int = 200) -> tuple[list[Action], list[str]]:
+def _field(item: Mapping[str, Any], key: str) -> str:
+    """``item[key]`` as clean text (``""`` when absent or empty)."""
+    return _clean(str(item.get(key) or ""))
+
+
+def parse_with_lmm(sentence: str, store: Store | None, target: Sample | None, backend: Any, *, image: Any = None, max_labels: int = 200) -> tuple[list[Action], list[str]]:
     """Actions by the LMM; raises ``ValueError`` when its answer does not validate."""
-    from consist_semantic.backends import ChatRequest
+    from consist_semantic.chat import ChatRequest
 
     labels = sorted(store.labels()) if store is not None else []
-    aliases = store.aliases() if hasattr(store, "aliases") else {}
+    aliases = store.aliases() if store is not None and hasattr(store, "aliases") else {}
     prompt = _LMM_PROMPT.format(
         current=repr(target.label) if target is not None else "(no photo given)",
         labels=", ".join(labels[:max_labels]) + (" ..." if len(labels) > max_labels else "") or "(none)",
@@ -261,9 +274,9 @@ def parse_with_lmm(sentence: str, store: Any, target: Sample | None, backend: An
     warnings: list[str] = []
     for it in items:
         if not isinstance(it, dict):
-            raise ValueError(f"action {it!r} is not an object")
+            raise ValueError(f"action {it!r} is not an object")  # noqa: TRY004 - the documented error for an answer that does not validate
         kind = it.get("type")
-        s = lambda k: _clean(str(it.get(k) or ""))  # noqa: E731
+        s = functools.partial(_field, it)
         if kind == "relabel" and s("label"):
             t = _need_target(target, sentence)
             res = resolve_label(s("label"), store)
@@ -283,7 +296,7 @@ def parse_with_lmm(sentence: str, store: Any, target: Sample | None, backend: An
     return actions, warnings
 
 
-def understand(sentence: str, store: Any, target: Sample | None = None, *, backend: Any = None, image: Any = None) -> Plan:
+def understand(sentence: str, store: Store | None, target: Sample | None = None, *, backend: Any = None, image: Any = None) -> Plan:
     """The plan for ``sentence`` about ``target`` (a stored sample, or ``None``)."""
     if not sentence.strip():
         raise FeedbackError("nothing was said")
@@ -299,7 +312,7 @@ def understand(sentence: str, store: Any, target: Sample | None = None, *, backe
     return Plan(sentence, None if target is None else target.id, tuple(actions), "grammar", tuple(warnings))
 
 
-def apply_plan(store: Any, plan: Plan, *, uri: str | None = None, reason: str | None = None) -> list[HistoryEntry]:
+def apply_plan(store: Store, plan: Plan, *, uri: str | None = None, reason: str | None = None) -> list[HistoryEntry]:
     """Apply every action in one transaction (all or nothing); the sentence is the
     reason recorded in the history."""
     why = reason or f"told: {plan.sentence}"
@@ -310,7 +323,7 @@ def apply_plan(store: Any, plan: Plan, *, uri: str | None = None, reason: str | 
     return entries
 
 
-def tell(store: Any, sentence: str, sample_id: str | None = None, *, backend: Any = None, apply: bool = True) -> tuple[Plan, list[HistoryEntry]]:
+def tell(store: Store, sentence: str, sample_id: str | None = None, *, backend: Any = None, apply: bool = True) -> tuple[Plan, list[HistoryEntry]]:
     """The API of ``consist tell``: understand ``sentence`` about ``sample_id`` and
     (unless ``apply=False``) apply it. Returns the plan and the history entries."""
     target = store.get(sample_id) if sample_id is not None else None

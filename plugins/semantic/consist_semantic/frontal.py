@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["FrontalController", "FrontalStats", "COMMUNITY_SIGNAL"]
+__all__ = ["COMMUNITY_SIGNAL", "FrontalController", "FrontalStats"]
 
 #: The signal the topological plugin publishes (entropy in nats).
 COMMUNITY_SIGNAL = "community_uncertainty"

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from consist.records import Decision, Neighbour, RunStatus
 
-__all__ = ["ContextItem", "GroundedAnswer", "gather_context", "context_prompt", "ask"]
+if TYPE_CHECKING:
+    from consist import Store
+
+__all__ = ["ContextItem", "GroundedAnswer", "ask", "context_prompt", "gather_context"]
 
 #: Neighbours retrieved per question.
 DEFAULT_K = 8
@@ -65,14 +68,14 @@ class GroundedAnswer:
         return {"question": self.question, "answer": self.answer, "label": self.label, "confidence": round(self.confidence, 4), "model": self.model, "relied_on": [attrs.asdict(c) for c in self.context], "prompt": self.prompt}
 
 
-def gather_context(decision: Decision, neighbours: Sequence[Neighbour], store: Any, *, limit: int = DEFAULT_K) -> tuple[ContextItem, ...]:
+def gather_context(decision: Decision, neighbours: Sequence[Neighbour], store: Store, *, limit: int = DEFAULT_K) -> tuple[ContextItem, ...]:
     """The neighbours supporting votes rest on (verified), best first; when no checker
     verified any (only retrieval ran), the neighbours carrying the decided label."""
     verified: dict[str, list[str]] = {}
     for v in decision.votes:
         if v.support <= 0.5:
             continue
-        ids = [v.neighbour_id] if v.neighbour_id else []
+        ids: list[object] = [v.neighbour_id] if v.neighbour_id else []
         ids += [loc.get("neighbour") for loc in v.evidence.get("localisations", []) if isinstance(loc, dict)] if isinstance(v.evidence.get("localisations"), list) else []
         for sid in ids:
             if isinstance(sid, str):
@@ -107,7 +110,7 @@ def context_prompt(question: str, decision: Decision, context: Sequence[ContextI
     )
 
 
-def ask(store: Any, image: Any, question: str, *, backend: Any = None, k: int = DEFAULT_K, embedder: str = "tiny", checkers: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS) -> GroundedAnswer:
+def ask(store: Store, image: Any, question: str, *, backend: Any = None, k: int = DEFAULT_K, embedder: str = "tiny", checkers: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS) -> GroundedAnswer:
     """Retrieve and verify the image's neighbours, then ask the LMM with that context.
 
     ``backend=None`` only gathers the context (``answer`` is ``None``): what would be
@@ -115,7 +118,7 @@ def ask(store: Any, image: Any, question: str, *, backend: Any = None, k: int = 
     """
     from consist import ControllerConfig, EngineConfig, plugins
     from consist.recognizer import wrap
-    from consist_semantic.backends import ChatRequest
+    from consist_semantic.chat import ChatRequest
     from consist_semantic.images import encode_image
 
     names = list(checkers) if checkers is not None else [c.name for c in plugins.checkers().values() if getattr(c, "enabled_by_default", True) and not getattr(c, "frontal_controlled", False)]
@@ -134,6 +137,8 @@ def ask(store: Any, image: Any, question: str, *, backend: Any = None, k: int = 
         structlog.get_logger("consist.semantic.ask").warning("verification_incomplete", failed=[f"{r.checker}: {r.reason}" for r in failed])
     if backend is None:
         return GroundedAnswer(question, None, decision.label, decision.confidence, context, prompt)
-    request = ChatRequest(prompt=prompt, images=(encode_image(prediction.query.image),), max_tokens=max_tokens, temperature=0.0, top_logprobs=0)
+    pixels = prediction.query.image
+    assert pixels is not None, "wrap(...).prediction(image) keeps the loaded pixels"
+    request = ChatRequest(prompt=prompt, images=(encode_image(pixels),), max_tokens=max_tokens, temperature=0.0, top_logprobs=0)
     answer = backend.chat(request)
     return GroundedAnswer(question, answer.text.strip(), decision.label, decision.confidence, context, prompt, backend.model)

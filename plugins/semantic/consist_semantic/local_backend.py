@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from consist_semantic.backends import ChatAnswer, ChatRequest, LMMError, LMMUnavailable
+from consist_semantic.chat import ChatAnswer, ChatRequest, LMMError, LMMUnavailable
 
 __all__ = ["TransformersBackend"]
 

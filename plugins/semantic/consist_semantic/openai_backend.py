@@ -37,11 +37,11 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from consist_semantic.backends import ChatAnswer, ChatRequest, LMMError
+from consist_semantic.chat import ChatAnswer, ChatRequest, LMMError
 from consist_semantic.redact import mask, redact
 from consist_semantic.yesno import top_from_openai
 
-__all__ = ["OpenAIChatBackend", "RETRY_STATUS"]
+__all__ = ["RETRY_STATUS", "OpenAIChatBackend"]
 
 log = structlog.get_logger("consist.semantic.openai")
 
@@ -165,7 +165,7 @@ class OpenAIChatBackend:
             conn.request("POST", self._path, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             self._drop_connection()
             raise _Retryable(f"no answer within {self.timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -193,10 +193,10 @@ class OpenAIChatBackend:
             raise LMMError(f"{self.base_url}: HTTP {status}: {snippet}")
         try:
             data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
         except ValueError as exc:
             raise _Retryable(f"malformed JSON in the answer ({exc}): {snippet}") from exc
+        if not isinstance(data, dict):
+            raise _Retryable(f"malformed JSON in the answer (not a JSON object): {snippet}")
         return data
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 Registers the reflection checker (on by default only when an LMM is configured in
 the environment), the frontal controller's skip rule, the ``tell`` and ``ask``
 commands, the plugin's own back-end hookspec and the two built-in back-ends.
+
+Only hook implementations live here, each importing what it registers: no module
+of the plugin imports this one.
 """
 
 from __future__ import annotations
@@ -20,26 +23,11 @@ def consist_addhookspecs(pluginmanager: Any) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
-def _openai(**options: Any) -> Any:
-    from consist_semantic.openai_backend import OpenAIChatBackend
-
-    options.pop("model_path", None)
-    return OpenAIChatBackend(**options)
-
-
-def _transformers(**options: Any) -> Any:
-    from consist_semantic.local_backend import TransformersBackend
-
-    options.pop("base_url", None)
-    options.pop("api_key", None)
-    path = options.pop("model_path", None) or options.pop("model", None)
-    return TransformersBackend(path, **options)
-
-
 @consist.hookimpl
 def consist_semantic_register_backends(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    register("openai", _openai)
-    register("transformers", _transformers)
+    from consist_semantic.builtin_backends import register_builtin_backends
+
+    register_builtin_backends(register)
 
 
 @consist.hookimpl

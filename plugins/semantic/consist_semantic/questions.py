@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_TEMPLATE", "label_text", "article", "render"]
+__all__ = ["DEFAULT_TEMPLATE", "article", "label_text", "render"]
 
 #: The reflection question. ``{a}`` is the article (possibly empty), ``{label}`` the
 #: label's text; the second sentence makes a one-token answer the natural one.
 DEFAULT_TEMPLATE = "Does the picture show {a} {label}? Answer yes or no."
 
-_CONSONANT_SOUND_VOWELS = re.compile(r"^(uni|use|usu|uti|ure|uro|eu|ewe|one|once|ouija|u[bcdfgjklmnpqrstvwxyz][aeiou])", re.I)
-_SILENT_H = re.compile(r"^(hour|honest|honou?r|heir)", re.I)
+_CONSONANT_SOUND_VOWELS = re.compile(r"^(uni|use|usu|uti|ure|uro|eu|ewe|one|once|ouija|u[bcdfgjklmnpqrstvwxyz][aeiou])", re.IGNORECASE)
+_SILENT_H = re.compile(r"^(hour|honest|honou?r|heir)", re.IGNORECASE)
 _VOWEL_LETTER_NAMES = set("AEFHILMNORSX")  # letters whose names start with a vowel sound
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -32,14 +32,18 @@ from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.images import load_image
 from consist.options import in_unit
 from consist.records import Neighbour, Prediction, Vote
-from consist_semantic.backends import ChatRequest, LMMBackend, LMMError, LMMUnavailable, backend_from_env
+from consist_semantic.backends import backend_from_env
 from consist_semantic.cache import AnswerCache, ask_cached
+from consist_semantic.chat import ChatRequest, LMMBackend, LMMError, LMMUnavailable
 from consist_semantic.frontal import FrontalController
 from consist_semantic.images import DEFAULT_MAX_SIDE, EncodedImage, encode_image
 from consist_semantic.questions import DEFAULT_TEMPLATE, render
 from consist_semantic.yesno import YesNo, yes_no_from_logprobs, yes_no_from_text
 
-__all__ = ["ReflectionConfig", "ReflectionChecker", "Reflection"]
+if TYPE_CHECKING:
+    from consist import Store
+
+__all__ = ["Reflection", "ReflectionChecker", "ReflectionConfig"]
 
 log = structlog.get_logger("consist.semantic.reflection")
 _unit = in_unit("reflection")
@@ -166,14 +170,14 @@ class ReflectionChecker(BaseChecker):
         image = load_image(prediction.query, store=context.store)
         region = prediction.query.region
         if region is not None:  # ask about the region the query is about
-            x0, y0, x1, y1 = (int(round(v)) for v in region.bounds)
+            x0, y0, x1, y1 = (int(round(v)) for v in region.bounds)  # noqa: RUF046 - int(): numpy<2 scalars may round to a float
             h, w = image.shape[:2]
             x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
             if x1 - x0 >= 8 and y1 - y0 >= 8:
                 image = image[y0:y1, x0:x1]
         return encode_image(np.asarray(image), max_side=cfg.max_side)
 
-    def reflect(self, image: EncodedImage, label: str, *, config: ReflectionConfig | None = None, store: Any = None) -> Reflection:
+    def reflect(self, image: EncodedImage, label: str, *, config: ReflectionConfig | None = None, store: Store | None = None) -> Reflection:
         """Ask about one label; ``answer`` is ``None`` when the reply was neither yes
         nor no (text without log-probabilities)."""
         cfg = config or self.config
@@ -206,9 +210,9 @@ class ReflectionChecker(BaseChecker):
         if (yn.coverage or 0.0) < cfg.min_coverage:
             return None
         support = min(hi, max(lo, yn.p_yes))
-        return self.vote(r.label, support, min(1.0, float(yn.coverage) * cfg.weight), evidence=evidence)
+        return self.vote(r.label, support, min(1.0, float(yn.coverage or 0.0) * cfg.weight), evidence=evidence)
 
-    def _ask_all(self, image: EncodedImage, labels: Sequence[str], cfg: ReflectionConfig, store: Any) -> list[Reflection | BaseException]:
+    def _ask_all(self, image: EncodedImage, labels: Sequence[str], cfg: ReflectionConfig, store: Store | None) -> list[Reflection | BaseException]:
         """The questions of one query, concurrently (the back-end bounds how many are
         in flight; a server batches them), answers in the order of ``labels``."""
 
@@ -244,9 +248,9 @@ class ReflectionChecker(BaseChecker):
         failures = [(label, r) for label, r in zip(labels, outcomes) if isinstance(r, BaseException)]
         if len(failures) == len(labels):
             raise failures[0][1]  # the model could not be asked at all: a recorded failure
-        for label, exc in failures:  # keep what was answered; say what was not
-            log.warning("reflection_failed", query=prediction.query.id, label=label, model=backend.model, error=str(exc))
-            silent.append(f"{label}: {exc}")
+        for label, err in failures:  # keep what was answered; say what was not
+            log.warning("reflection_failed", query=prediction.query.id, label=label, model=backend.model, error=str(err))
+            silent.append(f"{label}: {err}")
         for label, r in zip(labels, outcomes):
             if isinstance(r, BaseException):
                 continue

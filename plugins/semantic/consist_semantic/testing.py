@@ -20,11 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
-__all__ = ["Request", "Reply", "ScriptedServer", "completion", "yes_no_reply", "text_reply", "question_label"]
+__all__ = ["Reply", "Request", "ScriptedServer", "completion", "question_label", "text_reply", "yes_no_reply"]
 
 
 @attrs.frozen
@@ -111,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         n = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(n).decode("utf-8", "replace")
         try:
@@ -161,7 +161,7 @@ class ScriptedServer:
 
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]  # = server_address once bound, typed (str, int)
         return f"http://{host}:{port}/v1"
 
     @property
@@ -176,7 +176,7 @@ class ScriptedServer:
     def script(self, fn: Callable[[Request], Reply]) -> None:
         self._server.script = fn
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

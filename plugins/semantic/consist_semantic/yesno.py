@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-__all__ = ["YES_SPELLINGS", "NO_SPELLINGS", "normalise_token", "YesNo", "yes_no_from_logprobs", "yes_no_from_text"]
+__all__ = ["NO_SPELLINGS", "YES_SPELLINGS", "YesNo", "normalise_token", "yes_no_from_logprobs", "yes_no_from_text"]
 
 #: Spellings of yes after :func:`normalise_token` (case-folded, markers and punctuation
 #: stripped). ``y``/``ye`` are the prefixes a tokeniser may split "Yes" into: with a
@@ -97,7 +97,7 @@ def yes_no_from_logprobs(top: Iterable[tuple[str, float]], chosen: tuple[str, fl
 def yes_no_from_text(text: str) -> YesNo | None:
     """Parse a text answer ("Yes.", "no, it is a ...", "<think>..</think> Yes");
     ``None`` when it is neither."""
-    body = re.sub(r"<think>.*?</think>", " ", text or "", flags=re.S | re.I).strip()
+    body = re.sub(r"<think>.*?</think>", " ", text or "", flags=re.DOTALL | re.IGNORECASE).strip()
     words = re.findall(r"[^\W\d_]+", body)
     if not words:
         return None
