@@ -30,7 +30,7 @@ Four parts, each per *pipeline* (an extractor with a matcher, as the spatial che
    (revisitop AP from ``consist.metrics``; positives = the other images of the label):
    (a) the core's weight-free ``tiny`` embedder + exact vector search (``store.search``
    through the ``vector`` retriever), (b) ASMK over each extractor's cached features
-   (``consist_spatial.asmk_index``; codebook trained on the evaluated images), (c) (b)
+   (``consist_spatial.asmk``; codebook trained on the evaluated images), (c) (b)
    (and with ``--rerank-on tiny``, (a)) re-ranked by spatial verification of the
    top ``--rerank-depth``: verified first by pair score, then the rest in retrieval order
    (the rule of ``consist_spatial.spatial_rerank``).
@@ -136,17 +136,19 @@ def select_pipelines(extractors: Sequence[str], matchers: str) -> tuple[list[Pip
     """The pipelines to run and one note per skipped extractor/matcher."""
     notes: list[str] = []
     try:
-        from consist_spatial import learned as L
+        from consist_spatial import availability as A
+        from consist_spatial import extractors as E
+        from consist_spatial import matchers as M
     except Exception as exc:  # noqa: BLE001 - a half-written module must not stop the SIFT figures
-        L = None  # type: ignore[assignment]
-        notes.append(f"consist_spatial.learned not importable ({type(exc).__name__}: {exc}): only sift runs")
+        A = E = M = None  # type: ignore[assignment]
+        notes.append(f"consist_spatial extractors/matchers not importable ({type(exc).__name__}: {exc}): only sift runs")
     out: list[Pipeline] = []
     for ext in extractors:
-        if ext != "sift" and (L is None or ext not in L.EXTRACTORS):
-            notes.append(f"{ext}: not available yet (no such extractor in consist_spatial.learned): skipped")
+        if ext != "sift" and (E is None or ext not in E.EXTRACTORS):
+            notes.append(f"{ext}: not available yet (no such extractor in consist_spatial.extractors): skipped")
             continue
         wanted: list[str]
-        learned_lg = L is not None and ext in getattr(L, "LIGHTGLUE_FEATURES", {})
+        learned_lg = M is not None and ext in M.LIGHTGLUE_FEATURES
         if matchers == "default":
             wanted = ["lightglue"] if learned_lg else ["nn"]
         elif matchers == "all":
@@ -161,7 +163,7 @@ def select_pipelines(extractors: Sequence[str], matchers: str) -> tuple[list[Pip
                 notes.append(f"{ext}+lightglue: no LightGlue weights for {ext}: skipped")
                 continue
             try:
-                L.check_available(ext, m)  # type: ignore[union-attr]
+                A.check_available(ext, m)  # type: ignore[union-attr]
                 Pipeline(ext, m).config()
             except Exception as exc:  # noqa: BLE001
                 notes.append(f"{ext}+{m}: not available ({type(exc).__name__}: {exc}): skipped")
@@ -195,7 +197,16 @@ _OUTCOME_CODE = {
     ),  # fmt: skip
     "consist_spatial.features": ("SiftExtractor", "rootsift", "resize_long_side", "to_gray"),
 }
-_LEARNED_CODE = ("_rgb_tensor", "load_extractor_model", "_load_exact", "_load_state", "load_lightglue", "_lightglue_state", "_by_query")
+#: the same for the learned extractors and matchers (module -> names), added when either
+#: the extractor or the matcher is one of them
+_LEARNED_CODE = {
+    "consist_spatial.extractors.base": ("rgb_tensor",),
+    "consist_spatial.extractors.models": ("load_extractor_model",),
+    "consist_spatial.torch_models": ("load_exactly", "load_checkpoint"),
+    "consist_spatial.matchers.lightglue": ("load_lightglue", "_lightglue_state"),
+    "consist_spatial.matchers.base": ("sorted_by_query",),
+}
+_LEARNED_MODULES = ("consist_spatial.extractors.", "consist_spatial.matchers.")
 
 
 def _code_digest(extractor: Any, matcher: Any) -> str:
@@ -220,10 +231,11 @@ def _code_digest(extractor: Any, matcher: Any) -> str:
         for cls in type(obj).__mro__:
             if cls.__module__.startswith("consist_spatial"):
                 add(cls, cls.__name__)
-    if any(type(o).__module__ == "consist_spatial.learned" for o in (extractor, matcher)):
-        mod = importlib.import_module("consist_spatial.learned")
-        for n in _LEARNED_CODE:
-            add(getattr(mod, n, None), n)
+    if any(type(o).__module__.startswith(_LEARNED_MODULES) for o in (extractor, matcher)):
+        for mod_name, names in _LEARNED_CODE.items():
+            mod = importlib.import_module(mod_name)
+            for n in names:
+                add(getattr(mod, n, None), n)
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=6).hexdigest()
 
 
@@ -725,13 +737,13 @@ def bench_retrieval(pipelines: Sequence[Pipeline], data: Datasets, cache: Path, 
     from consist.builtin.retrieval import VectorRetriever
 
     try:
-        from consist_spatial.asmk_index import AsmkIndex, AsmkParams
+        from consist_spatial.asmk import AsmkIndex, AsmkParams
 
         asmk_note = None
     except Exception as exc:  # noqa: BLE001 - not there yet, or broken: say so
         AsmkIndex = AsmkParams = None  # type: ignore[assignment,misc]
         asmk_note = f"not available ({type(exc).__name__}: {exc})"
-    out: dict[str, Any] = {"rerank_depth": args.rerank_depth, "asmk": asmk_note or "consist_spatial.asmk_index", "datasets": {}}
+    out: dict[str, Any] = {"rerank_depth": args.rerank_depth, "asmk": asmk_note or "consist_spatial.asmk", "datasets": {}}
     for name, items in (("landmark-multiview", data.landmark), ("ukbench-subset", data.ukbench)):
         log(f"retrieval {name}: tiny embeddings", args.quiet)
         store = open_store(cache, name, items, tiny_embeddings(items))

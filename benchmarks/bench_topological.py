@@ -105,7 +105,7 @@ def attrs_evolve_k(k: int) -> Any:
 def bench_build(items: list[D.Item], cache: Path, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """A fresh graph (nothing reused from the store's saved hyperedges): seconds per
     image and per verified pair."""
-    from consist_spatial.asmk_index import AsmkRetriever, detect_extractor
+    from consist_spatial import AsmkRetriever, detect_extractor
     from consist_spatial.features import SiftExtractor
     from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
 

@@ -35,9 +35,13 @@ from consist.checker import Abstain, BaseChecker, CheckContext
 from consist.errors import ImageError
 from consist.options import in_unit, positive
 from consist.records import Neighbour, Prediction, Query, Region, Sample, Vote
+from consist_spatial.availability import check_available
+from consist_spatial.extractors.registry import EXTRACTORS, make_extractor
 from consist_spatial.features import FeatureExtractor, LocalFeatures, features_for
-from consist_spatial.learned import DEVICES, EXTRACTORS, LIGHTGLUE_FEATURES, MATCHERS, check_available, lightglue_mismatch, make_extractor, make_matcher, resolve_device
+from consist_spatial.matchers.lightglue import LIGHTGLUE_FEATURES, lightglue_mismatch
+from consist_spatial.matchers.registry import MATCHERS, make_matcher
 from consist_spatial.matching import LOWE_RATIO
+from consist_spatial.torch_models import DEVICES, resolve_device
 from consist_spatial.verify import ESTIMATORS, MIN_POINTS, MODELS, Verification, verify_pair
 
 __all__ = ["SpatialConfig", "SpatialChecker"]

@@ -40,7 +40,7 @@ def _progress(desc: str, total: int | None) -> Any:
 
 def _extractor_names() -> list[str]:
     try:
-        from consist_spatial.learned import EXTRACTORS
+        from consist_spatial.extractors.registry import EXTRACTORS
     except ImportError:  # pragma: no cover - the learned module ships with the plugin
         return ["sift"]
     return list(EXTRACTORS)
@@ -51,7 +51,8 @@ def _extractor(name: str, max_side: int, max_keypoints: int) -> Any:
 
     if name == "sift":
         return SiftExtractor(max_side=max_side or None, max_keypoints=max_keypoints)
-    from consist_spatial.learned import check_available, make_extractor
+    from consist_spatial.availability import check_available
+    from consist_spatial.extractors.registry import make_extractor
 
     check_available(name)  # the learned extra and its weights, or a one-line error
     return make_extractor(name, max_side=max_side or None, max_keypoints=max_keypoints)
@@ -114,7 +115,7 @@ def index_command(dataset: Path, store_uri: str, labels_csv: Path | None, embedd
         counts, failed = _index_items(store, ds, ext, emb, id_prefix, batch_size)
         asmk_report = None
         if not no_asmk and len(store):
-            from consist_spatial.asmk_index import AsmkParams, update_asmk_index
+            from consist_spatial.asmk import AsmkParams, update_asmk_index
 
             bar = _progress("asmk", None)
             try:
@@ -299,7 +300,7 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
         if reg is not None:
             _check_region(reg, pixels, region or polygon_file or "")
 
-        from consist_spatial.asmk_index import AsmkRetriever, Reranked, detect_extractor, spatial_config_for, spatial_rerank
+        from consist_spatial.asmk import AsmkRetriever, Reranked, detect_extractor, spatial_config_for, spatial_rerank
         from consist_spatial.features import SiftExtractor
 
         ext = detect_extractor(store) or SiftExtractor()
@@ -309,7 +310,7 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
             raise click.BadParameter("hp needs the topological plugin (pip install consist-topological)", param_hint="--rerank")
         k = max(top, depth) if rerank in ("spatial", "hp") else top
         if retriever == "asmk":
-            from consist_spatial.asmk_index import query_features
+            from consist_spatial.asmk import query_features
 
             feats = query_features(query, None, ext)
             neighbours = AsmkRetriever(extractor=ext).index_for(store).retrieve(query, store, k, features=feats) if len(store) else []

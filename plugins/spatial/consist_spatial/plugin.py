@@ -17,7 +17,7 @@ def consist_register_checkers(register: Callable[[object], None]) -> None:
 
 @consist.hookimpl
 def consist_register_retrievers(register: Callable[[object], None]) -> None:
-    from consist_spatial.asmk_index import AsmkRetriever  # faiss/asmk load on first use
+    from consist_spatial import AsmkRetriever  # faiss/asmk load on first use
 
     register(AsmkRetriever())
 

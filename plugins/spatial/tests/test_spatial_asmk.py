@@ -23,7 +23,7 @@ from consist.images import encode_png, load_image  # noqa: E402
 from consist.metrics.retrieval import evaluate_query  # noqa: E402
 from consist.records import Query, Region, Sample  # noqa: E402
 from consist_spatial import AsmkIndex, AsmkParams, AsmkRetriever, SiftExtractor, features_for, spatial_rerank, update_asmk_index  # noqa: E402
-from consist_spatial.asmk_index import (  # noqa: E402
+from consist_spatial.asmk import (  # noqa: E402
     ASMK_SAMPLE_ID,
     codebook_kind,
     default_codebook_size,
@@ -303,6 +303,24 @@ def test_update_retrains_when_the_store_grew(small_store: tuple[consist.Store, d
         update_asmk_index(store, EXTRACTOR, params, codebook=bad)
 
 
+def test_codebook_training_is_reproducible(small_store: tuple[consist.Store, dict[str, np.ndarray], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sampling (AsmkParams.seed) and the k-means (KMEANS_SEED) are seeded: two runs give
+    the same codebook; the k-means seed is the one in effect."""
+    from consist_spatial.asmk import codebook
+
+    store, _, _ = small_store
+    for s in store.samples():
+        # cached first: the extracting call returns unquantised descriptors, later reads the cached ones
+        features_for(s, store, EXTRACTOR)
+    params = AsmkParams(codebook_size=24, train_descriptors=3000)  # sampled: fewer than the store has
+    first = AsmkIndex.train(store, EXTRACTOR, params, save=False)
+    second = AsmkIndex.train(store, EXTRACTOR, params, save=False)
+    assert first.codebook_meta["trained_on_descriptors"] < first.codebook_meta["descriptors_seen"]
+    assert np.array_equal(first.codebook.centroids, second.codebook.centroids) and first.digest == second.digest
+    monkeypatch.setattr(codebook, "KMEANS_SEED", codebook.KMEANS_SEED + 1)
+    assert AsmkIndex.train(store, EXTRACTOR, params, save=False).digest != first.digest
+
+
 def test_open_without_build_explains_how_to_index(tmp_path: Path) -> None:
     store = consist.open_store(f"sqlite:///{tmp_path / 's.db'}")
     with pytest.raises(ConsistError, match="no ASMK index; build it with: consist index"):
@@ -336,7 +354,7 @@ def test_vectorised_aggregation_equals_the_asmk_package(binary: bool, multiple_a
     from asmk import index as idx_pkg
     from asmk import kernel as kern_pkg
 
-    from consist_spatial.asmk_index import aggregate_residuals
+    from consist_spatial.asmk.aggregate import aggregate_residuals
 
     rng = np.random.default_rng(3)
     centroids = rng.normal(size=(64, 32)).astype(np.float32)

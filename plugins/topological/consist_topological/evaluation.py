@@ -116,8 +116,8 @@ class _Pipeline:
     """ASMK index + matching graph of one store, and the rankings built on them."""
 
     def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
-        from consist_spatial.asmk_index import AsmkRetriever, detect_extractor, open_asmk_index
-        from consist_spatial.features import SiftExtractor
+        from consist_spatial import AsmkRetriever, detect_extractor, open_asmk_index
+        from consist_spatial import SiftExtractor
 
         self.store = store
         self.depth = depth
@@ -139,7 +139,7 @@ class _Pipeline:
         return [sid for sid, _ in self.index.search(features.descriptors, None, exclude=(query.id,))]
 
     def rankings(self, query: Query, stored: bool, methods: Sequence[str]) -> dict[str, list[str]]:
-        from consist_spatial.asmk_index import query_features, spatial_config_for, spatial_rerank
+        from consist_spatial import query_features, spatial_config_for, spatial_rerank
 
         feats = query_features(query, self.store if stored else None, self.index.extractor)
         base = self.base(query, feats)
@@ -173,7 +173,7 @@ class _Pipeline:
 
     def _tr_links(self, feats: Any, ids: Sequence[str]) -> list[QueryLink]:
         """Query links by topological RANSAC (the graph's verifier) on the short-list."""
-        from consist_spatial.features import features_for
+        from consist.features import features_for
         from consist_topological.tr import topological_ransac
 
         links = []

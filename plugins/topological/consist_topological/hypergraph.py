@@ -18,10 +18,11 @@ Storage (all in the consist store, next to the cached features):
 * pseudo-sample ``__topology__``, artefact ``topology/meta/<features>``: the store
   history sequence number the graph reflects and the building parameters.
 
-Incremental: :meth:`MatchingHypergraph.sync` reads the store history since the
-last sync (like the ASMK index does) and only verifies the samples that appeared
-or got other pixels against their top-k; deleted samples leave the graph. A pair
-already verified from the other side is not verified again. Cost grows with N·k.
+Incremental: the graph is a :class:`consist.stores.derived.DerivedIndex`, like the
+ASMK index: :meth:`MatchingHypergraph.sync` reads the store history since the last
+sync and only verifies the samples that appeared or got other pixels against their
+top-k; deleted samples leave the graph. A pair already verified from the other side
+is not verified again. Cost grows with N·k.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import contextlib
 import gc
 import io
 import json
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -43,24 +42,26 @@ import structlog
 
 from consist.errors import ConsistError, ImageError, StoreError
 from consist.records import Query, Sample
+from consist.stores.derived import DerivedIndex, PerStoreCache, StoreChanges, SyncReport, newest_seq, owner_id
 
 __all__ = [
-    "GRAPH_SAMPLE_ID",
-    "FORMAT_VERSION",
     "DEFAULT_K",
+    "FORMAT_VERSION",
+    "GRAPH_SAMPLE_ID",
     "GraphConfig",
+    "GraphSyncReport",
     "Hyperedge",
     "MatchingHypergraph",
-    "edges_kind",
     "box_of",
-    "graph_for",
+    "edges_kind",
     "gc_paused",
+    "graph_for",
 ]
 
 log = structlog.get_logger("consist.topological")
 
 #: Pseudo-sample holding the graph's metadata artefact.
-GRAPH_SAMPLE_ID = "__topology__"
+GRAPH_SAMPLE_ID = owner_id("topology")
 #: Version of the per-sample edge blob layout.
 FORMAT_VERSION = 1
 #: Neighbours verified per image when building: the paper's 200 (An et al. 2021,
@@ -192,8 +193,8 @@ class GraphConfig:
 
     def spatial_config(self, extractor: Any = None) -> Any:
         """The :class:`~consist_spatial.SpatialConfig` verification uses."""
-        from consist_spatial.asmk_index import spatial_config_for
-        from consist_spatial.checker import SpatialConfig
+        from consist_spatial import spatial_config_for
+        from consist_spatial import SpatialConfig
 
         opts = dict(self.spatial)
         known = {a.name for a in attrs.fields(SpatialConfig)}
@@ -263,21 +264,12 @@ def _decode(blob: bytes) -> tuple[dict[str, Any], list[Hyperedge]]:
 
 
 @attrs.frozen
-class SyncReport:
-    """What one :meth:`MatchingHypergraph.sync` did."""
+class GraphSyncReport(SyncReport):
+    """What one build or :meth:`MatchingHypergraph.sync` did: samples added (their
+    hyperedges computed or read back), removed, failed, and the image pairs verified
+    now (the cost; pairs verified before are reused)."""
 
-    added: int = 0
-    removed: int = 0
     verified_pairs: int = 0
-    failed: tuple[tuple[str, str], ...] = ()
-
-
-def _newest_seq(store: Any) -> int | None:
-    history = getattr(store, "history", None)
-    if history is None:
-        return None
-    entries = history(limit=1)
-    return int(entries[0].seq) if entries else 0
 
 
 @attrs.frozen
@@ -312,23 +304,24 @@ class Packed:
         return cls(others, starts, np.ascontiguousarray(src.T), dst4, boxes)
 
 
-class MatchingHypergraph:
+class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
     """The matching graph of one store: nodes are sample ids, each edge carries a
     :class:`Hyperedge` (networkx ``Graph``, attribute ``"h"``). Thread-safe.
 
-    Build with :meth:`build` (or :func:`graph_for`), keep current with :meth:`sync`.
+    Build with :meth:`build` (or :func:`graph_for`), keep current with :meth:`sync`
+    (the rule of :class:`~consist.stores.derived.DerivedIndex`: a graph that does not
+    know where it stands in the history is built again from the saved hyperedges).
     A graph can also be assembled by hand (:meth:`add_edge`) for tests and the
     scaling benchmark.
     """
 
     def __init__(self, config: GraphConfig | None = None, *, features_kind: str = "") -> None:
+        super().__init__(GraphSyncReport)  # last_seq, lock
         self.config = config or GraphConfig()
         self.features_kind = features_kind
         self.g = nx.Graph()
         self.tried: dict[str, set[str]] = {}  # sample -> neighbours it was verified against
         self.sources: dict[str, str] = {}  # sample -> uri the edges were computed from
-        self.last_seq: int | None = None
-        self.lock = threading.RLock()
         self._packed: dict[str, Packed] = {}
 
     # ------------------------------------------------------------- structure
@@ -418,8 +411,8 @@ class MatchingHypergraph:
 
     def _context(self, store: Any, retriever: Any) -> tuple[Any, Any, Any]:
         """(ASMK retriever or the given one, spatial checker, spatial config)."""
-        from consist_spatial.asmk_index import AsmkRetriever
-        from consist_spatial.checker import SpatialChecker
+        from consist_spatial import AsmkRetriever
+        from consist_spatial import SpatialChecker
 
         retr = retriever or AsmkRetriever()
         extractor = None
@@ -438,7 +431,7 @@ class MatchingHypergraph:
     def _verify_sample(self, sample: Sample, store: Any, retr: Any, checker: Any, cfg: Any) -> tuple[list[str], list[Hyperedge], int]:
         """Verify ``sample`` against its top-k; pairs verified from the other side
         already are reused. ``(tried, hyperedges, pairs verified now)``."""
-        from consist_spatial.features import features_for
+        from consist.features import features_for
 
         k = min(self.config.k, max(1, len(store) - 1))
         feats = features_for(sample, store, cfg.feature_extractor)
@@ -481,7 +474,7 @@ class MatchingHypergraph:
             for e in edges:
                 self.add_edge(e)
 
-    def add_samples(self, samples: Iterable[Sample], store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+    def add_samples(self, samples: Iterable[Sample], store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Verify each sample against its top-k and add its hyperedges (and store
         them as the sample's artefact when ``save``)."""
         retr, checker, cfg = self._context(store, retriever)
@@ -509,7 +502,7 @@ class MatchingHypergraph:
                     store.put_artefact(s.id, kind, _encode(s.uri, tried, edges, s.id, self.config.k))
                 except StoreError as exc:  # read-only: the graph still answers
                     log.debug("topology_edges_not_saved", sample=s.id, error=str(exc))
-        return SyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
+        return GraphSyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
 
     def _load_saved(self, sample: Sample, store: Any) -> bool:
         blob = store.get_artefact(sample.id, edges_kind(self.features_kind, self.config.verifier))
@@ -528,10 +521,10 @@ class MatchingHypergraph:
         self._attach(sample.id, sample.uri or "", meta.get("tried", []), edges)
         return True
 
-    def build(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+    def build(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Load every sample's saved hyperedges and compute the missing ones."""
         with self.lock:
-            seq = _newest_seq(store)
+            seq = newest_seq(store)
             retr, _checker, _cfg = self._context(store, retriever)
             todo = []
             with gc_paused():
@@ -550,38 +543,36 @@ class MatchingHypergraph:
             self.last_seq = seq
             self.pack_all()
             if save:
-                self.save_meta(store)
+                self.save(store)
             log.info("topology_graph_built", nodes=len(self), edges=self.n_edges, computed=report.added, pairs=report.verified_pairs)
             return report
 
-    def sync(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> SyncReport:
+    def sync(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Follow the store's history since the last build/sync: add the hyperedges
         of new samples (or samples with new pixels), drop deleted ones. Relabels
         change nothing here (labels are read from the store when voting)."""
-        with self.lock:
-            newest = _newest_seq(store)
-            if newest is None or self.last_seq is None:
-                return self.build(store, retriever=retriever, progress=progress, save=save)
-            if newest <= self.last_seq:
-                return SyncReport()
-            entries = store.history(since=self.last_seq, limit=None, newest_first=False)
-            changed = list(dict.fromkeys(e.sample_id for e in entries if e.sample_id != GRAPH_SAMPLE_ID))
-            got = store.get_many(changed) if changed else []
-            gone = [sid for sid, s in zip(changed, got) if (s is None or s.uri is None) and sid in self.g]
-            for sid in gone:
-                self.remove_node(sid)
-            todo = [s for s in got if s is not None and s.uri is not None and self.sources.get(s.id) != s.uri]
-            report = self.add_samples(todo, store, retriever=retriever, progress=progress, save=save) if todo else SyncReport()
-            self.last_seq = newest
-            if save and (todo or gone):
-                self.save_meta(store)
-            if todo or gone:
-                log.info("topology_graph_synced", added=report.added, removed=len(gone), pairs=report.verified_pairs)
-            return attrs.evolve(report, removed=len(gone))
+        return super().sync(store, retriever=retriever, progress=progress, save=save)
+
+    def _sync_all(self, store: Any, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+        return self.build(store, retriever=retriever, progress=progress, save=save)
+
+    def _sync_changes(self, store: Any, changes: StoreChanges, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+        gone = [sid for sid in changes.deleted if sid in self.g] + [s.id for s in changes.changed if s.uri is None and s.id in self.g]
+        for sid in gone:
+            self.remove_node(sid)
+        todo = [s for s in changes.changed if s.uri is not None and s.id != GRAPH_SAMPLE_ID and self.sources.get(s.id) != s.uri]
+        report = self.add_samples(todo, store, retriever=retriever, progress=progress, save=save) if todo else GraphSyncReport()
+        if save and (todo or gone):
+            self.save(store)  # with the new last_seq
+        if todo or gone:
+            log.info("topology_graph_synced", added=report.added, removed=len(gone), pairs=report.verified_pairs)
+        return attrs.evolve(report, removed=len(gone))
 
     # ----------------------------------------------------------- persistence
 
-    def save_meta(self, store: Any) -> None:
+    def save(self, store: Any) -> None:
+        """Write the graph's metadata (the history position it reflects, how it was
+        built); the hyperedges are saved per sample as they are computed."""
         meta = {"version": FORMAT_VERSION, "last_seq": self.last_seq, "k": self.config.k, "min_inliers": self.config.min_inliers, "spatial": dict(self.config.spatial), "verifier": self.config.verifier, "saved": time.time()}
         try:
             store.put_artefact(GRAPH_SAMPLE_ID, meta_kind(self.features_kind, self.config.verifier), json.dumps(meta).encode())
@@ -598,8 +589,8 @@ class MatchingHypergraph:
 
 # ------------------------------------------------------------------ process cache
 
-_GRAPHS: weakref.WeakKeyDictionary[Any, dict[Any, MatchingHypergraph]] = weakref.WeakKeyDictionary()
-_GRAPHS_LOCK = threading.Lock()
+#: store -> graph configuration -> graph: one graph per store and configuration in a process.
+_GRAPHS: PerStoreCache[tuple[Any, ...], MatchingHypergraph] = PerStoreCache("topology graph")
 
 
 def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any = None, progress: Progress | None = None) -> MatchingHypergraph:
@@ -613,16 +604,11 @@ def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any =
         raise ConsistError("the matching graph needs a store")
     config = config or GraphConfig()
     key = (config.k, config.min_inliers, config.verifier, config.tr_min_score, json.dumps(dict(config.spatial), sort_keys=True, default=str))
-    with _GRAPHS_LOCK:
-        try:
-            per_store = _GRAPHS.setdefault(store, {})
-        except TypeError:
-            per_store = {}
-    graph = per_store.get(key)
+    graph = _GRAPHS.get(store, key)
     writable = not getattr(store, "readonly", False)
     if graph is None:
         graph = MatchingHypergraph.load(store, config, retriever=retriever, progress=progress, save=writable)
-        per_store[key] = graph
+        _GRAPHS.put(store, key, graph)
     else:
         graph.sync(store, retriever=retriever, progress=progress, save=writable)
     return graph

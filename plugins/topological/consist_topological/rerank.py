@@ -91,7 +91,7 @@ def links_from_graph(graph: MatchingHypergraph, query_id: str) -> list[QueryLink
 
 
 def links_from_reranked(reranked: Sequence[Any]) -> list[QueryLink]:
-    """Links from :func:`consist_spatial.asmk_index.spatial_rerank` results
+    """Links from :func:`consist_spatial.spatial_rerank` results
     (verified ones, with their ``inlier_points`` rows ``xq, yq, xn, yn``)."""
     out = []
     for r in reranked:
@@ -175,7 +175,7 @@ def localisations(result: HpResult) -> Mapping[str, Box | None]:
 
 def hp_for_query(query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None) -> HpResult:
     """HP re-ranking of a new query from its spatially re-ranked short-list
-    (:func:`consist_spatial.asmk_index.spatial_rerank` results), on the store's
+    (:func:`consist_spatial.spatial_rerank` results), on the store's
     matching graph (built or synced on first use). ``ranking`` is the order the
     unpropagated images keep (default: the re-ranked order)."""
     from consist_topological.hypergraph import graph_for

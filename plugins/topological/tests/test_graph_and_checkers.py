@@ -15,7 +15,7 @@ from consist.checker import Abstain, CheckContext
 from consist.datasets import read_dataset
 from consist.images import encode_png
 from consist.records import Candidate, Prediction, Provenance, Query, Sample
-from consist_spatial.asmk_index import AsmkIndex, AsmkRetriever
+from consist_spatial import AsmkIndex, AsmkRetriever
 from consist_topological import CommunityVoteChecker, GraphConfig, MatchingHypergraph
 from consist_topological.checkers import SIGNAL_LABELS, SIGNAL_UNCERTAINTY
 from consist_topological.hypergraph import GRAPH_SAMPLE_ID, edges_kind
