@@ -18,17 +18,20 @@ Public API (documented in docs/):
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import structlog as _structlog
 
 from consist import audit
+from consist._version import __version__
 from consist.adapt import correct
 from consist.aggregate import AggregateResult, AggregationConfig, aggregate, calibrate
-from consist.checker import Abstain, BaseChecker, CheckContext, Checker
+from consist.contracts.checker import Abstain, BaseChecker, CheckContext, Checker
+from consist.contracts.hookspecs import hookimpl, hookspec
+from consist.contracts.store import Store
 from consist.controller import ControllerConfig, ControllerState
 from consist.engine import Engine, EngineConfig
 from consist.errors import ConsistError, ImageError, LabelConflict, PluginError, SampleNotFound, StoreError, StoreLockedError, UndoConflict
-from consist.hookspecs import hookimpl, hookspec
 from consist.images import load_image
+from consist.recognizer import KNNRecognizer, SelfCorrectingRecognizer, wrap
 from consist.records import (
     Candidate,
     CheckerRun,
@@ -44,10 +47,7 @@ from consist.records import (
     Sample,
     Vote,
 )
-from consist.recognizer import KNNRecognizer, SelfCorrectingRecognizer, wrap
-from consist.stores.base import Store, open_store
-
-import structlog as _structlog
+from consist.stores.uri import open_store
 
 if not _structlog.is_configured():  # quiet by default for library users; the CLI reconfigures
     from consist.logs import configure_logging as _configure_logging
@@ -55,7 +55,6 @@ if not _structlog.is_configured():  # quiet by default for library users; the CL
     _configure_logging("WARNING")
 
 __all__ = [
-    "__version__",
     "Abstain",
     "AggregateResult",
     "AggregationConfig",
@@ -90,6 +89,7 @@ __all__ = [
     "StoreLockedError",
     "UndoConflict",
     "Vote",
+    "__version__",
     "aggregate",
     "audit",
     "calibrate",

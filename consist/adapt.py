@@ -14,7 +14,7 @@ from consist.errors import SampleNotFound
 from consist.images import ARTEFACT_SCHEME, encode_png
 from consist.records import Decision, HistoryEntry, Prediction, Provenance, Region, RunStatus, Sample
 
-__all__ = ["adapt_decision", "correct", "DEFAULT_ADAPT_THRESHOLD"]
+__all__ = ["DEFAULT_ADAPT_THRESHOLD", "adapt_decision", "correct"]
 
 #: Minimum decision confidence before a query is written back (EngineConfig.adapt_threshold).
 DEFAULT_ADAPT_THRESHOLD = 0.9

@@ -32,7 +32,7 @@ import numpy as np
 
 from consist.records import Prediction, Vote
 
-__all__ = ["AggregationConfig", "AggregateResult", "aggregate", "calibrate", "logit"]
+__all__ = ["AggregateResult", "AggregationConfig", "aggregate", "calibrate", "logit"]
 
 
 def logit(p: float, eps: float = 1e-3) -> float:

@@ -21,7 +21,7 @@ import attrs
 
 from consist.records import Candidate, Prediction
 
-__all__ = ["normalise", "alias_map", "canonicalise", "canonicalise_prediction", "resolve_label", "Resolution"]
+__all__ = ["Resolution", "alias_map", "canonicalise", "canonicalise_prediction", "normalise", "resolve_label"]
 
 _LEADING_ARTICLE = re.compile(r"^(the|a|an)\s+", re.I)
 

@@ -38,14 +38,14 @@ from consist.errors import ConsistError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LABEL_COLUMNS",
+    "PATH_COLUMNS",
+    "Dataset",
     "DatasetError",
     "DatasetItem",
     "DatasetProblem",
-    "Dataset",
-    "read_dataset",
-    "PATH_COLUMNS",
-    "LABEL_COLUMNS",
     "is_image_file",
+    "read_dataset",
 ]
 
 #: File extensions taken for images when scanning folders (compared case-insensitively).

@@ -9,14 +9,14 @@ downloaded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
-__all__ = ["DemoData", "build_demo_data", "demo_photos", "perspective", "DEMO_LABELS", "AuditDemo", "build_audit_demo", "AUDIT_LABELS", "AUDIT_VIEWS", "PLANTED_ERRORS"]
+__all__ = ["AUDIT_LABELS", "AUDIT_VIEWS", "DEMO_LABELS", "PLANTED_ERRORS", "AuditDemo", "DemoData", "build_audit_demo", "build_demo_data", "demo_photos", "perspective"]
 
 #: label -> scikit-image loader name
 DEMO_LABELS = {
@@ -87,7 +87,7 @@ def perspective(image: np.ndarray, *, tilt: float = 0.0, pan: float = 0.0, scale
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def _perspective_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]) -> list[float]:
+def _perspective_coeffs(dst: Sequence[tuple[float, float]], src: Sequence[tuple[float, float]]) -> list[float]:
     """Coefficients mapping output pixels ``dst`` back to input pixels ``src`` (PIL's convention)."""
     a = []
     b = []

@@ -30,12 +30,14 @@ import structlog
 from consist import plugins as _plugins
 from consist.aggregate import AggregateResult, AggregationConfig
 from consist.aliases import canonicalise_prediction
-from consist.checker import Abstain, CheckContext, Checker
+from consist.contracts.checker import Abstain, CheckContext, Checker
+from consist.contracts.features import FeatureSpec
+from consist.contracts.retrieval import Retriever
 from consist.controller import ControllerConfig, ControllerState
 from consist.errors import ConsistError
 from consist.records import CheckerRun, Decision, Localisation, Neighbour, Prediction, Region, RunStatus, Vote
 
-__all__ = ["EngineConfig", "Engine"]
+__all__ = ["Engine", "EngineConfig"]
 
 log = structlog.get_logger("consist.engine")
 
@@ -53,6 +55,8 @@ class EngineConfig:
         checker_options: per-checker options, given to it as ``context.config``.
         timeouts: per-checker time-limit overrides, in seconds.
         quarantine_s: after a time-out, how long the checker is not called again.
+        features: the local features checkers should read (``CheckContext.features``;
+            ``None``: each checker's own default).
     """
 
     controller: ControllerConfig = attrs.field(factory=ControllerConfig)
@@ -63,10 +67,11 @@ class EngineConfig:
     checker_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     timeouts: Mapping[str, float] = attrs.field(factory=dict)
     quarantine_s: float = 300.0
+    features: FeatureSpec | None = None
 
 
 class _Outcome:
-    __slots__ = ("votes", "error", "done")
+    __slots__ = ("done", "error", "votes")
 
     def __init__(self) -> None:
         self.votes: Any = None
@@ -180,13 +185,13 @@ class Engine:
             except (TypeError, ValueError) as exc:
                 raise ConsistError(f"checker {name!r}: bad options: {exc}") from exc
         self._retriever_spec = retriever
-        self._retriever: Any = None
+        self._retriever: Retriever | None = None
         self._quarantine: dict[str, float] = {}
 
     # ------------------------------------------------------------------ retrieval
 
     @property
-    def retriever(self) -> Any:
+    def retriever(self) -> Retriever:
         if self._retriever is None:
             spec = self._retriever_spec
             if isinstance(spec, str):
@@ -201,7 +206,8 @@ class Engine:
         """Retrieve the query's neighbours from the store (empty without a store)."""
         if self.store is None:
             return []
-        return list(self.retriever.retrieve(prediction.query, self.store, k or self.config.k))
+        query = prediction.query
+        return list(self.retriever.retrieve(query, self.store, k or self.config.k, exclude=(query.id,), features=self.config.features))
 
     # ------------------------------------------------------------------- checking
 
@@ -217,7 +223,7 @@ class Engine:
         def target() -> None:
             try:
                 outcome.votes = checker.check(prediction, neighbours, ctx)
-            except BaseException as exc:  # noqa: BLE001 - isolation is the point
+            except BaseException as exc:
                 outcome.error = exc
             finally:
                 outcome.done.set()
@@ -300,6 +306,7 @@ class Engine:
                 scores=dict(current.scores),
                 config=self.config.checker_options.get(checker.name, {}),
                 signals=signals,
+                features=self.config.features,
             )
             new_votes, run = self._call(checker, prediction, neighbours, ctx)
             runs.append(run)
@@ -339,7 +346,7 @@ class Engine:
         for impl in self.pm.hook.consist_decision_made.get_hookimpls():
             try:
                 impl.function(decision=decision, prediction=prediction)
-            except Exception as exc:  # noqa: BLE001 - observers cannot break decisions
+            except Exception as exc:
                 log.warning("observer_failed", plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}")
 
     def verify_many(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 __all__ = [
     "ConsistError",
-    "PluginError",
-    "StoreError",
-    "StoreLockedError",
-    "SampleNotFound",
-    "UndoConflict",
     "ImageError",
     "LabelConflict",
+    "PluginError",
+    "SampleNotFound",
+    "StoreError",
+    "StoreLockedError",
+    "UndoConflict",
 ]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from consist.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "load_image", "load_gray", "image_id", "encode_png", "ARTEFACT_SCHEME"]
+__all__ = ["ARTEFACT_SCHEME", "DEFAULT_MAX_PIXELS", "encode_png", "image_id", "load_gray", "load_image"]
 
 #: Images with more pixels than this are refused (decompression bombs): 100 MP
 #: covers any camera; a 40k x 40k PNG of a few kB does not get decoded.
@@ -27,7 +27,7 @@ ARTEFACT_SCHEME = "artefact://"
 
 
 def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     w, h = img.size
     if w * h > max_pixels:
@@ -37,9 +37,7 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
-    if img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
-    elif img.mode == "L":
+    if img.mode not in ("RGB", "L") or img.mode == "L":
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.uint8)
     return arr

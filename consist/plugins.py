@@ -16,28 +16,38 @@ import importlib
 import importlib.metadata
 import os
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
-from consist import hookspecs
+from consist.contracts import hookspecs
 from consist.errors import PluginError
 
+if TYPE_CHECKING:
+    from consist.contracts.checker import Checker
+    from consist.contracts.features import ExtractorFactory, FeatureExtractor, FeatureSpec
+    from consist.contracts.reporter import Reporter
+    from consist.contracts.retrieval import Embedder, Reranker, Retriever
+    from consist.contracts.store import StoreOpener
+
 __all__ = [
+    "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
     "ENV_VAR",
-    "BUILTIN_PLUGINS",
     "PluginInfo",
-    "get_plugin_manager",
-    "reset_plugins",
     "checkers",
-    "retrievers",
     "embedders",
-    "store_openers",
-    "reporters",
+    "extractors",
+    "get_plugin_manager",
+    "make_extractor",
     "plugin_infos",
+    "reporters",
+    "rerankers",
+    "reset_plugins",
+    "retrievers",
+    "store_openers",
 ]
 
 ENTRY_POINT_GROUP = "consist"
@@ -47,6 +57,7 @@ BUILTIN_PLUGINS = (
     "consist.builtin.stores",
     "consist.builtin.checkers",
     "consist.builtin.retrieval",
+    "consist.builtin.reporters",
 )
 
 _lock = threading.RLock()
@@ -68,6 +79,8 @@ class PluginInfo:
     retrievers: tuple[str, ...] = ()
     embedders: tuple[str, ...] = ()
     reporters: tuple[str, ...] = ()
+    rerankers: tuple[str, ...] = ()
+    extractors: tuple[str, ...] = ()
     #: checker name -> its one-line ``description``
     descriptions: tuple[tuple[str, str], ...] = ()
 
@@ -176,52 +189,85 @@ def _collect(pm: pluggy.PluginManager | None, what: str) -> dict[str, Any]:
 _owners: dict[str, dict[str, str]] = {}
 
 
-def checkers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+def checkers(pm: pluggy.PluginManager | None = None) -> dict[str, Checker]:
     """All registered checkers by name."""
     return _collect(pm, "checker")
 
 
-def retrievers(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+def retrievers(pm: pluggy.PluginManager | None = None) -> dict[str, Retriever]:
     """All registered retrievers by name."""
     return _collect(pm, "retriever")
 
 
-def embedders(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+def rerankers(pm: pluggy.PluginManager | None = None) -> dict[str, Reranker]:
+    """All registered re-rankers by name."""
+    return _collect(pm, "reranker")
+
+
+def embedders(pm: pluggy.PluginManager | None = None) -> dict[str, Embedder]:
     """All registered embedders by name."""
     return _collect(pm, "embedder")
 
 
-def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Reporter]:
     """All registered reporters by name."""
     return _collect(pm, "reporter")
 
 
-def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, Callable[[str], Any]]:
-    """URI scheme -> opener."""
+def _collect_named(pm: pluggy.PluginManager | None, what: str, hook_name: str) -> dict[str, Any]:
+    """Call a ``register(name, factory)`` hook of every plugin; names unique."""
     pm = pm or get_plugin_manager()
-    found: dict[str, Callable[[str], Any]] = {}
+    found: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+    current = ""
 
-    def register(scheme: str, opener: Callable[[str], Any]) -> None:
-        scheme = scheme.lower().rstrip(":/")
-        if scheme in found:
-            raise PluginError(f"two stores are registered for the URI scheme {scheme!r}")
-        found[scheme] = opener
+    def register(name: str, factory: Any) -> None:
+        key = name.lower().rstrip(":/") if what == "store" else name
+        if not key:
+            raise PluginError(f"plugin {current!r} registered a {what} without a name")
+        if key in found:
+            raise PluginError(f"two {what}s are registered as {key!r} (plugins {owners[key]!r} and {current!r})")
+        found[key] = factory
+        owners[key] = current
 
-    for impl in reversed(pm.hook.consist_register_stores.get_hookimpls()):
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # built-ins first
+        current = impl.plugin_name
         impl.function(register=register)
+    _owners[what] = owners
     return found
+
+
+def extractors(pm: pluggy.PluginManager | None = None) -> dict[str, ExtractorFactory]:
+    """Local-feature extractor factories by name (``"sift"``, ...)."""
+    return _collect_named(pm, "extractor", "consist_register_extractors")
+
+
+def make_extractor(spec: FeatureSpec, pm: pluggy.PluginManager | None = None) -> FeatureExtractor:
+    """The configured extractor a :class:`~consist.contracts.features.FeatureSpec` names
+    (``PluginError`` naming the registered ones when it is unknown)."""
+    found = extractors(pm)
+    if spec.extractor not in found:
+        known = ", ".join(sorted(found)) or "none: install consist-spatial or a feature plugin"
+        raise PluginError(f"unknown feature extractor {spec.extractor!r} (registered: {known})")
+    return found[spec.extractor](**dict(spec.options))
+
+
+def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, StoreOpener]:
+    """URI scheme -> opener."""
+    return _collect_named(pm, "store", "consist_register_stores")
 
 
 def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
     """Name, version, hooks and checkers of every loaded plugin (``consist plugins``)."""
     pm = pm or get_plugin_manager()
-    registered = {what: _collect(pm, what) for what in ("checker", "retriever", "embedder", "reporter")}  # fills _owners
+    registered: dict[str, dict[str, Any]] = {what: _collect(pm, what) for what in ("checker", "retriever", "reranker", "embedder", "reporter")}  # fills _owners
+    registered["extractor"] = extractors(pm)
     by_owner: dict[str, dict[str, list[str]]] = {}
     for what in registered:
         for oname, owner in _owners.get(what, {}).items():
             by_owner.setdefault(owner, {}).setdefault(what, []).append(oname)
     dists = _dists
-    import consist
+    from consist._version import __version__
 
     infos = []
     for name, plugin in pm.list_name_plugin():
@@ -229,7 +275,7 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
             continue
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         builtin = name in BUILTIN_PLUGINS
-        dist, version = dists.get(name, ("consist", consist.__version__) if builtin else (None, None))
+        dist, version = dists.get(name, ("consist", __version__) if builtin else (None, None))
         own = by_owner.get(name, {})
         checker_names = tuple(sorted(own.get("checker", [])))
         infos.append(
@@ -243,6 +289,8 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
                 retrievers=tuple(sorted(own.get("retriever", []))),
                 embedders=tuple(sorted(own.get("embedder", []))),
                 reporters=tuple(sorted(own.get("reporter", []))),
+                rerankers=tuple(sorted(own.get("reranker", []))),
+                extractors=tuple(sorted(own.get("extractor", []))),
                 descriptions=tuple((c, str(getattr(registered["checker"][c], "description", "") or "")) for c in checker_names),
             )
         )

@@ -26,9 +26,9 @@ from consist.engine import Engine, EngineConfig
 from consist.errors import ConsistError
 from consist.images import image_id, load_image
 from consist.records import Candidate, Decision, HistoryEntry, Prediction, Query, Region
-from consist.stores.base import open_store
+from consist.stores.uri import open_store
 
-__all__ = ["wrap", "SelfCorrectingRecognizer", "KNNRecognizer", "to_candidates"]
+__all__ = ["KNNRecognizer", "SelfCorrectingRecognizer", "to_candidates", "wrap"]
 
 
 def to_candidates(output: Any, *, source: str = "recognizer", scores: str = "probability") -> tuple[list[Candidate], np.ndarray | None]:
@@ -153,7 +153,7 @@ class SelfCorrectingRecognizer:
         if progress:
             from tqdm.auto import tqdm
 
-            images = tqdm(images, unit="image", desc="predicting")  # type: ignore[assignment]
+            images = tqdm(images, unit="image", desc="predicting")
         return [self.predict(img, adapt=adapt) for img in images]
 
     def correct(self, sample_id: str, label: str | None = None, *, region: Region | None = None, uri: str | None = None, reason: str = "user feedback") -> list[HistoryEntry]:

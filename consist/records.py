@@ -13,38 +13,38 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
 import numpy as np
 
 __all__ = [
-    "Provenance",
     "TRUST",
-    "Region",
-    "Sample",
-    "Query",
     "Candidate",
-    "Prediction",
-    "Neighbour",
-    "Vote",
-    "RunStatus",
     "CheckerRun",
-    "Localisation",
     "Decision",
     "HistoryEntry",
-    "to_dict",
+    "Localisation",
+    "Neighbour",
+    "Prediction",
+    "Provenance",
+    "Query",
+    "Region",
+    "RunStatus",
+    "Sample",
+    "Vote",
     "from_dict",
-    "to_json",
     "from_json",
+    "to_dict",
+    "to_json",
 ]
 
 T = TypeVar("T")
 
 
-class Provenance(str, enum.Enum):
+class Provenance(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str()/format() of members
     """Where a label came from; decides who may overwrite whom (see :data:`TRUST`)."""
 
     AUTO = "auto"  #: written by adaptation after a confident decision
@@ -222,12 +222,18 @@ class Prediction:
 
 @attrs.frozen
 class Neighbour:
-    """A stored sample retrieved for a query, with its similarity and 0-based rank."""
+    """A stored sample retrieved for a query, with its similarity and 0-based rank.
+
+    ``evidence`` is JSON-able detail a re-ranker attaches (the pair it verified under
+    ``"pair"`` in the :class:`consist.contracts.PairEvidence` schema, the propagation
+    hop and active region, ...); empty from plain retrieval.
+    """
 
     sample: Sample
     similarity: float = attrs.field(converter=float)
     rank: int = 0
     source: str = "retriever"
+    evidence: dict[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping, hash=False)
 
 
 @attrs.frozen
@@ -258,7 +264,7 @@ class Vote:
             raise ValueError(f"vote confidence must be in [0, 1], got {value} (checker {self.checker!r})")
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str()/format() of members
     """What happened to one checker during one decision."""
 
     RAN = "ran"  #: returned votes
@@ -292,6 +298,18 @@ class Localisation:
     score: float = 0.0
 
 
+def _vote_tuple(v: Iterable[Vote]) -> tuple[Vote, ...]:
+    return tuple(v)
+
+
+def _run_tuple(v: Iterable[CheckerRun]) -> tuple[CheckerRun, ...]:
+    return tuple(v)
+
+
+def _localisation_tuple(v: Iterable[Localisation]) -> tuple[Localisation, ...]:
+    return tuple(v)
+
+
 @attrs.frozen
 class Decision:
     """The engine's verdict on one prediction.
@@ -308,9 +326,9 @@ class Decision:
     changed: bool
     predicted_label: str
     scores: dict[str, float] = attrs.field(factory=dict, converter=_freeze_mapping, hash=False)
-    votes: tuple[Vote, ...] = attrs.field(default=(), converter=tuple)
-    runs: tuple[CheckerRun, ...] = attrs.field(default=(), converter=tuple)
-    localisations: tuple[Localisation, ...] = attrs.field(default=(), converter=tuple)
+    votes: tuple[Vote, ...] = attrs.field(default=(), converter=_vote_tuple)
+    runs: tuple[CheckerRun, ...] = attrs.field(default=(), converter=_run_tuple)
+    localisations: tuple[Localisation, ...] = attrs.field(default=(), converter=_localisation_tuple)
     elapsed_s: float = 0.0
     adapted: str | None = None  #: why/how the store was updated, or None
 
@@ -375,7 +393,7 @@ def _structure_query(v: Mapping[str, Any], _t: Any) -> Query:
     return Query(
         id=v["id"],
         uri=v.get("uri"),
-        region=_converter.structure(v.get("region"), Region | None),
+        region=_converter.structure(v.get("region"), cast("type[Region | None]", Region | None)),
         embedding=v.get("embedding"),
         meta=v.get("meta") or {},
     )
@@ -405,10 +423,10 @@ def from_json(cls: type[T], text: str | bytes) -> T:
 def _attach_methods() -> None:
     for cls in (Region, Sample, Query, Candidate, Prediction, Neighbour, Vote, CheckerRun, Localisation, Decision, HistoryEntry):
         attrs.resolve_types(cls, globals(), locals())
-        cls.to_dict = to_dict  # type: ignore[attr-defined]
-        cls.to_json = to_json  # type: ignore[attr-defined]
-        cls.from_dict = classmethod(lambda c, d: from_dict(c, d))  # type: ignore[attr-defined]
-        cls.from_json = classmethod(lambda c, t: from_json(c, t))  # type: ignore[attr-defined]
+        cls.to_dict = to_dict  # type: ignore[union-attr]
+        cls.to_json = to_json  # type: ignore[union-attr]
+        cls.from_dict = classmethod(lambda c, d: from_dict(c, d))  # type: ignore[union-attr]
+        cls.from_json = classmethod(lambda c, t: from_json(c, t))  # type: ignore[union-attr]
 
 
 _attach_methods()

@@ -12,7 +12,7 @@ from consist.aggregate import AggregationConfig, aggregate, calibrate, logit
 
 
 def pred(*cands):
-    return Prediction(Query("q"), [Candidate(l, s) for l, s in cands])
+    return Prediction(Query("q"), [Candidate(lab, s) for lab, s in cands])
 
 
 def test_prior_only_single_candidate_has_posterior_of_its_score():

@@ -10,7 +10,7 @@ import pytest
 
 from consist import Candidate, Engine, LabelConflict, Neighbour, Prediction, Query, Sample, UndoConflict, open_store
 from consist.aliases import alias_map, canonicalise, canonicalise_prediction, normalise, resolve_label
-from consist.stores.base import AliasStore
+from consist.contracts.store import AliasStore
 from consist.stores.sqlite import SQLiteStore
 
 

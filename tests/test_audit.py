@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("consist_spatial")
 
-import consist  # noqa: E402
-from consist.audit import AuditConfig  # noqa: E402
-from consist.audit.outputs import CSV_COLUMNS  # noqa: E402
+import consist
+from consist.audit import AuditConfig
+from consist.audit.outputs import CSV_COLUMNS
 
 sys.path.insert(0, str(Path(__file__).parent))
-import audit_data  # noqa: E402
+import audit_data
 
 ENV_PLUGINS = {"CONSIST_PLUGINS": "spatial"}
 
@@ -62,7 +62,7 @@ def test_planted_errors_are_flagged_with_the_right_suggestion_and_nothing_else(a
 
 
 def test_outputs_one_row_per_sample_with_required_columns(audited):
-    result, out, truth = audited
+    _result, out, truth = audited
     with open(out / "audit.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [c for c in CSV_COLUMNS if c not in rows[0]] == []
@@ -79,7 +79,7 @@ def test_outputs_one_row_per_sample_with_required_columns(audited):
 
 
 def test_report_is_self_contained_and_shows_flagged_first(audited):
-    result, out, _truth = audited
+    _result, out, _truth = audited
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
@@ -138,8 +138,8 @@ def test_unverifiable_sample_is_not_flagged(tmp_path, dataset):
     """A photo of something no other image shows cannot be judged either way."""
     import shutil
 
-    from PIL import Image
     import skimage.data
+    from PIL import Image
 
     root, _ = dataset
     ds = tmp_path / "ds"
@@ -185,13 +185,15 @@ def test_config_rejects_unknown_options():
 
 
 def test_community_vote_is_left_to_the_audits_own_graph_unless_named(audited):
-    """The audit propagates over the pairs it verifies itself; the topological
-    community checker would verify them all again (see AUDIT_OWN_GRAPH)."""
+    """The audit propagates over the pairs it verifies itself; a checker that builds a
+    store-wide matching graph (``builds_store_graph``: the topological community vote)
+    would verify them all again, so it is left out by that attribute, not by name."""
     from consist import plugins
-    from consist.audit.run import AUDIT_OWN_GRAPH
+    from consist.audit.run import default_audit_checkers
 
     result, out, _ = audited
-    assert "community" in AUDIT_OWN_GRAPH
+    assert plugins.checkers()["community"].builds_store_graph
+    assert "community" not in default_audit_checkers(plugins.checkers())
     assert "community" not in result.summary["checkers"] and "spatial" in result.summary["checkers"]
     lines = [json.loads(x) for x in (out / "audit.jsonl").read_text().splitlines()]
     ran = {r["checker"] for x in lines if x.get("decision") for r in x["decision"]["runs"]}

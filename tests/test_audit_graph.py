@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from consist.aggregate import aggregate
 from consist.audit.config import AuditConfig
 from consist.audit.decide import decide
 from consist.audit.graph import VerifiedGraph, edge_strength
-from consist.aggregate import aggregate
 
 CFG = AuditConfig()
 

@@ -16,10 +16,10 @@ import pytest
 
 pytest.importorskip("consist_spatial")
 
-import consist  # noqa: E402
+import consist
 
 sys.path.insert(0, str(Path(__file__).parent))
-import audit_data  # noqa: E402
+import audit_data
 
 
 def _huge_png(path: Path, side: int = 20_000) -> None:

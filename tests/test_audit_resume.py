@@ -16,11 +16,11 @@ import pytest
 
 pytest.importorskip("consist_spatial")
 
-import consist  # noqa: E402
-from consist.audit.journal import Journal, read_journal  # noqa: E402
+import consist
+from consist.audit.journal import Journal, read_journal
 
 sys.path.insert(0, str(Path(__file__).parent))
-import audit_data  # noqa: E402
+import audit_data
 
 
 def _start(root: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -65,7 +65,7 @@ def test_interrupt_then_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path
     assert len(killed_at) == len(set(killed_at)) and after_ctrl_c + 2 <= len(killed_at) < n
 
     proc = _start(root, out, "--resume")
-    stdout, err = proc.communicate(timeout=300)
+    _stdout, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"resuming: {len(killed_at)} of {n} samples already verified" in err
     ids = [r["id"] for r in read_journal(journal)]

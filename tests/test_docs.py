@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from consist import hookspecs
 from consist.cli.main import _add_plugin_commands, cli
+from consist.contracts import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +24,29 @@ def test_every_hookspec_is_documented_in_plugins_md():
     assert not missing, f"hookspecs without a '### name' section in docs/plugins.md: {missing}"
     stale = headings - set(_hookspec_names())
     assert not stale, f"docs/plugins.md documents hooks that do not exist: {stale}"
+
+
+def test_contract_reference_in_plugins_md_is_generated_from_the_contracts():
+    """docs/plugins.md's reference block lists every protocol member with its real
+    signature: a changed signature without regenerated docs fails here."""
+    from consist.contracts.reference import END, START, render
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    assert START in text and END in text
+    block = START + text.split(START, 1)[1].split(END, 1)[0] + END
+    assert block == render(), "run: python -m consist.contracts.reference docs/plugins.md"
+
+
+def test_every_contract_export_is_in_the_reference_or_a_hook():
+    import consist.contracts as contracts
+    from consist.contracts.reference import render
+
+    ref = render()
+    documented = {name for name in contracts.__all__ if f".{name}`" in ref}
+    helpers = {"DEFAULT_TIMEOUT_S", "MAX_DRAWN_MATCHES", "PAIRS_KEY", "Abstain", "Progress", "hookimpl", "hookspec", "pairs_in_votes"}
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    missing = [n for n in contracts.__all__ if n not in documented and not (n in helpers and n in text)]
+    assert not missing, f"contract names documented nowhere in docs/plugins.md: {missing}"
 
 
 def _commands(group: click.Group, prefix: str = "consist") -> list[str]:

@@ -43,7 +43,7 @@ class Hangs(consist.BaseChecker):
 
 
 def pred(*cands):
-    return Prediction(Query("q1"), [Candidate(l, s) for l, s in cands])
+    return Prediction(Query("q1"), [Candidate(lab, s) for lab, s in cands])
 
 
 def test_cheapest_first_and_early_stop_records_reason():

@@ -7,7 +7,6 @@ import pytest
 import consist
 from consist import plugins
 
-
 CHECKER_PLUGIN = """
 import consist
 
@@ -138,7 +137,7 @@ def consist_register_stores(register):
 def test_every_hookspec_is_typed_and_has_a_docstring():
     import inspect
 
-    from consist import hookspecs
+    from consist.contracts import hookspecs
 
     specs = [f for name, f in vars(hookspecs).items() if name.startswith("consist_") and callable(f)]
     assert len(specs) >= 10

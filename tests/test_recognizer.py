@@ -125,7 +125,7 @@ def test_wrap_with_a_retriever_that_needs_no_embedding(photo_store, photos):
     class ByLabel:
         name = "by-label"
 
-        def retrieve(self, query, store, k):
+        def retrieve(self, query, store, k, *, exclude=(), features=None):
             return [consist.Neighbour(s, 0.5, i, self.name) for i, s in enumerate(store.samples(label="rocket"))][:k]
 
     class Echo(consist.BaseChecker):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -173,10 +171,9 @@ def test_missing_sample_errors(store):
 
 
 def test_transaction_rolls_back_on_error(store):
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.put([Sample("a", label="cat")])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put([Sample("a", label="cat")])
+        raise RuntimeError("boom")
     assert store.get("a") is None and store.history() == []
 
 

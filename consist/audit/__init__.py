@@ -19,7 +19,7 @@ from typing import Any
 
 from consist.audit.config import AuditConfig
 
-__all__ = ["audit", "AuditConfig", "AuditResult", "AuditRow"]
+__all__ = ["AuditConfig", "AuditResult", "AuditRow", "audit"]
 
 
 def audit(
@@ -38,6 +38,7 @@ def audit(
     apply: bool = False,
     config: AuditConfig | None = None,
     report: bool = True,
+    reporters: Sequence[str] | None = None,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
     **options: Any,
@@ -61,7 +62,11 @@ def audit(
         workers: local worker processes (default: one per core; 1 runs inline).
         resume: continue an interrupted audit in ``out``.
         apply: write ``labels.corrected.csv`` and relabel the store (history kept).
-        config: :class:`AuditConfig`; ``**options`` override single fields (``k=20``).
+        report: write ``report.html`` (the ``html`` reporter).
+        reporters: names of registered reporters to run besides those enabled by
+            default (a plugin's reporter with ``enabled_by_default = False``).
+        config: :class:`AuditConfig`; ``**options`` override single fields (``k=20``,
+            ``features="aliked-n16+lightglue"``).
 
     Returns:
         :class:`AuditResult`: ``rows`` (one :class:`AuditRow` per sample),
@@ -70,7 +75,7 @@ def audit(
     from consist.audit.run import run_audit
 
     cfg = (config or AuditConfig()).with_options(**options) if options else config
-    return run_audit(dataset, out, labels=labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern, store=store, checkers=checkers, executor=executor, workers=workers, resume=resume, apply=apply, config=cfg, report=report, progress=progress, say=say)
+    return run_audit(dataset, out, labels=labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern, store=store, checkers=checkers, executor=executor, workers=workers, resume=resume, apply=apply, config=cfg, report=report, reporters_named=reporters, progress=progress, say=say)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ from consist.audit.config import AuditConfig
 from consist.audit.decide import AuditRow
 from consist.audit.outputs import atomic_open
 
-__all__ = ["apply_corrections", "CORRECTED_CSV", "CHANGES_CSV"]
+__all__ = ["CHANGES_CSV", "CORRECTED_CSV", "apply_corrections"]
 
 #: The dataset's labels with the flagged ones corrected: ``path,label,<extra columns>``
 #: (the input's format: feed it back to ``consist audit --labels``).
@@ -27,7 +27,7 @@ CHANGES_CSV = "label_changes.csv"
 def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_uri: str, cfg: AuditConfig) -> dict[str, Any]:
     from consist.errors import LabelConflict, SampleNotFound
     from consist.records import Provenance
-    from consist.stores.base import open_store
+    from consist.stores.uri import open_store
 
     by_id = {r.sample: r for r in rows}
     changes = [r for r in rows if r.flagged and r.suggested_label and r.suggested_label != r.given_label]

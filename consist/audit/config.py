@@ -19,6 +19,13 @@ class AuditConfig:
     """How the audit retrieves, verifies and decides.
 
     Retrieval and verification (cost grows as N * k):
+        features: the local features, ``EXTRACTOR[+MATCHER]`` by registered name
+            (``"sift"``: consist-spatial's RootSIFT, no torch; ``"aliked-n16+lightglue"``,
+            ``"disk+lightglue"``, ``"xfeat+lightglue"`` with its ``learned`` extra);
+            extracted once per image and read by the retriever and every checker.
+        retriever: a registered retriever, or ``"auto"``: ``asmk`` (instance retrieval
+            over the local features) when registered, else ``vector``.
+        device: where learned features run (``"cpu"``, ``"cuda"``, ``"auto"``).
         k: neighbours retrieved and verified per sample (10: the spatial checker's
             default; revisitop's re-ranking baselines verify 100, but on a labelled
             collection the same object's views rank high and 10 keeps N * k cheap).
@@ -65,6 +72,9 @@ class AuditConfig:
             near-duplicate; with different labels it is reported as such.
     """
 
+    features: str = attrs.field(default="sift", converter=str)
+    retriever: str = attrs.field(default="auto", converter=str)
+    device: str = attrs.field(default="cpu", converter=str)
     k: int = attrs.field(default=10, converter=int)
     max_side: int | None = 1024
     max_keypoints: int = attrs.field(default=2048, converter=int)

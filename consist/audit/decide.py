@@ -30,13 +30,10 @@ from consist.audit.config import AuditConfig
 from consist.audit.graph import LabelEvidence
 from consist.records import Query, Vote, from_dict
 
-__all__ = ["AuditRow", "decide", "graph_votes", "unreadable_row", "STATUSES", "WEAK_CHECKERS", "GRAPH_CHECKER"]
+__all__ = ["GRAPH_CHECKER", "STATUSES", "AuditRow", "decide", "graph_votes", "unreadable_row"]
 
 #: Sample statuses, in the order reports list them.
 STATUSES = ("flagged", "ok", "unverifiable", "unreadable")
-#: Checkers whose votes alone do not make a sample "verifiable": they read no
-#: pixels (the neighbour label vote only echoes retrieval).
-WEAK_CHECKERS = frozenset({"knn"})
 #: Name of the votes the verified graph casts.
 GRAPH_CHECKER = "graph"
 
@@ -114,9 +111,11 @@ def unreadable_row(sample: str, label: str, error: str, meta: Mapping[str, Any] 
     return AuditRow(sample=sample, given_label=label, suggested_label=None, flagged=False, confidence=None, status="unreadable", reason=error, meta=dict(meta or {}))
 
 
-def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Mapping[str, float], cfg: AuditConfig, aggregate: Aggregate) -> AuditRow:
+def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Mapping[str, float], cfg: AuditConfig, aggregate: Aggregate, *, label_only: frozenset[str] = frozenset()) -> AuditRow:
     """The verdict on one verified sample (``record``: a journal record of
-    :func:`consist.audit.work.verify_chunk`)."""
+    :func:`consist.audit.work.verify_chunk`). Votes of the ``label_only`` checkers
+    (those that read no pixels, ``reads_pixels = False``: the neighbour label vote
+    only echoes retrieval) alone do not make a sample verifiable."""
     sid, given = record["id"], record["label"]
     meta = record.get("meta") or {}
     if record.get("error"):
@@ -132,7 +131,7 @@ def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Map
     gvotes = graph_votes(given, ev, cfg) if ev is not None else []
     result = aggregate(prediction, [*votes, *gvotes])
     verified = sum(1 for e in record.get("edges", ()) if e.get("verified"))
-    strong = any(v.support > 0.5 and v.checker not in WEAK_CHECKERS for v in votes) or bool(gvotes)
+    strong = any(v.support > 0.5 and v.checker not in label_only for v in votes) or bool(gvotes)
     dups = _near_duplicates(record, cfg)
     common = dict(
         sample=sid,
@@ -209,7 +208,7 @@ def _reason(given: str, label: str, flagged: bool, best: Mapping[str, Any] | Non
     if ev is not None and ev.total > 0:
         share = ev.mass.get(label, 0.0) / ev.total
         prop = f"; propagation gives {label!r} {share:.0%} of {len(ev.reached)} reached views"
-    share = None if ev is None else ev.community_share
-    coh = f"; the other images labelled {given!r} lie in other communities ({1 - share:.0%} of them)" if share is not None and share < 0.5 else ""
+    cshare = None if ev is None else ev.community_share
+    coh = f"; the other images labelled {given!r} lie in other communities ({1 - cshare:.0%} of them)" if cshare is not None and cshare < 0.5 else ""
     head = f"looks like {label!r}, not {given!r}" if flagged else (f"{given!r} confirmed" if label == given else f"{given!r} kept ({label!r} not confident enough)")
     return head + ": " + direct + via + prop + coh

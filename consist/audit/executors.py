@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from consist.errors import ConsistError
 
-__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "DaskExecutor", "make_executor", "check_executor_spec", "available_cores", "IN_FLIGHT_PER_WORKER"]
+__all__ = ["IN_FLIGHT_PER_WORKER", "DaskExecutor", "Executor", "InlineExecutor", "LocalExecutor", "available_cores", "check_executor_spec", "make_executor"]
 
 #: Tasks queued per worker: enough to keep every worker busy, few enough that an
 #: interrupted run has little work in flight and results do not pile up in memory.
@@ -157,6 +157,7 @@ class DaskExecutor:
             self.client, self._owned = address, False
         info = self.client.scheduler_info()
         self.workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+        assert self.client.scheduler is not None  # a connected client has its scheduler RPC
         self.address = self.client.scheduler.address
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:

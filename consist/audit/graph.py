@@ -29,7 +29,7 @@ import attrs
 
 from consist.audit.config import AuditConfig
 
-__all__ = ["VerifiedGraph", "LabelEvidence", "edge_strength", "MAX_REACH"]
+__all__ = ["MAX_REACH", "LabelEvidence", "VerifiedGraph", "edge_strength"]
 
 #: At most this many samples reached per sample (the strongest paths first): keeps
 #: propagation O(N) on large, dense collections.
@@ -192,7 +192,7 @@ class VerifiedGraph:
         reach = {i: self.reach(i) for i in nodes}
         comp = self.components(nodes)
         share = self.community_share(labels, comp)
-        trust = {i: cfg.self_trust * (0.5 if share[i] is None else share[i]) for i in nodes}
+        trust = {i: cfg.self_trust * (0.5 if (s := share[i]) is None else s) for i in nodes}
         # q: each node's label distribution, starting from its given label
         q: dict[str, dict[str, float]] = {i: {labels[i]: 1.0} for i in nodes}
         raw: dict[str, dict[str, float]] = {i: {} for i in nodes}

@@ -11,13 +11,13 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 import attrs
 
-from consist.audit.decide import AuditRow
+from consist.audit.decide import STATUSES, AuditRow
 
-__all__ = ["CSV_COLUMNS", "atomic_open", "row_to_csv", "write_csv", "write_json", "JsonlWriter"]
+__all__ = ["CSV_COLUMNS", "JsonlWriter", "atomic_open", "report_order", "row_to_csv", "write_csv", "write_json"]
 
 #: The fixed columns of ``audit.csv``; the dataset's extra CSV columns follow.
 CSV_COLUMNS = (
@@ -35,6 +35,12 @@ CSV_COLUMNS = (
     "near_duplicates",
     "label_incoherence",
 )
+
+
+def report_order(rows: Iterable[AuditRow]) -> list[AuditRow]:
+    """Flagged first (most confident first), then the rest by status and name."""
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    return sorted(rows, key=lambda r: (rank.get(r.status, 9), -(r.confidence or 0.0) if r.flagged else 0.0, r.sample))
 
 
 @contextmanager

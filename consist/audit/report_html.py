@@ -2,8 +2,9 @@
 network) that a person opens offline to review the audit.
 
 Flagged samples come first, as cards: the sample beside the neighbours that decided
-it, each pair drawn side by side with its inlier matches (re-verified for the page)
-and the sample's outline localised in the neighbour. Below, a table of every
+it, each pair drawn side by side with its inlier matches and the sample's outline
+localised in the neighbour, both read from the checkers' pair evidence
+(:class:`consist.contracts.PairEvidence`: nothing is re-verified for the page). Below, a table of every
 sample, sortable by any column and filterable by label, status and confidence.
 Thumbnails are drawn only for the first :data:`MAX_CARDS` flagged samples, so the
 page stays small for large datasets.
@@ -19,22 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from consist.audit.decide import AuditRow
-from consist.audit.journal import read_journal
 from consist.audit.outputs import atomic_open
+from consist.contracts.evidence import PairEvidence, pairs_in_votes
+from consist.contracts.reporter import AuditOutcome
+from consist.records import Vote, from_dict
 
-__all__ = ["write_report", "MAX_CARDS", "MATCH_CARDS", "NEIGHBOURS_SHOWN", "MATCH_LINES", "THUMB_SIDE"]
+__all__ = ["MATCH_LINES", "MAX_CARDS", "NEIGHBOURS_SHOWN", "THUMB_SIDE", "write_report"]
 
 #: Flagged samples drawn as cards (the table lists every sample).
 MAX_CARDS = 200
 #: Neighbours drawn beside each flagged sample.
 NEIGHBOURS_SHOWN = 3
-#: Inlier matches drawn per pair (evenly chosen).
+#: Inlier matches drawn per pair at most (the pair evidence keeps up to
+#: ``consist.contracts.MAX_DRAWN_MATCHES``, evenly spread over the inliers).
 MATCH_LINES = 30
 #: Long side of the thumbnails, in pixels.
 THUMB_SIDE = 220
-#: Cards whose strongest pair is re-verified to draw its inlier matches (the other
-#: pairs show the outline only): 30-150 ms a pair from the feature cache.
-MATCH_CARDS = 40
 
 
 _THUMBS: dict[str, tuple[str, float, int, int] | None] = {}
@@ -73,26 +74,30 @@ def _thumb(uri: str | None) -> tuple[str, float, int, int] | None:
     return out
 
 
-def _matches(query: Any, neighbour: Any, store: Any, options: Mapping[str, Any]) -> list[tuple[float, float, float, float]]:
-    """Inlier matches ``(xq, yq, xn, yn)`` in original pixels, re-verified from the
-    feature cache ([] if unavailable)."""
-    try:
-        from consist_spatial.checker import SpatialChecker
-        from consist_spatial.features import features_for
-    except ImportError:
+def _pairs_of(rec: Mapping[str, Any]) -> dict[str, PairEvidence]:
+    """The strongest verified pair evidence per neighbour in a journal record."""
+    votes = []
+    for v in (rec.get("decision") or {}).get("votes") or ():
+        try:
+            votes.append(from_dict(Vote, v))
+        except Exception:  # a plugin's odd vote: no drawing for it
+            continue
+    best: dict[str, PairEvidence] = {}
+    for _checker, pair in pairs_in_votes(votes):
+        old = best.get(pair.neighbour)
+        if pair.verified and (old is None or pair.inliers > old.inliers):
+            best[pair.neighbour] = pair
+    return best
+
+
+def _matches(pair: PairEvidence | None) -> list[tuple[float, float, float, float]]:
+    """Inlier matches ``(xq, yq, xn, yn)`` in original pixels, at most :data:`MATCH_LINES`."""
+    if pair is None or not len(pair.query_points):
         return []
-    try:
-        checker = SpatialChecker(**options)
-        qf = features_for(query, store, checker.config.feature_extractor)
-        v = checker.verify(qf, neighbour, store)
-        if not len(v.inlier_matches):
-            return []
-        nf = features_for(neighbour, store, checker.config.feature_extractor)
-        im = v.inlier_matches
-        pick = sorted(set(int(round(i)) for i in _linspace(0, len(im) - 1, min(MATCH_LINES, len(im)))))
-        return [(float(qf.keypoints[im[i, 0], 0]), float(qf.keypoints[im[i, 0], 1]), float(nf.keypoints[im[i, 1], 0]), float(nf.keypoints[im[i, 1], 1])) for i in pick]
-    except Exception:  # the page must be written even if one pair cannot be redrawn
-        return []
+    n = len(pair.query_points)
+    pick = sorted(set(int(round(i)) for i in _linspace(0, n - 1, min(MATCH_LINES, n))))
+    q, b = pair.query_points, pair.neighbour_points
+    return [(float(q[i, 0]), float(q[i, 1]), float(b[i, 0]), float(b[i, 1])) for i in pick]
 
 
 def _linspace(a: float, b: float, n: int) -> list[float]:
@@ -114,12 +119,13 @@ def _pair_svg(q: tuple[str, float, int, int], n: tuple[str, float, int, int], po
     return "".join(parts)
 
 
-def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store: Any, options: Mapping[str, Any], draw_matches: bool) -> str:
+def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str]) -> str:
     e = html.escape
     q = _thumb(rec.get("uri"))
     edges = [x for x in rec.get("edges", ()) if x.get("verified")][:NEIGHBOURS_SHOWN]
+    evidence = _pairs_of(rec)
     pairs = []
-    for k, edge in enumerate(edges):
+    for edge in edges:
         nuri = uris.get(edge["b"])
         n = _thumb(nuri)
         label = e(str(edge.get("b_label")))
@@ -127,9 +133,7 @@ def _card(row: AuditRow, rec: Mapping[str, Any], uris: Mapping[str, str], store:
         if q is None or n is None:
             pairs.append(f'<div class="nb">{caption}<div class="missing">image unreadable</div></div>')
             continue
-        from consist.records import Sample
-
-        matches = _matches(Sample(id=rec["id"], uri=rec["uri"]), Sample(id=edge["b"], uri=nuri, label=edge.get("b_label")), store, options) if store is not None and draw_matches and k == 0 else []
+        matches = _matches(evidence.get(edge["b"]))
         pairs.append(f'<div class="nb">{_pair_svg(q, n, edge.get("polygon"), matches)}{caption}</div>')
     if not pairs:
         pairs.append('<div class="nb">decided through intermediate views (no direct verified neighbour)' + (f'<br><img src="{q[0]}">' if q else "") + "</div>")
@@ -166,26 +170,20 @@ apply();
 """
 
 
-def write_report(path: Path, rows: Sequence[AuditRow], summary: Mapping[str, Any], journal: Path, ds: Any, store_uri: str) -> None:
+def write_report(path: Path, outcome: AuditOutcome) -> None:
+    """Write the page for a finished audit (one streamed pass over its records)."""
     e = html.escape
-    uris = {it.id: it.uri for it in ds.items}
+    rows: Sequence[AuditRow] = outcome.rows
+    summary = outcome.summary
     flagged = sorted((r for r in rows if r.flagged), key=lambda r: -(r.confidence or 0.0))
     wanted = {r.sample for r in flagged[:MAX_CARDS]}
-    recs = {rec["id"]: rec for rec in read_journal(journal) if rec["id"] in wanted}
-    store = None
-    try:
-        from consist.stores.base import open_store
-
-        store = open_store(store_uri, create=False)
-    except Exception:
-        store = None
-    try:
-        cfg = summary.get("config", {})
-        options = {"max_side": cfg.get("max_side", 1024), "max_keypoints": cfg.get("max_keypoints", 2048), "min_inliers": cfg.get("min_inliers", 15)}
-        cards = [_card(r, recs[r.sample], uris, store, options, i < MATCH_CARDS) for i, r in enumerate(flagged[:MAX_CARDS]) if r.sample in recs]
-    finally:
-        if store is not None:
-            store.close()
+    uris: dict[str, str] = {}
+    recs: dict[str, Mapping[str, Any]] = {}
+    for rec in outcome.records():
+        uris[str(rec["id"])] = str(rec.get("uri") or "")
+        if rec["id"] in wanted:
+            recs[str(rec["id"])] = rec
+    cards = [_card(r, recs[r.sample], uris) for r in flagged[:MAX_CARDS] if r.sample in recs]
     c = summary["counts"]
     labels = sorted({r.given_label for r in rows} | {r.suggested_label for r in rows if r.suggested_label})
     cols = [("sample", 0), ("given", 0), ("suggested", 0), ("status", 0), ("confidence", 1), ("evidence", 0), ("inliers", 1), ("verified nbrs", 1), ("reason", 0)]
@@ -202,7 +200,7 @@ def write_report(path: Path, rows: Sequence[AuditRow], summary: Mapping[str, Any
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary['dataset']['root']))}</title><style>{_CSS}</style></head><body>
 <h1>consist audit</h1><p>{e(str(summary['dataset'].get('csv') or summary['dataset']['root']))}</p>
 <p class="stats"><span><b>{c['samples']}</b> samples</span><span><b>{c['flagged']}</b> flagged</span><span><b>{c['ok']}</b> confirmed</span><span><b>{c['unverifiable']}</b> unverifiable</span><span><b>{c['unreadable']}</b> unreadable</span><span><b>{c['near_duplicate_pairs']}</b> near-duplicate pairs with different labels</span><span>{summary['timings'].get('total_s')} s</span></p>
-<div class="filters"><label>label <select id="f-label"><option value="">all</option>{''.join(f'<option>{e(l)}</option>' for l in labels)}</select></label>
+<div class="filters"><label>label <select id="f-label"><option value="">all</option>{''.join(f'<option value="{e(lab)}">{e(lab)}</option>' for lab in labels)}</select></label>
 <label>status <select id="f-status"><option value="">all</option>{''.join(f'<option>{s}</option>' for s in ('flagged', 'ok', 'unverifiable', 'unreadable'))}</select></label>
 <label>confidence ≥ <input id="f-conf" type="range" min="0" max="1" step="0.05" value="0"> <span id="f-conf-v">0.00</span></label><span><span id="shown"></span> rows shown</span></div>
 <h2>Flagged samples</h2>{''.join(cards) or '<p>No sample was flagged.</p>'}{more}

@@ -4,14 +4,16 @@ reads what the previous one cached):
 1. **read** the dataset (class sub-folders or a CSV); bad entries are listed, not fatal;
 2. **extract** local features and embeddings once, in parallel, into the store
    (the feature cache: a re-run, or another audit of the same images, skips it);
-3. **index**: train or update the ASMK retrieval index over the cached features;
+3. **index**: the retriever's ``prepare`` (ASMK: train or update its index over the
+   cached features) and each checker's ``prepare``;
 4. **verify**, leave-one-out, each sample against its top-``k`` neighbours with the
    engine's checkers (the N * k part, in parallel: local processes or Dask); each
    finished sample is appended durably to ``DIR/.audit/verified.jsonl``, which is
    what ``--resume`` continues from;
-5. **decide**: build the verified graph, add its votes, aggregate, and write
-   ``audit.csv``, ``audit.jsonl``, ``summary.json`` and ``report.html``;
-6. **apply** (optional): corrected labels into a new CSV, and relabels (with
+5. **decide**: build the verified graph, add its votes, aggregate;
+6. **report**: every enabled reporter (built in: ``audit.csv``, ``audit.jsonl``,
+   ``summary.json``, ``report.html``; plugins add theirs);
+7. **apply** (optional): corrected labels into a new CSV, and relabels (with
    provenance) in the store's history.
 """
 
@@ -35,11 +37,15 @@ from consist.audit.decide import STATUSES, AuditRow, decide, unreadable_row
 from consist.audit.executors import Executor, check_executor_spec, make_executor
 from consist.audit.graph import VerifiedGraph
 from consist.audit.journal import Journal, read_journal
-from consist.audit.outputs import JsonlWriter, write_csv, write_json
-from consist.audit.work import checker_options, extract_chunk, make_extractor, spatial_available, verify_chunk
+from consist.audit.outputs import write_json
+from consist.audit.work import checker_options, extract_chunk, feature_spec, local_features_available, make_feature_extractor, retriever_name, verify_chunk
+from consist.contracts.checker import Checker
+from consist.contracts.features import LocalFeatures
+from consist.contracts.reporter import AuditOutcome
+from consist.contracts.store import Store
 from consist.errors import ConsistError
 
-__all__ = ["AuditResult", "run_audit", "STATE_DIR", "ResumeMismatch"]
+__all__ = ["STATE_DIR", "AuditResult", "ResumeMismatch", "run_audit"]
 
 log = structlog.get_logger("consist.audit")
 
@@ -114,12 +120,13 @@ def run_audit(
     apply: bool = False,
     config: AuditConfig | None = None,
     report: bool = True,
+    reporters_named: Sequence[str] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
 ) -> AuditResult:
     """Audit the labels of ``dataset``; see :func:`consist.audit` for the arguments."""
     from consist.datasets import read_dataset
-    from consist.stores.base import open_store
+    from consist.stores.uri import open_store
 
     cfg = config or AuditConfig()
     say = say or (lambda _m: None)
@@ -148,12 +155,12 @@ def run_audit(
         if missing:
             raise ConsistError(f"unknown checker(s) {', '.join(missing)} (registered: {', '.join(sorted(known)) or 'none'})")
     from consist import plugins as _plugins
-    from consist.audit.decide import WEAK_CHECKERS
 
     registered = _plugins.checkers()
-    voting = list(checkers) if checkers else [n for n, c in registered.items() if getattr(c, "enabled_by_default", True) and n not in AUDIT_OWN_GRAPH]
-    if not [c for c in voting if c not in WEAK_CHECKERS]:
+    voting = list(checkers) if checkers else default_audit_checkers(registered)
+    if not [c for c in voting if c in registered and getattr(registered[c], "reads_pixels", True)]:
         say(f"note: no checker that reads pixels is enabled ({', '.join(voting) or 'none'}): every image will be unverifiable; install consist-spatial (and check {_plugins.ENV_VAR})")
+    reporters = choose_reporters(reporters_named, report)
     fp = _fingerprint(ds, cfg, checkers, store_uri)
     run_file = state / "run.json"
     if resume and run_file.exists():
@@ -176,14 +183,14 @@ def run_audit(
         t0 = time.perf_counter()
         extracted = _extract(ds, st, ex, cfg, failures, progress, say)
         timings["extract_s"] = time.perf_counter() - t0
-        # 3. retrieval index
+        # 3. retrieval index, and what checkers share across queries
         t0 = time.perf_counter()
-        if spatial_available() and len(st):
-            from consist_spatial.asmk_index import update_asmk_index
-
-            update_asmk_index(st, make_extractor(cfg))
-        else:
-            say("note: consist-spatial is not installed: neighbours come from the tiny embedding and only weak checkers vote (pip install consist-spatial)")
+        if not local_features_available(cfg):
+            say(f"note: no feature extractor {feature_spec(cfg).extractor!r} is registered: neighbours come from the tiny embedding and only weak checkers vote (pip install consist-spatial)")
+        retriever = _plugins.retrievers()[retriever_name(cfg)]
+        if len(st):
+            say(f"preparing retriever {retriever.name} ...")
+            retriever.prepare(st, features=feature_spec(cfg) if local_features_available(cfg) else None)
         _prepare_checkers([registered[n] for n in voting if n in registered], st, say, checker_options(cfg))
         timings["index_s"] = time.perf_counter() - t0
     finally:
@@ -215,54 +222,90 @@ def run_audit(
     timings["verify_s"] = time.perf_counter() - t0
     verified_now = len(todo)
 
-    # 5. decide and write
+    # 5. decide
     t0 = time.perf_counter()
-    rows = _decide_and_write(ds, state / "verified.jsonl", failures, cfg, out_dir)
+    journal_path = state / "verified.jsonl"
+    rows = _decide(ds, journal_path, failures, cfg, registered)
     timings["decide_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
-    summary = _summary(ds, rows, failures, timings, cfg, ex, store_uri, checkers, extracted, verified_now, out_dir)
+    summary = _summary(ds, rows, failures, timings, cfg, ex, store_uri, voting, extracted, verified_now, out_dir)
     if apply:
         from consist.audit.apply import apply_corrections
 
         summary["applied"] = apply_corrections(ds, rows, out_dir, store_uri, cfg)
-    write_json(out_dir / "summary.json", summary)
-    if report:
-        from consist.audit.report_html import write_report
-
-        t1 = time.perf_counter()
-        write_report(out_dir / "report.html", rows, summary, state / "verified.jsonl", ds, store_uri)
-        summary["timings"]["report_s"] = round(time.perf_counter() - t1, 3)
-        write_json(out_dir / "summary.json", summary)
+    # 6. reporters (summary.json is one of them: it is written after the others, so
+    # that it records their timings and failures)
+    outcome = AuditOutcome(out=out_dir, rows=tuple(rows), summary=summary, store=store_uri, dataset=str(ds.csv or ds.root), records=lambda: _records(ds, journal_path))
+    _run_reporters(reporters, outcome, summary)
     log.info("audit_done", dataset=str(dataset), samples=len(rows), flagged=summary["counts"]["flagged"], total_s=round(timings["total_s"], 2))
     return AuditResult(rows=tuple(rows), summary=summary, out=out_dir, store=store_uri)
 
 
-#: Checkers left out of an audit unless named with ``--checkers``: the topological
-#: ``community`` vote builds a matching graph by verifying every image against its
-#: neighbours, which is what the audit's own verification pass already does; the
-#: audit propagates over that graph itself (consist.audit.graph: hops, weak edges,
-#: community share of a label). Running both verified every pair twice (82 landmark
-#: photos: 92 s instead of 63 s) for the same verdicts (bench_audit: identical P/R/F1).
-AUDIT_OWN_GRAPH = frozenset({"community"})
+def default_audit_checkers(registered: Mapping[str, Checker]) -> list[str]:
+    """The checkers an audit runs when none are named: those enabled by default,
+    except those that build a store-wide matching graph (``builds_store_graph``): the
+    audit verifies every image against its neighbours itself and propagates over that
+    graph (consist.audit.graph), so such a checker would verify every pair a second
+    time (the topological ``community`` vote: 82 landmark photos 92 s instead of 63 s,
+    identical verdicts in bench_audit)."""
+    return [n for n, c in registered.items() if getattr(c, "enabled_by_default", True) and not getattr(c, "builds_store_graph", False)]
 
 
-def _prepare_checkers(chosen: Sequence[Any], st: Any, say: Callable[[str], None], options: Mapping[str, Any] | None = None) -> None:
-    """Let checkers build what they share across queries once, here, before the
-    workers start (each worker would otherwise build it, concurrently): a checker's
-    ``prepare(store)``, or a store-wide ``graph(store, config)`` such as the
-    topological plugin's matching graph, which is saved in the store."""
-    for c in chosen:
+def choose_reporters(named: Sequence[str] | None, html: bool) -> list[Any]:
+    """The reporters to run: those enabled by default (``report.html`` only when
+    ``html``), plus those ``named`` (``--reporters``); unknown names are an error."""
+    from consist import plugins
+
+    found = plugins.reporters()
+    missing = [n for n in (named or ()) if n not in found]
+    if missing:
+        raise ConsistError(f"unknown reporter(s) {', '.join(missing)} (registered: {', '.join(sorted(found)) or 'none'})")
+    chosen = [r for n, r in found.items() if (getattr(r, "enabled_by_default", True) and (html or n != "html")) or n in (named or ())]
+    # summary.json last: it records what the others wrote
+    return sorted(chosen, key=lambda r: r.name == "summary")
+
+
+def _run_reporters(reporters: Sequence[Any], outcome: AuditOutcome, summary: dict[str, Any]) -> None:
+    """Run each reporter; one that fails is recorded in the summary, never fatal."""
+    written: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    summary["reporters"] = {"written": written, "failed": failed}
+    for reporter in reporters:
+        t1 = time.perf_counter()
         try:
-            if callable(getattr(c, "prepare", None)):
-                say(f"preparing checker {c.name} ...")
-                import inspect
+            if reporter.name == "summary":
+                summary["timings"]["report_s"] = round(sum(summary["timings"].get(f"report_{k}_s", 0.0) for k in written), 3)
+            paths = reporter.report(outcome)
+            written[reporter.name] = [str(p) for p in paths]
+        except Exception as exc:  # a plugin's reporter must not lose the other outputs
+            failed[reporter.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("reporter_failed", reporter=reporter.name, error=failed[reporter.name])
+        summary["timings"][f"report_{reporter.name}_s"] = round(time.perf_counter() - t1, 3)
 
-                own = (options or {}).get(c.name)
-                takes_options = len(inspect.signature(c.prepare).parameters) >= 2
-                c.prepare(st, own) if (own is not None and takes_options) else c.prepare(st)
-            elif callable(getattr(c, "graph", None)) and getattr(c, "config", None) is not None:
-                say(f"building the matching graph of checker {c.name} (once, saved in the store) ...")
-                c.graph(st, c.config)
+
+def _records(ds: Any, journal_path: Path) -> Iterator[dict[str, Any]]:
+    """The journal's record of each dataset sample, once each (a resumed run may have
+    journaled a sample twice: the first wins, as in the decision)."""
+    given = {it.id for it in ds.items}
+    seen: set[str] = set()
+    for rec in read_journal(journal_path):
+        sid = rec.get("id")
+        if isinstance(sid, str) and sid in given and sid not in seen:
+            seen.add(sid)
+            yield rec
+
+
+def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str], None], options: Mapping[str, Any] | None = None) -> None:
+    """Let checkers build what they share across queries once, here, before the
+    workers start (each worker would otherwise build it, concurrently): the optional
+    ``prepare(store, options, progress)`` of the checker contract."""
+    for c in chosen:
+        prepare = getattr(c, "prepare", None)
+        if not callable(prepare):
+            continue
+        try:
+            say(f"preparing checker {c.name} ...")
+            prepare(st, (options or {}).get(c.name), None)
         except Exception as exc:  # the checker will abstain or retry per query: never fatal here
             log.warning("checker_prepare_failed", checker=getattr(c, "name", "?"), error=f"{type(exc).__name__}: {exc}")
 
@@ -271,8 +314,8 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
     """Cache features and embeddings for the samples that lack them; record failures."""
     from consist.records import Provenance, Sample
 
-    spatial = spatial_available()
-    kind = make_extractor(cfg).kind if spatial else None
+    extractor = make_feature_extractor(cfg)
+    kind = None if extractor is None else extractor.kind
     items = list(ds.items)
     todo = []
     cached = 0
@@ -289,9 +332,9 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
     bar = _progress("features", len(items), cached, progress)
     by_id = {it.id: it for it in todo}
     done = 0
-    tasks = ({"items": [[it.id, it.uri] for it in chunk], "config": attrs.asdict(cfg), "spatial": spatial} for chunk in _chunks(todo, max(1, cfg.chunk_size // 2)))
+    tasks = ({"items": [[it.id, it.uri] for it in chunk], "config": attrs.asdict(cfg), "features": extractor is not None} for chunk in _chunks(todo, max(1, cfg.chunk_size // 2)))
     try:
-        pending: list[tuple[Any, dict[str, Any]]] = []
+        pending: list[tuple[Any, bytes | None]] = []
         for results in ex.map_unordered(extract_chunk, tasks):
             for r in results:
                 it = by_id[r["id"]]
@@ -311,35 +354,23 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
     return {"cached": cached, "extracted": done}
 
 
-def _write(st: Any, pending: list[tuple[Any, bytes | None]], kind: str | None, ds: Any) -> int:
+def _write(st: Store, pending: list[tuple[Any, bytes | None]], kind: str | None, ds: Any) -> int:
     if not pending:
         return 0
-    from consist_spatial.features import LocalFeatures, features_for
+    from consist.features import cache_features
 
     with st.transaction():
         st.put([s for s, _ in pending], reason=f"consist audit {ds.csv or ds.root}", on_conflict="skip")
         if kind is not None:
             for sample, blob in pending:
                 if blob is not None:
-                    feats = LocalFeatures.from_bytes(blob)
-                    features_for(sample, st, _Given(kind, feats), load=lambda *_: None)
+                    cache_features(sample, st, kind, LocalFeatures.from_bytes(blob))
     return len(pending)
 
 
-class _Given:
-    """An "extractor" returning features computed elsewhere, so that
-    :func:`features_for` caches them in its own format."""
-
-    def __init__(self, kind: str, features: Any) -> None:
-        self.kind = kind
-        self._features = features
-
-    def extract(self, _image: Any) -> Any:
-        return self._features
-
-
-def _decide_and_write(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, out_dir: Path) -> list[AuditRow]:
-    """Two streaming passes over the journal: the graph, then one verdict per sample."""
+def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, registered: Mapping[str, Checker]) -> list[AuditRow]:
+    """Two streaming passes over the journal: the graph, then one verdict per sample
+    (in dataset order)."""
     from consist.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
@@ -349,6 +380,8 @@ def _decide_and_write(ds: Any, journal_path: Path, failures: dict[str, str], cfg
 
         return pm.hook.consist_aggregate(prediction=prediction, votes=votes, config=AggregationConfig())
 
+    # votes of checkers that do not read pixels (the knn vote) never make an image "verified"
+    label_only = frozenset(n for n, c in registered.items() if not getattr(c, "reads_pixels", True))
     graph = VerifiedGraph(cfg)
     given = {it.id: it.label for it in ds.items}
     verified_ids: dict[str, str] = {}
@@ -362,41 +395,20 @@ def _decide_and_write(ds: Any, journal_path: Path, failures: dict[str, str], cfg
     incoherence = graph.label_incoherence(verified_ids, comp)
     evidence = graph.evidence(verified_ids)
     by_id: dict[str, AuditRow] = {}
-    extra = sorted({k for it in ds.items for k in it.meta})
-    writer = JsonlWriter(out_dir / "audit.jsonl")
-    try:
-        for rec in read_journal(journal_path):
-            sid = rec["id"]
-            if sid not in given or sid in by_id:
-                continue
-            rec["_labels_of_reached"] = {j: given.get(j) for j in (evidence[sid].reached if sid in evidence else {})}
-            row = decide(rec, evidence.get(sid), incoherence, cfg, aggregate)
-            by_id[sid] = row
-            rec.pop("_labels_of_reached", None)
-            writer.write(row, rec)
-        for it in ds.items:
-            if it.id not in by_id:
-                row = unreadable_row(it.id, it.label, failures.get(it.id, f"{it.uri}: not verified"), it.meta)
-                by_id[it.id] = row
-                writer.write(row, None)
-    finally:
-        writer.close()
-    rows = [by_id[it.id] for it in ds.items]
-    write_csv(out_dir / "audit.csv", _report_order(rows), extra)
-    return rows
-
-
-def _report_order(rows: Sequence[AuditRow]) -> list[AuditRow]:
-    """Flagged first (most confident first), then the rest by status and name."""
-    rank = {s: i for i, s in enumerate(STATUSES)}
-    return sorted(rows, key=lambda r: (rank.get(r.status, 9), -(r.confidence or 0.0) if r.flagged else 0.0, r.sample))
+    for rec in _records(ds, journal_path):
+        sid = rec["id"]
+        rec["_labels_of_reached"] = {j: given.get(j) for j in (evidence[sid].reached if sid in evidence else {})}
+        by_id[sid] = decide(rec, evidence.get(sid), incoherence, cfg, aggregate, label_only=label_only)
+    for it in ds.items:
+        if it.id not in by_id:
+            by_id[it.id] = unreadable_row(it.id, it.label, failures.get(it.id, f"{it.uri}: not verified"), it.meta)
+    return [by_id[it.id] for it in ds.items]
 
 
 def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timings: dict[str, float], cfg: AuditConfig, ex: Executor, store_uri: str, checkers: Sequence[str] | None, extracted: dict[str, int], verified_now: int, out_dir: Path) -> dict[str, Any]:
     from collections import Counter, defaultdict
 
-    from consist import __version__
-    from consist import plugins
+    from consist._version import __version__
 
     counts = Counter(r.status for r in rows)
     per_label: dict[str, dict[str, Any]] = defaultdict(lambda: {"samples": 0, "flagged": 0, "ok": 0, "unverifiable": 0, "unreadable": 0, "suggested_into": 0, "incoherence": None})
@@ -419,7 +431,7 @@ def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timing
         "dataset": ds.summary(),
         "out": str(out_dir),
         "store": store_uri,
-        "checkers": list(checkers) if checkers else sorted(n for n, c in plugins.checkers().items() if getattr(c, "enabled_by_default", True) and n not in AUDIT_OWN_GRAPH),
+        "checkers": sorted(checkers or ()),
         "executor": {"kind": ex.name, "workers": ex.workers},
         "config": attrs.asdict(cfg),
         "counts": {"samples": n, **{s: counts.get(s, 0) for s in STATUSES}, "near_duplicate_pairs": len(near), "failures": len(failure_list)},

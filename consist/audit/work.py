@@ -20,25 +20,32 @@ import numpy as np
 
 from consist.audit.candidates import build_prediction
 from consist.audit.config import AuditConfig
+from consist.contracts.evidence import pairs_in_votes
+from consist.contracts.features import FeatureExtractor, FeatureSpec
+from consist.records import Neighbour, Vote
 
-__all__ = ["extract_chunk", "verify_chunk", "edges_from_votes", "spatial_available", "make_extractor"]
+__all__ = ["checker_options", "edges_from_votes", "extract_chunk", "feature_spec", "local_features_available", "make_feature_extractor", "verify_chunk"]
 
 _STATE: dict[tuple[Any, ...], Any] = {}
 
 
-def spatial_available() -> bool:
-    """Whether the spatial plugin (local features, ASMK, geometric checker) is installed."""
-    try:
-        import consist_spatial.features  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def feature_spec(cfg: AuditConfig) -> FeatureSpec:
+    """The local features the audit extracts and every checker reads (``--features``)."""
+    return FeatureSpec.parse(cfg.features, max_side=cfg.max_side, max_keypoints=cfg.max_keypoints, **({"device": cfg.device} if cfg.device != "cpu" else {}))
 
 
-def make_extractor(cfg: AuditConfig) -> Any:
-    from consist_spatial.features import SiftExtractor
+def local_features_available(cfg: AuditConfig) -> bool:
+    """Whether a plugin registered the extractor ``cfg.features`` names (e.g. consist-spatial's ``sift``)."""
+    from consist import plugins
 
-    return SiftExtractor(max_side=cfg.max_side, max_keypoints=cfg.max_keypoints)
+    return feature_spec(cfg).extractor in plugins.extractors()
+
+
+def make_feature_extractor(cfg: AuditConfig) -> FeatureExtractor | None:
+    """The configured extractor, or ``None`` when none is registered under that name."""
+    from consist import plugins
+
+    return plugins.make_extractor(feature_spec(cfg)) if local_features_available(cfg) else None
 
 
 def _config(data: Mapping[str, Any]) -> AuditConfig:
@@ -51,16 +58,16 @@ def _config(data: Mapping[str, Any]) -> AuditConfig:
 def extract_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Decode, extract local features and embed each ``(id, uri)`` of the task.
 
-    Returns one dict per item: ``id``, ``features`` (bytes, or None without the
-    spatial plugin), ``embedding`` (float32 bytes), ``error`` (one line naming the
-    file) — an unreadable image is reported, never raised.
+    Returns one dict per item: ``id``, ``features`` (bytes, or None without a
+    registered extractor), ``embedding`` (float32 bytes), ``error`` (one line naming
+    the file) — an unreadable image is reported, never raised.
     """
     from consist import plugins
     from consist.errors import ImageError
     from consist.images import load_image
 
     cfg = _config(task["config"])
-    ext = make_extractor(cfg) if task.get("spatial", True) and spatial_available() else None
+    ext = make_feature_extractor(cfg) if task.get("features", True) else None
     emb = plugins.embedders().get(task.get("embedder") or "tiny")
     out = []
     for sid, uri in task["items"]:
@@ -80,67 +87,80 @@ def extract_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def checker_options(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
-    """Options the audit gives the checkers: the spatial checker verifies the top
-    ``k``, and the topological ``community`` checker builds its matching graph over
-    the same ``k`` neighbours with the same features (its own default, the paper's
-    200, would verify 20x more pairs than the audit itself: N * k must stay N * k)."""
+    """Options the audit gives every checker: verify at most the audit's ``k``
+    neighbours with at least ``min_inliers`` (a checker that builds a store-wide graph
+    builds it over the same ``k``: N * k must stay N * k). Checkers that do not know an
+    option ignore it (options for checkers are validated by the checker itself)."""
     from consist import plugins
 
-    spatial = {"max_side": cfg.max_side, "max_keypoints": cfg.max_keypoints, "min_inliers": cfg.min_inliers}
-    options: dict[str, dict[str, Any]] = {"spatial": {"k": cfg.k, "cache_queries": True, **spatial}}
-    if "community" in plugins.checkers():
-        options["community"] = {"k": cfg.k, "spatial": spatial}
-    return options
+    shared = {"k": cfg.k, "min_inliers": cfg.min_inliers}
+    out: dict[str, dict[str, Any]] = {}
+    for name, checker in plugins.checkers().items():
+        validate = getattr(checker, "validate_options", None)
+        accepted = {}
+        for key, value in shared.items():
+            try:
+                if validate is not None:
+                    validate({key: value})
+                accepted[key] = value
+            except (TypeError, ValueError):
+                continue
+        if accepted:
+            out[name] = accepted
+    return out
 
 
 class _Worker:
-    """What a worker process keeps between tasks: store, engine, retrieval."""
+    """What a worker process keeps between tasks: store, engine, retriever."""
 
     def __init__(self, store_uri: str, cfg: AuditConfig, checkers: Sequence[str] | None, labels_file: str) -> None:
+        from consist import plugins
         from consist.controller import ControllerConfig
         from consist.engine import Engine, EngineConfig
-        from consist.stores.base import open_store
+        from consist.stores.uri import open_store
 
         self.cfg = cfg
+        self.features = feature_spec(cfg) if local_features_available(cfg) else None
         self.store = open_store(store_uri, create=False)
         self.labels: dict[str, str] = json.loads(Path(labels_file).read_text(encoding="utf-8"))
-        options = checker_options(cfg)
         # every checker runs: the audit wants all the evidence, not an early stop
-        engine_cfg = EngineConfig(controller=ControllerConfig(stop_confidence=1.01), k=cfg.k, adapt=False, checker_options=options)
+        engine_cfg = EngineConfig(controller=ControllerConfig(stop_confidence=1.01), k=cfg.k, adapt=False, checker_options=checker_options(cfg), features=self.features)
         self.engine = Engine(list(checkers) if checkers else None, store=self.store, config=engine_cfg)
-        self.index: Any = None
-        self.ext: Any = None
-        if spatial_available():
-            from consist_spatial.asmk_index import AsmkIndex
+        self.retriever = plugins.retrievers()[retriever_name(cfg)]
 
-            self.ext = make_extractor(cfg)
-            self.index = AsmkIndex.load(self.store, self.ext)
-
-    def neighbours(self, sample: Any) -> list[Any]:
-        from consist.records import Neighbour
+    def neighbours(self, sample: Any) -> list[Neighbour]:
+        from consist.records import Query
 
         k = self.cfg.k
         # the store may hold other samples (an earlier audit, a shared --store): only
         # the dataset's own images are neighbours, so ask for a few more
         depth = 2 * k + 8
-        if self.index is not None:
-            from consist_spatial.features import features_for
-
-            feats = features_for(sample, self.store, self.ext)
-            hits = self.index.search(feats.descriptors, depth, exclude=(sample.id,)) if len(feats) else []
-        elif sample.embedding is not None:
-            hits = [(s.id, sim) for s, sim in self.store.search(sample.embedding, depth, exclude=(sample.id,))]
-        else:
-            hits = []
-        hits = [(sid, sc) for sid, sc in hits if sid in self.labels][:k]
-        found = self.store.get_many([sid for sid, _ in hits]) if hits else []
-        out = []
-        for (_sid, score), s in zip(hits, found):
-            if s is None or s.id == sample.id:
+        query = Query(id=sample.id, uri=sample.uri, embedding=sample.embedding)
+        found = self.retriever.retrieve(query, self.store, depth, exclude=(sample.id,), features=self.features)
+        out: list[Neighbour] = []
+        for n in found:
+            if n.sample.id not in self.labels or n.sample.id == sample.id:
                 continue
-            s = attrs.evolve(s, label=self.labels[s.id])  # the dataset's label, not the store's
-            out.append(Neighbour(sample=s, similarity=max(0.0, float(score)), rank=len(out), source="asmk" if self.index is not None else "vector"))
+            s = attrs.evolve(n.sample, label=self.labels[n.sample.id])  # the dataset's label, not the store's
+            out.append(attrs.evolve(n, sample=s, similarity=max(0.0, float(n.similarity)), rank=len(out)))
+            if len(out) == k:
+                break
         return out
+
+
+def retriever_name(cfg: AuditConfig) -> str:
+    """``cfg.retriever``, or for ``"auto"`` the first registered of ``asmk`` (instance
+    retrieval over the local features) and ``vector`` (the embedding index)."""
+    from consist import plugins
+
+    found = plugins.retrievers()
+    if cfg.retriever != "auto":
+        if cfg.retriever not in found:
+            from consist.errors import ConsistError
+
+            raise ConsistError(f"unknown retriever {cfg.retriever!r} (registered: {', '.join(sorted(found))})")
+        return cfg.retriever
+    return "asmk" if "asmk" in found and local_features_available(cfg) else "vector"
 
 
 def _worker(task: Mapping[str, Any]) -> _Worker:
@@ -188,29 +208,18 @@ def verify_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def edges_from_votes(query_id: str, votes: Sequence[Any], labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    """Pairs a checker tried, from its votes' evidence (the spatial checker's
-    format: ``neighbour``/``inliers`` for its best verified neighbour,
-    ``localisations`` for the other verified ones, ``rejected`` for the failures).
-    One edge per neighbour: verified wins, then more inliers."""
+def edges_from_votes(query_id: str, votes: Sequence[Vote], labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """The pairs the checkers tried, from the pair evidence of their votes
+    (``evidence["pairs"]``, :class:`consist.contracts.PairEvidence`). One edge per
+    neighbour: verified wins, then more inliers."""
     best: dict[str, dict[str, Any]] = {}
-
-    def put(b: str, inliers: Any, verified: bool, checker: str, **extra: Any) -> None:
-        if not isinstance(b, str) or b == query_id:
-            return
-        e = {"a": query_id, "b": b, "b_label": labels.get(b), "inliers": int(inliers or 0), "verified": bool(verified), "checker": checker, **extra}
+    for checker, pair in pairs_in_votes(votes):
+        b = pair.neighbour
+        if b == query_id:
+            continue
+        polygon = None if pair.neighbour_polygon is None else [[round(x, 1), round(y, 1)] for x, y in pair.neighbour_polygon]
+        e = {"a": query_id, "b": b, "b_label": labels.get(b), "inliers": pair.inliers, "verified": pair.verified, "checker": checker, "score": round(pair.score, 4), "polygon": polygon}
         old = best.get(b)
         if old is None or (e["verified"], e["inliers"]) > (old["verified"], old["inliers"]):
             best[b] = e
-
-    for v in votes:
-        ev = v.evidence or {}
-        if v.neighbour_id is not None and "inliers" in ev:
-            put(v.neighbour_id, ev.get("inliers"), bool(ev.get("verified", v.support > 0.5)), v.checker, ratio=ev.get("inlier_ratio"), coverage=ev.get("coverage"), polygon=ev.get("polygon"))
-        for loc in ev.get("localisations") or ():
-            if isinstance(loc, dict) and "inliers" in loc:
-                put(loc.get("neighbour"), loc.get("inliers"), v.support > 0.5, v.checker, polygon=loc.get("polygon"))
-        for rej in ev.get("rejected") or ():
-            if isinstance(rej, dict):
-                put(rej.get("neighbour"), rej.get("inliers"), False, v.checker)
     return sorted(best.values(), key=lambda e: (not e["verified"], -e["inliers"], e["b"]))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from consist.checker import Abstain, BaseChecker, CheckContext
-from consist.hookspecs import hookimpl
+from consist.contracts.checker import Abstain, BaseChecker, CheckContext
+from consist.contracts.hookspecs import hookimpl
 from consist.records import Neighbour, Prediction, Vote
 
 
@@ -26,6 +26,8 @@ class NeighbourVoteChecker(BaseChecker):
     """
 
     name = "knn"
+    #: it reads labels and similarities only: its agreement never makes an image "verified"
+    reads_pixels = False
     cost = 1e-5
     timeout = None  # pure arithmetic on records: run inline
     description = "similarity-weighted label vote of the retrieved neighbours"

@@ -11,7 +11,7 @@ from typing import Any
 
 from consist.adapt import adapt_decision
 from consist.aggregate import AggregateResult, AggregationConfig, aggregate
-from consist.hookspecs import hookimpl
+from consist.contracts.hookspecs import hookimpl
 from consist.records import Decision, Prediction, Vote
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+from consist.contracts.hookspecs import hookimpl
 from consist.embedders import TinyImageEmbedder
 from consist.errors import ConsistError
-from consist.hookspecs import hookimpl
 from consist.records import Neighbour, Query
+
+if TYPE_CHECKING:
+    from consist.contracts.features import FeatureSpec
+    from consist.contracts.retrieval import Progress
+    from consist.contracts.store import Store
 
 
 class VectorRetriever:
@@ -16,10 +21,17 @@ class VectorRetriever:
 
     name = "vector"
 
-    def retrieve(self, query: Query, store: Any, k: int) -> list[Neighbour]:
-        if query.embedding is None:
+    def prepare(self, store: Store, *, features: FeatureSpec | None = None, progress: Progress | None = None) -> None:
+        """Nothing to build: the store keeps its own vector index."""
+
+    def retrieve(self, query: Query, store: Store, k: int, *, exclude: Iterable[str] = (), features: FeatureSpec | None = None) -> list[Neighbour]:
+        embedding = query.embedding
+        if embedding is None:
+            stored = store.get(query.id)
+            embedding = None if stored is None or stored.uri != query.uri else stored.embedding
+        if embedding is None:
             raise ConsistError(f"query {query.id!r} has no embedding: give one, or wrap() with an embedder")
-        hits = store.search(query.embedding, k, exclude=(query.id,))
+        hits = store.search(embedding, k, exclude=tuple(exclude))
         return [Neighbour(sample=s, similarity=sim, rank=i, source=self.name) for i, (s, sim) in enumerate(hits)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from consist.hookspecs import hookimpl
+from consist.contracts.hookspecs import hookimpl
 
 
 def _open_sqlite(uri: str, **kwargs: Any) -> Any:

@@ -16,7 +16,7 @@ import click
 
 from consist.cli.common import emit_json, fail, json_option
 
-__all__ = ["audit_command", "register", "print_audit"]
+__all__ = ["audit_command", "print_audit", "register"]
 
 #: Flagged samples listed on the terminal (all of them are in audit.csv / report.html).
 SHOWN = 15
@@ -46,8 +46,12 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--apply", "apply_", is_flag=True, help="Write DIR/labels.corrected.csv and record the relabels in the store's history (the input is never modified).")
 @click.option("--fail-on-issues", is_flag=True, help="Exit 1 when the audit finds issues.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--features", default=None, metavar="EXTRACTOR[+MATCHER]", help="Local features, by registered name: sift (default), aliked-n16+lightglue, disk+lightglue, xfeat+lightglue, ... (see consist plugins).")
+@click.option("--retriever", default=None, metavar="NAME", help="Registered retriever (default: asmk when installed, else vector).")
+@click.option("--device", default=None, metavar="cpu|cuda|auto", help="Where learned features run (default cpu).")
+@click.option("--reporters", default=None, metavar="A,B", help="Reporters to run besides those enabled by default (see consist plugins).")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, as_json: bool) -> None:
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, reporters: str | None, as_json: bool) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
@@ -71,6 +75,9 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
         cfg = cfg.with_options(k=k)
     if chunk_size is not None:
         cfg = cfg.with_options(chunk_size=chunk_size)
+    for name, value in (("features", features), ("retriever", retriever), ("device", device)):
+        if value is not None:
+            cfg = cfg.with_options(**{name: value})
     say = (lambda m: click.echo(m, err=True)) if not as_json else (lambda m: click.echo(m, err=True) if m.startswith("warning") else None)
     try:
         result = audit(
@@ -88,6 +95,7 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
             apply=apply_,
             config=cfg,
             report=not no_report,
+            reporters=_checker_list(reporters),
             progress=True,
             say=say,
         )

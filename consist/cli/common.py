@@ -10,7 +10,7 @@ import click
 
 from consist.errors import ConsistError
 
-__all__ = ["store_option", "json_option", "emit_json", "fail", "open_store_or_fail", "DEFAULT_STORE_ENV"]
+__all__ = ["DEFAULT_STORE_ENV", "emit_json", "fail", "json_option", "open_store_or_fail", "store_option"]
 
 #: The store used when ``--store`` is not given.
 DEFAULT_STORE_ENV = "CONSIST_STORE"
@@ -44,7 +44,7 @@ def fail(message: str) -> None:
 def open_store_or_fail(uri: str, *, create: bool = False) -> Any:
     """Open the store named by ``--store``; a missing SQLite file is an error unless
     ``create`` (a typo must not silently become a new, empty store)."""
-    from consist.stores.base import open_store
+    from consist.stores.uri import open_store
 
     try:
         return open_store(uri, create=create)

@@ -119,7 +119,7 @@ def run_audit_demo(out: Path, *, say: Any = None, workers: int | None = None, pr
     say(f"demo dataset: {n} images of {len(set(data.truth.values()))} objects in {data.images} ({len(data.planted)} in the wrong class folder, {len(data.broken)} broken file)")
     # each object has four other views: six neighbours and 1024 keypoints per image
     # are plenty here, and keep the demo well under a minute on two cores
-    result = consist.audit(data.images, out / "audit", workers=workers, progress=progress, say=lambda m: say(m) if m.startswith("warning") else None, k=DEMO_K, max_keypoints=DEMO_KEYPOINTS)
+    result = consist.audit.audit(data.images, out / "audit", workers=workers, progress=progress, say=lambda m: say(m) if m.startswith("warning") else None, k=DEMO_K, max_keypoints=DEMO_KEYPOINTS)
     rows = {r.sample: r for r in result.rows}
     found = [sid for sid in data.planted if rows[sid].flagged]
     right = [sid for sid in found if rows[sid].suggested_label == data.truth[sid]]
@@ -161,7 +161,7 @@ def demo_command(out: Path, clean: bool, recognize: bool, as_json: bool) -> None
             f"{len(p['false_flags'])} correct labels flagged; the broken file was reported, not fatal."
         )
         click.echo(f"open the report: {(out / 'audit' / 'report.html').resolve()}")
-        click.echo(f"audit your own images: consist audit PATH/TO/FOLDER --out audit-out   (docs/audit.md)")
+        click.echo("audit your own images: consist audit PATH/TO/FOLDER --out audit-out   (docs/audit.md)")
         return
     report = run_demo(out, say=None if as_json else (lambda m: click.echo(m)))
     if as_json:

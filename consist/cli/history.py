@@ -49,7 +49,7 @@ def history_command(store_uri: str, sample_id: str | None, limit: int, oldest_fi
         click.echo("no changes recorded")
         return
     for e in entries:
-        when = _dt.datetime.fromtimestamp(e.ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        when = _dt.datetime.fromtimestamp(e.ts, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         flag = f"  [undone by #{e.undone_by}]" if e.undone_by else ""
         click.echo(f"#{e.seq:<6} {when}  {e.action:<8} {e.provenance.value:<6} {e.sample_id}  {_describe(e)}{flag}")
         if e.reason:

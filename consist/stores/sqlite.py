@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,10 @@ import structlog
 
 from consist.errors import LabelConflict, SampleNotFound, StoreError, StoreLockedError, UndoConflict
 from consist.records import TRUST, HistoryEntry, Provenance, Region, Sample, from_dict, to_dict
-from consist.stores.base import split_uri
+from consist.stores.uri import split_uri
 from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
 
-__all__ = ["SQLiteStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 log = structlog.get_logger("consist.store")
 
@@ -175,7 +175,7 @@ class SQLiteStore:
             path = path_part[1:] if path_part.startswith("/") and "://" in uri else path_part
             if not path:
                 raise StoreError(f"{uri!r}: no file path (use sqlite:///path/to/store.db)")
-        known = {"timeout": float, "synchronous": str, "ann_threshold": int, "readonly": lambda v: v not in ("0", "false", "")}
+        known: dict[str, Callable[[str], Any]] = {"timeout": float, "synchronous": str, "ann_threshold": int, "readonly": lambda v: v not in ("0", "false", "")}
         for key, val in opts.items():
             if key not in known:
                 raise StoreError(f"{uri!r}: unknown option {key!r} (known: {', '.join(known)})")
@@ -407,7 +407,7 @@ class SQLiteStore:
             self._db.execute("UPDATE history SET undone_by = ? WHERE seq = ?", (seq, undoes))
         return HistoryEntry(seq=seq, ts=ts, action=action, sample_id=sample_id, provenance=provenance, reason=reason, before=before, after=after, undoes=undoes)
 
-    def _write_row(self, sample: Sample, deleted: bool, embedding: np.ndarray | None | bool) -> None:
+    def _write_row(self, sample: Sample, deleted: bool, embedding: np.ndarray | bool | None) -> None:
         """Upsert a sample row. ``embedding=False`` keeps the stored embedding."""
         region = None if sample.region is None else json.dumps(to_dict(sample.region))
         meta = json.dumps(sample.meta, ensure_ascii=False, default=str)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VectorIndex", "DEFAULT_ANN_THRESHOLD", "DEFAULT_PROBE_FRACTION", "DEFAULT_MIN_PROBES", "normalise"]
+__all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_MIN_PROBES", "DEFAULT_PROBE_FRACTION", "VectorIndex", "normalise"]
 
 #: Below this many vectors, exact search is both fast enough (the target is < 20 ms
 #: per query at 100k x 512 on one core; exact takes ~3 ms at 10k, ~6 ms at 20k) and exact.
@@ -123,6 +123,7 @@ class VectorIndex:
         nlist = int(min(max(16, round(len(rows) ** 0.5)), 65536, max(1, len(rows) // 39)))
         rng = np.random.default_rng(0)  # deterministic training sample
         sample = vecs if len(vecs) <= 40 * nlist else vecs[rng.choice(len(vecs), 40 * nlist, replace=False)]
+        assert self.dim is not None  # set by the first add, and the ANN is built only over added vectors
         quantizer = faiss.IndexFlatIP(self.dim)
         ann = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ann.cp.niter = 10

@@ -274,7 +274,7 @@ def parse_with_lmm(sentence: str, store: Store | None, target: Sample | None, ba
     warnings: list[str] = []
     for it in items:
         if not isinstance(it, dict):
-            raise ValueError(f"action {it!r} is not an object")  # noqa: TRY004 - the documented error for an answer that does not validate
+            raise ValueError(f"action {it!r} is not an object")
         kind = it.get("type")
         s = functools.partial(_field, it)
         if kind == "relabel" and s("label"):

@@ -28,7 +28,7 @@ import attrs
 import numpy as np
 import structlog
 
-from consist.checker import Abstain, BaseChecker, CheckContext
+from consist.contracts.checker import Abstain, BaseChecker, CheckContext
 from consist.images import load_image
 from consist.options import in_unit
 from consist.records import Neighbour, Prediction, Vote
@@ -122,7 +122,7 @@ class ReflectionChecker(BaseChecker):
     description = "asks an LMM 'Does the picture show a/an {label}?' for labels in contention (calibrated yes/no)"
     frontal_controlled = True
 
-    def __init__(self, backend: LMMBackend | None = None, *, config: ReflectionConfig | None = None, cache: AnswerCache | None = None, frontal: FrontalController | None | bool = True) -> None:
+    def __init__(self, backend: LMMBackend | None = None, *, config: ReflectionConfig | None = None, cache: AnswerCache | None = None, frontal: FrontalController | bool | None = True) -> None:
         self._backend = backend
         self.config = config or ReflectionConfig()
         self.cache = cache if cache is not None else AnswerCache()
@@ -170,7 +170,7 @@ class ReflectionChecker(BaseChecker):
         image = load_image(prediction.query, store=context.store)
         region = prediction.query.region
         if region is not None:  # ask about the region the query is about
-            x0, y0, x1, y1 = (int(round(v)) for v in region.bounds)  # noqa: RUF046 - int(): numpy<2 scalars may round to a float
+            x0, y0, x1, y1 = (int(round(v)) for v in region.bounds)
             h, w = image.shape[:2]
             x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
             if x1 - x0 >= 8 and y1 - y0 >= 8:

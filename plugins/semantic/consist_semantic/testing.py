@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.requests.append(req)
         try:
             reply = self.server.script(req)
-        except Exception as exc:  # noqa: BLE001 - a broken script is a 500, visibly
+        except Exception as exc:
             reply = Reply(500, {"error": {"message": f"script failed: {exc}"}})
         if reply.delay_s:
             time.sleep(reply.delay_s)

@@ -61,7 +61,7 @@ def test_contradiction_is_a_warning(store):
 
 
 def test_applied_actions_are_user_provenance_and_undoable(store):
-    plan, entries = tell(store, "that's the Radcliffe Camera, not the Bodleian; call it Rad Cam; note: north side", "a")
+    _plan, entries = tell(store, "that's the Radcliffe Camera, not the Bodleian; call it Rad Cam; note: north side", "a")
     assert [e.action for e in entries] == ["relabel", "alias", "note"]
     assert all(e.provenance.value == "user" for e in entries)
     assert entries[0].reason.startswith("told: that's the Radcliffe Camera")

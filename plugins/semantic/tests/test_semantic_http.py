@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from consist_semantic import ChatRequest, LMMError, OpenAIChatBackend, ReflectionChecker, ReflectionConfig, encode_image
-from consist_semantic.testing import Reply, ScriptedServer, completion, text_reply, yes_no_reply
+from consist_semantic.testing import Reply, completion, text_reply, yes_no_reply
 
 KEY = "sk-test-0123456789abcdef"
 

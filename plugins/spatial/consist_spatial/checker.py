@@ -15,6 +15,14 @@ then each label gets at most one vote:
   says little about "cat", so this vote is deliberately mild);
 * other labels get no vote.
 
+Every vote carries the pairs behind it in the core pair-evidence schema
+(``evidence["pairs"]``, :class:`consist.contracts.PairEvidence`: verified, inliers,
+score, model, matched points, outlines), which the audit's graph, the report and the
+topological plugin read; :meth:`SpatialChecker.verify_pair` verifies one pair on
+request (:class:`consist.contracts.PairVerifier`). When the run names its local
+features (``context.features``, ``consist audit --features``), the checker reads
+those instead of its own ``extractor``/``matcher`` options.
+
 The checker also publishes ``context.signals["spatial_inliers"]`` (label -> best
 verified inlier count, 0 when none verified) for the controller and later checkers.
 """
@@ -31,7 +39,10 @@ import shapely
 import structlog
 from shapely.geometry import Polygon
 
-from consist.checker import Abstain, BaseChecker, CheckContext
+from consist.contracts.checker import Abstain, BaseChecker, CheckContext
+from consist.contracts.evidence import PAIRS_KEY, PairEvidence
+from consist.contracts.features import FeatureSpec
+from consist.contracts.store import Store
 from consist.errors import ImageError
 from consist.options import in_unit, positive
 from consist.records import Neighbour, Prediction, Query, Region, Sample, Vote
@@ -44,7 +55,7 @@ from consist_spatial.matching import LOWE_RATIO
 from consist_spatial.torch_models import DEVICES, resolve_device
 from consist_spatial.verify import ESTIMATORS, MIN_POINTS, MODELS, Verification, verify_pair
 
-__all__ = ["SpatialConfig", "SpatialChecker"]
+__all__ = ["SpatialChecker", "SpatialConfig"]
 
 log = structlog.get_logger("consist.spatial")
 _in_unit = in_unit("spatial")
@@ -206,6 +217,8 @@ class _Tried:
 
     verified: list[tuple[Neighbour, Verification]] = attrs.field(factory=list)
     failed: list[tuple[Neighbour, Verification]] = attrs.field(factory=list)
+    #: every pair tried for the label, in the core pair-evidence schema
+    pairs: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 class SpatialChecker(BaseChecker):
@@ -220,7 +233,7 @@ class SpatialChecker(BaseChecker):
     #: neighbour (matching dominates), ~0.15 s more per uncached one: ~0.5 s for k=10.
     cost = 0.5
     #: uncached features of ten large photos on a slow machine can take a while
-    timeout = 120.0
+    timeout: float | None = 120.0
     description = "geometric verification (SIFT/RootSIFT, mutual NN + ratio, DEGENSAC), localises the query in its neighbours"
 
     def __init__(self, config: SpatialConfig | None = None, **options: Any) -> None:
@@ -278,17 +291,84 @@ class SpatialChecker(BaseChecker):
 
     # ---------------------------------------------------------------- pairwise
 
-    def query_features(self, query: Query, store: Any, cfg: SpatialConfig) -> LocalFeatures:
-        """The query's features, restricted to its region when it has one."""
-        feats = features_for(query, store, cfg.feature_extractor, cache_queries=cfg.cache_queries)
+    def configured(self, options: Mapping[str, Any] | None = None, features: FeatureSpec | None = None) -> tuple[SpatialConfig, FeatureExtractor]:
+        """The configuration and extractor for one call: this checker's config updated by
+        ``options``, then by the run's ``features`` when given (a spatial extractor by
+        its options; another plugin's extractor from the registry, matched by mutual NN
+        + ratio test)."""
+        cfg = self.config.with_options(options)
+        if features is None:
+            return cfg, cfg.feature_extractor
+        shared = {k: v for k, v in features.options.items() if k in ("max_side", "max_keypoints", "device")}
+        if features.extractor in EXTRACTORS:
+            update: dict[str, Any] = {"extractor": features.extractor, **shared}
+            if features.matcher in MATCHERS:
+                update["matcher"] = features.matcher
+            elif cfg.matcher == "lightglue" and features.extractor not in LIGHTGLUE_FEATURES:
+                update["matcher"] = "nn"
+            cfg = cfg.with_options(update)
+            return cfg, cfg.feature_extractor
+        from consist import plugins
+
+        return cfg.with_options({"matcher": "nn"}), plugins.make_extractor(features)
+
+    def query_features(self, query: Query | Sample, store: Store | None, cfg: SpatialConfig, extractor: FeatureExtractor | None = None) -> LocalFeatures:
+        """The query's features, restricted to its region when it has one. A query that
+        is a stored sample (same id and image: the audit's leave-one-out) reads the
+        sample's cached features."""
+        extractor = extractor or cfg.feature_extractor
+        item: Query | Sample = query
+        if isinstance(query, Query) and query.image is None and store is not None and query.uri:
+            stored = store.get(query.id)
+            if stored is not None and stored.uri == query.uri:
+                item = stored
+        feats = features_for(item, store, extractor, cache_queries=cfg.cache_queries)
         if query.region is not None and len(feats):
             feats = feats.subset(_inside(query.region, feats.keypoints))
         return feats
 
-    def verify(self, query_features: LocalFeatures, sample: Sample, store: Any = None, *, cfg: SpatialConfig | None = None, region: Region | None = None) -> Verification:
+    def verify(self, query_features: LocalFeatures, sample: Sample, store: Store | None = None, *, cfg: SpatialConfig | None = None, region: Region | None = None, extractor: FeatureExtractor | None = None) -> Verification:
         """Verify query features against one stored sample (features from the cache)."""
-        cfg = cfg or self.config
-        feats = features_for(sample, store, cfg.feature_extractor)
+        return self._verify(query_features, sample, store, cfg=cfg or self.config, region=region, extractor=extractor)[0]
+
+    def verify_pair(self, query: Query | Sample, neighbour: Sample, store: Store | None, *, region: Region | None = None, features: FeatureSpec | None = None) -> PairEvidence:
+        """Verify one pair on request (:class:`consist.contracts.PairVerifier`), with
+        all its inlier correspondences."""
+        cfg, ext = self.configured(None, features)
+        if region is not None and isinstance(query, Query) and query.region is None:
+            query = attrs.evolve(query, region=region)
+        qf = self.query_features(query, store, cfg, ext)
+        v, nf = self._verify(qf, neighbour, store, cfg=cfg, region=region, extractor=ext)
+        return self.pair_evidence(neighbour.id, v, qf, nf)
+
+    @staticmethod
+    def pair_evidence(neighbour_id: str, v: Verification, qf: LocalFeatures, nf: LocalFeatures) -> PairEvidence:
+        """A verification in the core pair-evidence schema (query outline: the inliers' hull
+        in the query; neighbour outline: the projected query region, else the hull)."""
+        im = v.inlier_matches
+        qp = qf.keypoints[im[:, 0]] if len(im) else np.zeros((0, 2), np.float32)
+        np_ = nf.keypoints[im[:, 1]] if len(im) else np.zeros((0, 2), np.float32)
+        qpoly = None
+        if len(qp) >= 3:
+            hull = shapely.MultiPoint([tuple(map(float, p)) for p in qp]).convex_hull
+            if isinstance(hull, Polygon):
+                qpoly = tuple((float(x), float(y)) for x, y in list(hull.exterior.coords)[:-1])
+        return PairEvidence(
+            neighbour=neighbour_id,
+            verified=v.verified,
+            inliers=v.inliers,
+            score=v.score,
+            model=v.model,
+            matrix=v.H if v.model == "homography" else v.F,
+            query_points=qp,
+            neighbour_points=np_,
+            query_polygon=qpoly,
+            neighbour_polygon=v.polygon if v.polygon is not None else v.inlier_hull,
+            reason=v.reason,
+        )
+
+    def _verify(self, query_features: LocalFeatures, sample: Sample, store: Store | None, *, cfg: SpatialConfig, region: Region | None, extractor: FeatureExtractor | None) -> tuple[Verification, LocalFeatures]:
+        feats = features_for(sample, store, extractor or cfg.feature_extractor)
         matches = cfg.feature_matcher.match(query_features, feats)
         result = verify_pair(
             query_features,
@@ -309,19 +389,23 @@ class SpatialChecker(BaseChecker):
             share = float(_inside(sample.region, pts).mean())
             if share < cfg.min_in_region:
                 result = attrs.evolve(result, verified=False, reason=f"only {share:.0%} of the inliers lie in the sample's labelled region (min {cfg.min_in_region:.0%})")
-        return result
+        return result, feats
 
     # ------------------------------------------------------------------- check
 
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
-        cfg = self.config.with_options(context.config)
+        cfg = self.config.with_options(context.config)  # a bad option is the caller's error
+        try:
+            cfg, ext = self.configured(context.config, context.features)
+        except (TypeError, ValueError) as exc:
+            raise Abstain(f"cannot use the run's features {context.features}: {exc}") from exc
         query = prediction.query
         store = context.store
         chosen = [n for n in sorted(neighbours, key=lambda n: n.rank) if n.sample.label is not None and n.sample.id != query.id][: cfg.k]
         if not chosen:
             raise Abstain("no labelled neighbour to verify against")
         try:
-            qf = self.query_features(query, store, cfg)
+            qf = self.query_features(query, store, cfg, ext)
         except ImageError as exc:
             raise Abstain(f"query image unreadable: {exc}") from exc
         needed = max(MIN_POINTS[cfg.model], cfg.min_inliers)
@@ -332,13 +416,15 @@ class SpatialChecker(BaseChecker):
         errors: list[str] = []
         for n in chosen:
             try:
-                v = self.verify(qf, n.sample, store, cfg=cfg, region=query.region)
+                v, nf = self._verify(qf, n.sample, store, cfg=cfg, region=query.region, extractor=ext)
             except ImageError as exc:
                 errors.append(str(exc))
                 log.warning("neighbour_unreadable", query=query.id, sample=n.sample.id, error=str(exc))
                 continue
-            tried = by_label.setdefault(n.sample.label, _Tried())  # type: ignore[arg-type]
+            assert n.sample.label is not None
+            tried = by_label.setdefault(n.sample.label, _Tried())
             (tried.verified if v.verified else tried.failed).append((n, v))
+            tried.pairs.append(self.pair_evidence(n.sample.id, v, qf, nf).to_dict())
         if not by_label:
             raise Abstain(f"no neighbour image could be read ({len(errors)} failed; first: {errors[0]})")
 
@@ -367,6 +453,7 @@ class SpatialChecker(BaseChecker):
             verified_neighbours=len(t.verified),
             localisations=[_other(n, v) for n, v in ranked[1:]],
         )
+        evidence[PAIRS_KEY] = t.pairs
         if errors:
             evidence["unreadable_neighbours"] = len(errors)
         # built directly: evidence has a "neighbour" key, which vote() takes as an argument
@@ -387,6 +474,7 @@ class SpatialChecker(BaseChecker):
             "model": cfg.model,
             "estimator": cfg.estimator,
             "rejected": [{"neighbour": n.sample.id, "inliers": v.inliers, "matches": v.matches, "reason": v.reason} for n, v in t.failed],
+            PAIRS_KEY: t.pairs,
         }
         if errors:
             evidence["unreadable_neighbours"] = len(errors)

@@ -17,7 +17,7 @@ import click
 
 from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, store_option
 
-__all__ = ["index_command", "query_command", "draw_overlay", "register"]
+__all__ = ["draw_overlay", "index_command", "query_command", "register"]
 
 #: Result tiles drawn by ``--overlay``.
 OVERLAY_TILES = 5
@@ -147,9 +147,9 @@ def _index_items(store: Any, ds: Any, ext: Any, emb: Any, prefix: str, batch_siz
     """Write the dataset's samples in batches; ``(counts, failed images)``."""
     import attrs
 
+    from consist.features import cache_features
     from consist.images import load_image
     from consist.records import TRUST, Provenance, Sample
-    from consist_spatial.features import features_for
 
     kind = ext.kind
     counts = {"indexed": 0, "updated": 0, "unchanged": 0, "kept_user_labels": 0, "kept_deleted": 0}
@@ -192,7 +192,7 @@ def _index_items(store: Any, ds: Any, ext: Any, emb: Any, prefix: str, batch_siz
             with store.transaction():
                 entries = store.put([s for s, _ in new] + relabel, reason=reason, on_conflict="skip")
                 for sample, feats in new:
-                    features_for(sample, store, _Given(kind, feats), load=_no_pixels)
+                    cache_features(sample, store, kind, feats)
             for e in entries:
                 if e.action == "add":
                     counts["indexed"] += 1
@@ -214,22 +214,6 @@ def _was_deleted(store: Any, sample_id: str) -> bool:
         return False
     last = history(sample_id=sample_id, limit=1)
     return bool(last and last[0].after is not None and last[0].after.get("deleted"))
-
-
-class _Given:
-    """An "extractor" returning features computed already: lets
-    :func:`features_for` write them into its cache in its own format."""
-
-    def __init__(self, kind: str, features: Any) -> None:
-        self.kind = kind
-        self._features = features
-
-    def extract(self, image: Any) -> Any:
-        return self._features
-
-
-def _no_pixels(item: Any, store: Any) -> None:
-    return None
 
 
 def _print_index_summary(s: dict[str, Any]) -> None:
@@ -277,10 +261,9 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
     Ranked results: sample id, label, retrieval score, inliers, whether the match
     verified, and the query (region) localised in the result's pixels.
     """
-    import importlib.util
-
     import attrs
 
+    from consist import plugins
     from consist.cli.feedback import parse_box, parse_polygon_file
     from consist.errors import ImageError
     from consist.images import image_id, load_image
@@ -306,8 +289,8 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
         ext = detect_extractor(store) or SiftExtractor()
         query = Query(id=image_id(pixels), uri=str(image.resolve()), image=pixels, region=reg)
         feats = None
-        if rerank == "hp" and importlib.util.find_spec("consist_topological") is None:
-            raise click.BadParameter("hp needs the topological plugin (pip install consist-topological)", param_hint="--rerank")
+        if rerank == "hp" and "hp" not in plugins.rerankers():
+            raise click.BadParameter("hp needs a re-ranker registered as 'hp' (pip install consist-topological)", param_hint="--rerank")
         k = max(top, depth) if rerank in ("spatial", "hp") else top
         if retriever == "asmk":
             from consist_spatial.asmk import query_features
@@ -315,8 +298,6 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
             feats = query_features(query, None, ext)
             neighbours = AsmkRetriever(extractor=ext).index_for(store).retrieve(query, store, k, features=feats) if len(store) else []
         else:
-            from consist import plugins
-
             found = plugins.retrievers()
             if retriever not in found:
                 raise click.BadParameter(f"unknown retriever {retriever!r} (registered: {', '.join(sorted(found))})", param_hint="--retriever")
@@ -330,24 +311,21 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
         else:
             results = [Reranked(n, n.rank) for n in neighbours]
         if rerank == "hp":
-            from consist_topological.rerank import hp_for_query
+            from consist_spatial.rerankers import to_reranking
 
-            hp = hp_for_query(query.id, results, store, ranking=[n.sample.id for n in neighbours], retriever=AsmkRetriever(extractor=ext) if retriever == "asmk" else None)
+            hp = plugins.rerankers()["hp"].rerank(query, to_reranking(results).neighbours, store, k=depth)
             by_id = {r.neighbour.sample.id: r for r in results}
-            reached = [sid for sid in hp.ranking[:top] if sid not in by_id]  # beyond the short-list: found by propagation only
-            for sid, sample in zip(reached, store.get_many(reached) if reached else []):
-                if sample is not None:
-                    by_id[sid] = Reranked(Neighbour(sample=sample, similarity=0.0, source="propagation"), -1)
-            results = [attrs.evolve(by_id[sid], neighbour=attrs.evolve(by_id[sid].neighbour, rank=i)) for i, sid in enumerate(s for s in hp.ranking if s in by_id)]
+            for n in hp.neighbours:
+                if n.sample.id not in by_id:  # beyond the short-list: found by propagation only
+                    by_id[n.sample.id] = Reranked(Neighbour(sample=n.sample, similarity=0.0, source="propagation"), -1)
+            results = [attrs.evolve(by_id[n.sample.id], neighbour=attrs.evolve(by_id[n.sample.id].neighbour, rank=i)) for i, n in enumerate(hp.neighbours)]
         results = results[:top]
         rows = [r.to_dict() for r in results]
         if hp is not None:
+            hop_of = {n.sample.id: n.evidence for n in hp.neighbours}
             for row in rows:
-                if row["id"] in hp.propagation:
-                    box = hp.propagation.regions[row["id"]]
-                    row.update(hop=hp.propagation.hops[row["id"]], active_region=None if box is None else [round(v, 1) for v in box])
-                else:
-                    row.update(hop=None, active_region=None)
+                ev = hop_of.get(row["id"], {})
+                row.update(hop=ev.get("hop"), active_region=ev.get("active_region"))
         report = {
             "query": str(image),
             "region": None if reg is None else list(reg.vertices),
@@ -359,7 +337,7 @@ def query_command(image: Path, store_uri: str, region: str | None, polygon_file:
             "overlay": None,
         }
         if hp is not None:
-            report.update(community_uncertainty=round(hp.uncertainty, 4), communities=len(hp.communities), seeds=list(hp.seeds), seed_rule=hp.seed_rule)
+            report.update(hp.details)
         if overlay is not None:
             png = draw_overlay(pixels, reg, results, store, title=image.name)
             overlay.write_bytes(png)

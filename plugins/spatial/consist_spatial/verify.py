@@ -31,18 +31,18 @@ from consist.records import Region
 from consist_spatial.features import LocalFeatures
 
 __all__ = [
-    "MODELS",
-    "ESTIMATORS",
-    "MIN_POINTS",
     "DEFAULT_THRESHOLDS",
+    "ESTIMATORS",
+    "HOUGH_ANGLE_BIN",
+    "HOUGH_SCALE_BIN",
+    "MIN_POINTS",
+    "MODELS",
     "Verification",
-    "verify_pair",
     "consistent_matches",
     "pair_score",
-    "HOUGH_SCALE_BIN",
-    "HOUGH_ANGLE_BIN",
     "project_points",
     "rasterise",
+    "verify_pair",
 ]
 
 log = structlog.get_logger("consist.spatial")

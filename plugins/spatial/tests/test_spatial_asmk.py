@@ -203,7 +203,7 @@ def test_region_restricts_the_query(indexed: tuple[str, AsmkIndex], dataset: tup
 
 
 def test_spatial_rerank_verifies_and_localises(indexed: tuple[str, AsmkIndex], dataset: tuple[Path, dict[str, np.ndarray]]) -> None:
-    uri, index = indexed
+    uri, _index = indexed
     store = consist.open_store(uri, create=False)
     query = Query(id="q", image=dataset[1]["astronaut"])
     neighbours = AsmkRetriever(extractor=EXTRACTOR).retrieve(query, store, 10)
@@ -264,7 +264,7 @@ def test_adding_a_sample_makes_it_retrievable_without_retraining(small_store: tu
 
 
 def test_deleted_and_changed_samples_follow_the_store(small_store: tuple[consist.Store, dict[str, np.ndarray], Path]) -> None:
-    store, queries, root = small_store
+    store, _queries, root = small_store
     retriever = AsmkRetriever(extractor=EXTRACTOR)
     pixels = load_image(str(root / "coffee" / "full.png"))
     assert retriever.retrieve(Query(id="q", image=pixels), store, 1)[0].sample.id == "coffee/full.png"

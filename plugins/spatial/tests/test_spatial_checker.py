@@ -10,7 +10,7 @@ from shapely.geometry import Polygon, box
 
 import consist
 from consist import Candidate, CheckContext, Engine, EngineConfig, Neighbour, Prediction, Query, Region, Sample
-from consist.checker import Abstain
+from consist.contracts.checker import Abstain
 from consist.records import RunStatus
 from consist_spatial import SpatialChecker, SpatialConfig
 

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("skimage.data")
 
-from consist.images import encode_png, load_image  # noqa: E402
+from consist.images import encode_png, load_image
 
 SMALL = ("--max-side", "512", "--max-keypoints", "600")
 

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 import consist
-import cv2
-
 from consist.images import load_gray, load_image
 from consist.records import Query, Sample
 from consist_spatial import LocalFeatures, SiftExtractor, features_for, rootsift

@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consist_spatial import LOWE_RATIO, match_descriptors
-from consist_spatial import matching
+from consist_spatial import LOWE_RATIO, match_descriptors, matching
 
 
 def _unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pydegensac
 import pytest
 from shapely.geometry import Polygon
-
-import pydegensac
 
 from consist.records import Region
 from consist_spatial import DEFAULT_THRESHOLDS, Verification, match_features, project_points, verify_pair

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import structlog
 
-from consist.checker import Abstain, BaseChecker, CheckContext
+from consist.contracts.checker import Abstain, BaseChecker, CheckContext
 from consist.errors import ImageError
 from consist.options import in_unit
 from consist.records import Neighbour, Prediction, Vote
@@ -35,7 +35,7 @@ from consist_topological.propagation import CS_DEPTH, CS_TOP, MAX_HOPS, MIN_PASS
 from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph
 from consist_topological.tr import TrParams, topological_ransac
 
-__all__ = ["CommunityConfig", "CommunityVoteChecker", "TrCheckerConfig", "TopologicalRansacChecker", "SIGNAL_UNCERTAINTY", "SIGNAL_LABELS"]
+__all__ = ["SIGNAL_LABELS", "SIGNAL_UNCERTAINTY", "CommunityConfig", "CommunityVoteChecker", "TopologicalRansacChecker", "TrCheckerConfig"]
 
 log = structlog.get_logger("consist.topological")
 _unit = in_unit("topological")
@@ -105,6 +105,9 @@ class CommunityVoteChecker(BaseChecker):
     """Votes for the labels of the query's community in the matching graph."""
 
     name = "community"
+    #: it verifies every image against its neighbours to build the store's matching
+    #: graph: an audit, which verifies those pairs itself, leaves it out unless named
+    builds_store_graph = True
     #: a stored query: graph lookups and propagation (~2 ms); a new query: the
     #: spatial verification of its ``query_k`` best neighbours (~0.3-0.6 s, features
     #: cached). Ranked after ``spatial`` (0.5), whose evidence is direct, and before
@@ -123,7 +126,7 @@ class CommunityVoteChecker(BaseChecker):
     def graph(self, store: Any, cfg: CommunityConfig) -> MatchingHypergraph:
         return graph_for(store, cfg.graph_config)
 
-    def prepare(self, store: Any, options: Mapping[str, Any] | None = None) -> MatchingHypergraph:
+    def prepare(self, store: Any, options: Mapping[str, Any] | None = None, progress: Any = None) -> MatchingHypergraph:
         """Build (or load and sync) the store's matching graph ahead of the queries,
         once per process: what an audit or a batch does before fanning out, so that
         no worker builds it on its first query. Saved in the store."""
@@ -134,7 +137,7 @@ class CommunityVoteChecker(BaseChecker):
         stored = store.get(q.id)
         if q.id in graph and stored is not None and q.image is None and q.uri in (None, stored.uri) and q.region is None:
             return links_from_graph(graph, q.id)
-        from consist_spatial.checker import SpatialChecker
+        from consist_spatial import SpatialChecker
 
         scfg = cfg.graph_config.spatial_config()
         checker = SpatialChecker(scfg)
@@ -151,7 +154,7 @@ class CommunityVoteChecker(BaseChecker):
             except ImageError:
                 continue
             if v.verified and len(v.inlier_matches):
-                from consist_spatial.features import features_for
+                from consist.features import features_for
 
                 nf = features_for(n.sample, store, scfg.feature_extractor)
                 m = v.inlier_matches
@@ -263,8 +266,8 @@ class TopologicalRansacChecker(BaseChecker):
         return cfg.min_support + (cfg.max_support - cfg.min_support) * (1.0 - math.exp(-excess / cfg.support_scale))
 
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
-        from consist_spatial.checker import SpatialChecker
-        from consist_spatial.features import features_for
+        from consist.features import features_for
+        from consist_spatial import SpatialChecker
 
         cfg = _options(TrCheckerConfig, self.config, context.config, "topological_ransac")
         scfg = GraphConfig(spatial=cfg.spatial).spatial_config()

@@ -15,7 +15,7 @@ import click
 
 from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, store_option
 
-__all__ = ["register", "eval_group", "retrieval_command", "topology_group"]
+__all__ = ["eval_group", "register", "retrieval_command", "topology_group"]
 
 
 class _Bars:

@@ -35,7 +35,7 @@ from consist.records import Provenance, Query, Region, Sample
 from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
 from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph, links_from_reranked
 
-__all__ = ["METHODS", "load_gnd", "RetrievalEvaluation", "evaluate_labelled", "evaluate_gnd"]
+__all__ = ["METHODS", "RetrievalEvaluation", "evaluate_gnd", "evaluate_labelled", "load_gnd"]
 
 log = structlog.get_logger("consist.topological")
 
@@ -61,7 +61,7 @@ def load_gnd(path: str | Path) -> dict[str, Any]:
             data = _NoGlobals(fh).load()
     except FileNotFoundError as exc:
         raise ConsistError(f"{p}: no such file") from exc
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem is "not a gnd file"
+    except Exception as exc:
         raise ConsistError(f"{p}: not a revisitop gnd pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or not {"gnd", "imlist", "qimlist"} <= set(data):
         raise ConsistError(f"{p}: a revisitop gnd pickle needs the keys gnd, imlist, qimlist")
@@ -95,7 +95,7 @@ class RetrievalEvaluation:
 
 
 def _find_image(folder: Path, name: str) -> Path | None:
-    for suf in ("",) + IMAGE_SUFFIXES:
+    for suf in ("", *IMAGE_SUFFIXES):
         p = folder / f"{name}{suf}"
         if p.is_file():
             return p
@@ -116,8 +116,7 @@ class _Pipeline:
     """ASMK index + matching graph of one store, and the rankings built on them."""
 
     def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
-        from consist_spatial import AsmkRetriever, detect_extractor, open_asmk_index
-        from consist_spatial import SiftExtractor
+        from consist_spatial import AsmkRetriever, SiftExtractor, detect_extractor, open_asmk_index
 
         self.store = store
         self.depth = depth

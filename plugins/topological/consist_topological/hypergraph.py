@@ -193,8 +193,7 @@ class GraphConfig:
 
     def spatial_config(self, extractor: Any = None) -> Any:
         """The :class:`~consist_spatial.SpatialConfig` verification uses."""
-        from consist_spatial import spatial_config_for
-        from consist_spatial import SpatialConfig
+        from consist_spatial import SpatialConfig, spatial_config_for
 
         opts = dict(self.spatial)
         known = {a.name for a in attrs.fields(SpatialConfig)}
@@ -363,7 +362,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 
     def edges_of(self, node: str) -> Iterator[tuple[str, Hyperedge]]:
         """``(neighbour, hyperedge)`` of ``node`` (nothing for an unknown node)."""
-        adj = self.g._adj.get(node)  # noqa: SLF001 - the hot path of propagation
+        adj = self.g._adj.get(node)
         if not adj:
             return iter(())
         return ((other, d["h"]) for other, d in adj.items())
@@ -372,7 +371,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
         """The node's hyperedges as flat arrays (cached until its edges change)."""
         pk = self._packed.get(node)
         if pk is None:
-            adj = self.g._adj.get(node)  # noqa: SLF001
+            adj = self.g._adj.get(node)
             if not adj:
                 return None
             pk = self._packed[node] = Packed.of(node, [(o, d["h"]) for o, d in adj.items()])
@@ -411,8 +410,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 
     def _context(self, store: Any, retriever: Any) -> tuple[Any, Any, Any]:
         """(ASMK retriever or the given one, spatial checker, spatial config)."""
-        from consist_spatial import AsmkRetriever
-        from consist_spatial import SpatialChecker
+        from consist_spatial import AsmkRetriever, SpatialChecker
 
         retr = retriever or AsmkRetriever()
         extractor = None

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import consist
-
 from consist_topological.checkers import CommunityVoteChecker, TopologicalRansacChecker
 
 
@@ -14,6 +13,13 @@ from consist_topological.checkers import CommunityVoteChecker, TopologicalRansac
 def consist_register_checkers(register: Callable[[object], None]) -> None:
     register(CommunityVoteChecker())
     register(TopologicalRansacChecker())
+
+
+@consist.hookimpl
+def consist_register_rerankers(register: Callable[[object], None]) -> None:
+    from consist_topological.rerankers import HpReranker
+
+    register(HpReranker())
 
 
 @consist.hookimpl

@@ -26,15 +26,15 @@ import numpy as np
 from consist_topological.hypergraph import Box, MatchingHypergraph
 
 __all__ = [
-    "MAX_HOPS",
-    "MIN_PASS_INLIERS",
-    "CS_TOP",
     "CS_DEPTH",
     "CS_THRESHOLD",
+    "CS_TOP",
+    "MAX_HOPS",
+    "MIN_PASS_INLIERS",
     "Propagation",
-    "propagate",
     "communities",
     "community_uncertainty",
+    "propagate",
     "union_box",
 ]
 
@@ -139,10 +139,10 @@ def propagate(
                 else:
                     arrivals[b] = (max(prev[0], n), union_box(prev[1], box_b), prev[2] if prev[0] >= n else a)
         frontier = []
-        for b, (n, box_b, a) in sorted(arrivals.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        for b, (n, box_arr, a) in sorted(arrivals.items(), key=lambda kv: (-kv[1][0], kv[0])):
             if full():
                 break
-            hops[b], regions[b], passed[b], via[b] = hop, box_b, n, a
+            hops[b], regions[b], passed[b], via[b] = hop, box_arr, n, a
             order.append(b)
             frontier.append(b)
     return Propagation(tuple(order), hops, regions, passed, via)

@@ -31,7 +31,7 @@ from consist_topological.propagation import (
     propagate,
 )
 
-__all__ = ["HpConfig", "HpResult", "QueryLink", "links_from_graph", "links_from_reranked", "hp_rerank", "CS_MIN_INLIERS"]
+__all__ = ["CS_MIN_INLIERS", "HpConfig", "HpResult", "QueryLink", "hp_rerank", "links_from_graph", "links_from_reranked"]
 
 #: CS: a top-1 with fewer inliers than this is not a trusted seed (the authors' code: 20).
 CS_MIN_INLIERS = 20

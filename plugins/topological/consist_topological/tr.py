@@ -45,8 +45,8 @@ import attrs
 import cv2
 import numpy as np
 
-from consist_spatial.features import LocalFeatures
-from consist_spatial.matching import LOWE_RATIO
+from consist.contracts.features import LocalFeatures
+from consist_spatial import LOWE_RATIO
 
 __all__ = ["TrParams", "TrResult", "topological_ransac"]
 
@@ -269,13 +269,13 @@ def topological_ransac(f1: LocalFeatures, f2: LocalFeatures, params: TrParams | 
 
         def absorb(ms: np.ndarray) -> None:
             for a, b in ms.tolist():
-                if a in region or b in taken2:
+                if a in region or b in taken2:  # noqa: B023 -- absorb() is called only within this iteration
                     continue
-                region[a] = b
-                taken2.add(b)
+                region[a] = b  # noqa: B023 -- absorb() is called only within this iteration
+                taken2.add(b)  # noqa: B023 -- absorb() is called only within this iteration
                 pt = pair.x1[a]
-                if visited.far(pt, p.saccade):
-                    queue.append((a, b))
+                if visited.far(pt, p.saccade):  # noqa: B023 -- absorb() is called only within this iteration
+                    queue.append((a, b))  # noqa: B023 -- absorb() is called only within this iteration
 
         absorb(first)
         checks = 0

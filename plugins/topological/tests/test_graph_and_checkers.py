@@ -11,7 +11,7 @@ import pytest
 from conftest import EXTRACTOR, SPATIAL, rotate, shrink, skimage_data, warp
 
 import consist
-from consist.checker import Abstain, CheckContext
+from consist.contracts.checker import Abstain, CheckContext
 from consist.datasets import read_dataset
 from consist.images import encode_png
 from consist.records import Candidate, Prediction, Provenance, Query, Sample

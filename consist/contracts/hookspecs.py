@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     import click
 
     from consist.aggregate import AggregateResult, AggregationConfig
-    from consist.checker import Checker
+    from consist.contracts.checker import Checker
+    from consist.contracts.features import ExtractorFactory
+    from consist.contracts.reporter import Reporter
+    from consist.contracts.retrieval import Embedder, Reranker, Retriever
+    from consist.contracts.store import Store, StoreOpener
     from consist.controller import ControllerState
     from consist.records import Decision, Prediction, Vote
-    from consist.stores.base import Store
 
 #: Marks hook specifications (used by consist and by plugins adding their own hooks).
 hookspec = pluggy.HookspecMarker("consist")
@@ -61,33 +64,58 @@ def consist_register_checkers(register: Callable[[Checker], None]) -> None:
 
 
 @hookspec
-def consist_register_retrievers(register: Callable[[Any], None]) -> None:
-    """Register retrievers: objects with ``name`` and
-    ``retrieve(query, store, k) -> list[Neighbour]`` that find a query's neighbours.
+def consist_register_retrievers(register: Callable[[Retriever], None]) -> None:
+    """Register retrievers (:class:`consist.contracts.retrieval.Retriever`): objects
+    with ``name``, ``prepare(store, *, features, progress)`` and
+    ``retrieve(query, store, k, *, exclude, features) -> list[Neighbour]``.
     """
 
 
 @hookspec
-def consist_register_embedders(register: Callable[[Any], None]) -> None:
-    """Register embedders: objects with ``name``, ``dim`` and
-    ``embed(image) -> numpy.ndarray`` (one L2-normalised float32 vector per image),
-    used to index samples and to retrieve neighbours by vector search.
+def consist_register_rerankers(register: Callable[[Reranker], None]) -> None:
+    """Register re-rankers (:class:`consist.contracts.retrieval.Reranker`): objects
+    with ``name`` and ``rerank(query, neighbours, store, *, k, features)`` that reorder
+    retrieved neighbours with costlier evidence (``consist query --rerank NAME``).
     """
 
 
 @hookspec
-def consist_register_stores(register: Callable[[str, Callable[[str], Store]], None]) -> None:
+def consist_register_embedders(register: Callable[[Embedder], None]) -> None:
+    """Register embedders (:class:`consist.contracts.retrieval.Embedder`): objects with
+    ``name``, ``dim`` and ``embed(image) -> numpy.ndarray`` (one L2-normalised float32
+    vector per image), used to index samples and to retrieve neighbours by vector search.
+    """
+
+
+@hookspec
+def consist_register_extractors(register: Callable[[str, ExtractorFactory], None]) -> None:
+    """Register local-feature extractors by name: ``register("sift", factory)``.
+
+    ``factory(**options)`` returns a :class:`consist.contracts.features.FeatureExtractor`
+    (options: ``max_side``, ``max_keypoints``, ``device``). ``consist audit --features
+    NAME`` extracts with it in parallel workers and caches the features in the store
+    under the extractor's ``kind``; retrievers and checkers read them from there.
+    """
+
+
+@hookspec
+def consist_register_stores(register: Callable[[str, StoreOpener], None]) -> None:
     """Register store back-ends by URI scheme: ``register("myscheme", opener)``.
 
-    ``opener(uri)`` returns an object implementing :class:`consist.stores.Store`;
+    ``opener(uri, **options)`` returns an object implementing
+    :class:`consist.contracts.store.Store` (see
+    :class:`consist.contracts.store.StoreOpener` for the options);
     ``consist.open_store("myscheme://...")`` then finds it.
     """
 
 
 @hookspec
-def consist_register_reporters(register: Callable[[Any], None]) -> None:
-    """Register reporters: objects with ``name`` and ``report(decisions, out_dir)``
-    that write results somewhere (files, dashboards) after a batch or an audit.
+def consist_register_reporters(register: Callable[[Reporter], None]) -> None:
+    """Register reporters (:class:`consist.contracts.reporter.Reporter`): objects with
+    ``name``, ``enabled_by_default`` and ``report(outcome) -> list[Path]``, run at the
+    end of ``consist audit`` with the :class:`~consist.contracts.reporter.AuditOutcome`.
+    consist's own ``audit.csv``, ``audit.jsonl``, ``summary.json`` and ``report.html``
+    are built-in reporters.
     """
 
 

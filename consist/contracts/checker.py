@@ -15,16 +15,18 @@ import attrs
 from consist.records import Neighbour, Prediction, Vote
 
 if TYPE_CHECKING:
-    from consist.stores.base import Store
+    from consist.contracts.features import FeatureSpec
+    from consist.contracts.retrieval import Progress
+    from consist.contracts.store import Store
 
-__all__ = ["Abstain", "Checker", "BaseChecker", "CheckContext", "DEFAULT_TIMEOUT_S"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Abstain", "BaseChecker", "CheckContext", "Checker"]
 
 #: Default per-call time limit of a checker, in seconds. A checker that needs longer
 #: (an LMM on a slow server) sets its own ``timeout``.
 DEFAULT_TIMEOUT_S = 60.0
 
 
-class Abstain(Exception):  # noqa: N818 - it is a signal, not an error
+class Abstain(Exception):
     """Raise from ``check`` to say "I have nothing to say about this query", with a reason."""
 
 
@@ -39,7 +41,10 @@ class CheckContext:
     options given to this checker (``EngineConfig(checker_options={name: {...}})``).
     ``signals`` is the one mutable thing: a dict shared by the checkers of one
     decision where a checker may publish numbers for the controller and for later
-    checkers (``context.signals["community_uncertainty"] = 1.3``).
+    checkers (``context.signals["community_uncertainty"] = 1.3``). ``features`` names
+    the local features of the run (``consist audit --features``), which checkers that
+    read local features should use instead of their own default, so that every
+    checker reads the same cached features.
     """
 
     store: Store | None = None
@@ -47,6 +52,7 @@ class CheckContext:
     scores: Mapping[str, float] = attrs.field(factory=dict)
     config: Mapping[str, Any] = attrs.field(factory=dict)
     signals: dict[str, Any] = attrs.field(factory=dict)
+    features: FeatureSpec | None = None
 
 
 @runtime_checkable
@@ -58,6 +64,18 @@ class Checker(Protocol):
         cost: expected seconds per query; the engine runs cheaper checkers first.
         timeout: seconds before a call is abandoned and recorded as an abstention
             (``None`` runs it inline with no limit: only for trusted, fast checkers).
+
+    Optional attributes, read with their defaults when absent (:class:`BaseChecker`
+    sets them): ``enabled_by_default`` (True), ``description`` (""),
+    ``reads_pixels`` (True: a vote of this checker is evidence from the image itself;
+    False for checkers that only read labels, like the ``knn`` vote, whose agreement
+    does not make an image "verified"), ``builds_store_graph`` (False: True for a
+    checker that verifies every image against its neighbours to build store-wide
+    state; the audit, which verifies those pairs itself, leaves it out unless named),
+    and the methods ``prepare(store, options, progress)`` (build shared state once
+    before many queries) and ``validate_options(options)``. A checker that verifies
+    image pairs also implements :class:`consist.contracts.evidence.PairVerifier` and
+    publishes its pairs under ``evidence["pairs"]`` (``PairEvidence``).
     """
 
     name: str
@@ -74,7 +92,8 @@ class BaseChecker:
 
     Subclasses set ``name`` (and usually ``cost``) and implement :meth:`check`.
     ``enabled_by_default = False`` keeps a checker off unless asked for by name.
-    ``description`` is shown by ``consist plugins``.
+    ``description`` is shown by ``consist plugins``. ``reads_pixels`` and
+    ``builds_store_graph`` are explained in :class:`Checker`.
     """
 
     name: str = ""
@@ -82,6 +101,13 @@ class BaseChecker:
     timeout: float | None = DEFAULT_TIMEOUT_S
     enabled_by_default: bool = True
     description: str = ""
+    reads_pixels: bool = True
+    builds_store_graph: bool = False
+
+    def prepare(self, store: Store, options: Mapping[str, Any] | None = None, progress: Progress | None = None) -> None:
+        """Build what this checker shares across queries (an index, a graph) once,
+        before a batch or an audit starts its workers; ``options`` are this checker's
+        ``checker_options``. The default does nothing."""
 
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
         raise NotImplementedError
