@@ -48,6 +48,18 @@ def _points(value: Any) -> np.ndarray:
     return arr
 
 
+def _indices(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.int64).reshape(-1)
+    arr.setflags(write=False)
+    return arr
+
+
+def _same_indices(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and bool(np.array_equal(a, b)))
+
+
 _eq_arrays = attrs.cmp_using(eq=lambda a, b: a.shape == b.shape and bool(np.array_equal(a, b)))
 
 
@@ -67,6 +79,11 @@ class PairEvidence:
             the query and the neighbour, row ``i`` of one matching row ``i`` of the
             other (all of them from :class:`PairVerifier`; at most
             :data:`MAX_DRAWN_MATCHES` in JSON evidence).
+        query_indices, neighbour_indices: the inliers as indices into each image's
+            :class:`~consist.contracts.LocalFeatures` (of the run's features), when the
+            verifier matched local features (for a query restricted to a region: into
+            its features inside the region): what a matching graph keeps per pair
+            (``None`` otherwise, and in JSON evidence).
         query_polygon: where the object lies in the query (the inlier hull), or ``None``.
         neighbour_polygon: the query region (or the query's inlier hull) localised in
             the neighbour, or ``None``.
@@ -81,6 +98,8 @@ class PairEvidence:
     matrix: tuple[tuple[float, ...], ...] | None = attrs.field(default=None, converter=lambda m: None if m is None else tuple(tuple(float(v) for v in row) for row in m))
     query_points: np.ndarray = attrs.field(factory=lambda: _points(None), converter=_points, eq=_eq_arrays, hash=False, repr=False)
     neighbour_points: np.ndarray = attrs.field(factory=lambda: _points(None), converter=_points, eq=_eq_arrays, hash=False, repr=False)
+    query_indices: np.ndarray | None = attrs.field(default=None, converter=_indices, eq=attrs.cmp_using(eq=_same_indices), hash=False, repr=False)
+    neighbour_indices: np.ndarray | None = attrs.field(default=None, converter=_indices, eq=attrs.cmp_using(eq=_same_indices), hash=False, repr=False)
     query_polygon: Polygon | None = attrs.field(default=None, converter=_polygon)
     neighbour_polygon: Polygon | None = attrs.field(default=None, converter=_polygon)
     reason: str = ""
@@ -88,6 +107,10 @@ class PairEvidence:
     def __attrs_post_init__(self) -> None:
         if len(self.query_points) != len(self.neighbour_points):
             raise ValueError(f"pair {self.neighbour!r}: {len(self.query_points)} query points but {len(self.neighbour_points)} neighbour points")
+        for name in ("query_indices", "neighbour_indices"):
+            idx = getattr(self, name)
+            if idx is not None and len(idx) != len(self.query_points):
+                raise ValueError(f"pair {self.neighbour!r}: {len(idx)} {name} for {len(self.query_points)} correspondences")
 
     def to_dict(self, *, max_points: int | None = MAX_DRAWN_MATCHES) -> dict[str, Any]:
         """JSON-able form for vote evidence; keeps ``max_points`` correspondences spread
@@ -158,10 +181,14 @@ class PairVerifier(Protocol):
 
     ``query`` may be a stored :class:`~consist.Sample` or a :class:`~consist.Query`;
     ``region`` restricts the query to a region; ``features`` names the local features
-    of the run (``None``: the checker's own). Returns the pair with ALL its inlier
-    correspondences.
+    of the run (``None``: the checker's own); ``options`` are the checker's own options
+    (as in ``checker_options``; unknown ones raise ``ValueError``). Returns the pair with
+    ALL its inlier correspondences (and their keypoint indices when it matched local
+    features).
     """
 
     name: str
 
-    def verify_pair(self, query: Query | Sample, neighbour: Sample, store: Store | None, *, region: Region | None = None, features: FeatureSpec | None = None) -> PairEvidence: ...
+    def verify_pair(
+        self, query: Query | Sample, neighbour: Sample, store: Store | None, *, region: Region | None = None, features: FeatureSpec | None = None, options: Mapping[str, Any] | None = None
+    ) -> PairEvidence: ...

@@ -331,10 +331,12 @@ class SpatialChecker(BaseChecker):
         """Verify query features against one stored sample (features from the cache)."""
         return self._verify(query_features, sample, store, cfg=cfg or self.config, region=region, extractor=extractor)[0]
 
-    def verify_pair(self, query: Query | Sample, neighbour: Sample, store: Store | None, *, region: Region | None = None, features: FeatureSpec | None = None) -> PairEvidence:
+    def verify_pair(
+        self, query: Query | Sample, neighbour: Sample, store: Store | None, *, region: Region | None = None, features: FeatureSpec | None = None, options: Mapping[str, Any] | None = None
+    ) -> PairEvidence:
         """Verify one pair on request (:class:`consist.contracts.PairVerifier`), with
-        all its inlier correspondences."""
-        cfg, ext = self.configured(None, features)
+        all its inlier correspondences and their keypoint indices."""
+        cfg, ext = self.configured(options, features)
         if region is not None and isinstance(query, Query) and query.region is None:
             query = attrs.evolve(query, region=region)
         qf = self.query_features(query, store, cfg, ext)
@@ -362,6 +364,8 @@ class SpatialChecker(BaseChecker):
             matrix=v.H if v.model == "homography" else v.F,
             query_points=qp,
             neighbour_points=np_,
+            query_indices=im[:, 0] if len(im) else np.zeros(0, np.int64),
+            neighbour_indices=im[:, 1] if len(im) else np.zeros(0, np.int64),
             query_polygon=qpoly,
             neighbour_polygon=v.polygon if v.polygon is not None else v.inlier_hull,
             reason=v.reason,
