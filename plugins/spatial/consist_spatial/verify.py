@@ -378,7 +378,7 @@ def verify_pair(
     thr = float(DEFAULT_THRESHOLDS[model] if threshold is None else threshold)
     matches = np.asarray(matches, dtype=np.int64).reshape(-1, 2)
     n = len(matches)
-    base = {"model": model, "estimator": estimator, "matches": n, "consistent": consistent_matches(f1, f2, matches)}
+    base: dict[str, Any] = {"model": model, "estimator": estimator, "matches": n, "consistent": consistent_matches(f1, f2, matches)}
     needed = max(MIN_POINTS[model], int(min_inliers))
     if n < needed:
         return Verification(False, reason=f"{n} tentative matches, {needed} needed", **base)
