@@ -262,17 +262,20 @@ def posterior(scores: Mapping[str, float], label: str) -> float:
 
 def consist_outputs(rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """flagged / suggested / p_wrong / answered per sample from consist's audit rows
-    (``AuditRow``s or the dicts of ``audit.jsonl``'s ``row``). ``P(wrong)`` is one
-    minus the given label's posterior (from the row's scores) for every row the audit
-    gave a confidence; rows without one (no neighbour verifies them) have none."""
+    (``AuditRow``s or the dicts of ``audit.jsonl``'s ``row``). ``confidence`` is the
+    label model's P(given label wrong) (older audits, with per-row ``scores``: one
+    minus the given label's posterior); rows without one have none."""
     flagged, suggested, p_wrong, answered = {}, {}, {}, {}
     for r in rows:
         g = (lambda k: r[k]) if isinstance(r, Mapping) else (lambda k: getattr(r, k))  # noqa: B023 -- g is used only within this iteration
         sid = g("sample")
         flagged[sid] = bool(g("flagged"))
         suggested[sid] = g("suggested_label") if g("flagged") else None
-        scores = g("scores") or {}
-        p_wrong[sid] = None if (g("confidence") is None or not scores) else 1.0 - posterior(scores, g("given_label"))
+        scores = r.get("scores") if isinstance(r, Mapping) else getattr(r, "scores", None)
+        if scores:
+            p_wrong[sid] = None if g("confidence") is None else 1.0 - posterior(scores, g("given_label"))
+        else:
+            p_wrong[sid] = g("confidence")
         answered[sid] = g("status") not in NO_ANSWER
     return {"flagged": flagged, "suggested": suggested, "p_wrong": p_wrong, "answered": answered}
 

@@ -51,7 +51,7 @@ def test_planted_errors_are_flagged_with_the_right_suggestion_and_nothing_else(a
     assert len(wrong) == 2
     for sid in wrong:
         r = rows[sid]
-        assert r.flagged and r.status == "flagged", r
+        assert r.flagged and r.status == "flagged" and r.basis == "verified", r
         assert r.suggested_label == truth[sid]
         assert r.confidence is not None and r.confidence > 0.5
         assert r.evidence_label == truth[sid] and r.evidence_inliers >= 15
@@ -134,8 +134,10 @@ def test_apply_writes_a_new_file_and_records_history(dataset, audited, tmp_path)
         s.close()
 
 
-def test_unverifiable_sample_is_not_flagged(tmp_path, dataset):
-    """A photo of something no other image shows cannot be judged either way."""
+def test_a_sample_nothing_verifies_gets_an_answer_from_retrieval_not_a_flag(tmp_path, dataset):
+    """A photo of something no other image shows is not verified either way: it gets
+    the retrieval-based status "plausible" (its own status, not "ok"), with a low
+    P(wrong) that comes from the collection's estimated noise rate."""
     import shutil
 
     import skimage.data
@@ -147,8 +149,9 @@ def test_unverifiable_sample_is_not_flagged(tmp_path, dataset):
     Image.fromarray(skimage.data.brick()).save(ds / "cat" / "lonely.png")  # a wall in the cat folder
     res = consist.audit(ds, tmp_path / "out", workers=1, report=False, k=4)
     row = next(r for r in res.rows if r.sample == "cat/lonely.png")
-    assert row.status == "unverifiable" and not row.flagged and row.suggested_label is None
-    assert "verif" in row.reason
+    assert row.status == "plausible" and row.basis == "retrieval" and not row.flagged, row
+    assert row.suggested_label == "cat" and row.confidence is not None and row.confidence < 0.5
+    assert "no neighbour verifies it" in row.reason
 
 
 def test_cli_prints_issues_and_report_path_and_exit_codes(dataset, audited, tmp_path):

@@ -15,7 +15,7 @@ from consist.audit.config import AuditConfig
 from consist.audit.decide import AuditRow
 from consist.audit.outputs import atomic_open
 
-__all__ = ["CHANGES_CSV", "CORRECTED_CSV", "apply_corrections"]
+__all__ = ["CHANGES_CSV", "CORRECTED_CSV", "applicable", "apply_corrections"]
 
 #: The dataset's labels with the flagged ones corrected: ``path,label,<extra columns>``
 #: (the input's format: feed it back to ``consist audit --labels``).
@@ -30,7 +30,8 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
     from consist.stores.uri import open_store
 
     by_id = {r.sample: r for r in rows}
-    changes = [r for r in rows if r.flagged and r.suggested_label and r.suggested_label != r.given_label]
+    changes = [r for r in rows if applicable(r, cfg.min_confidence)]
+    below = sum(1 for r in rows if r.flagged and r not in changes)
     extra = sorted({k for it in ds.items for k in it.meta})
     with atomic_open(out_dir / CORRECTED_CSV, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -67,4 +68,19 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
         "changed": len(applied),
         "kept_user_labels": kept,
         "history_seqs": [seq for _, seq in applied if seq is not None],
+        "min_confidence": cfg.min_confidence,
+        "flagged_below_min_confidence": below,
     }
+
+
+def applicable(row: AuditRow, min_confidence: float) -> bool:
+    """Whether ``--apply`` relabels ``row``: flagged, with a suggestion, and both the
+    given label's P(wrong) and the suggestion's posterior at least ``min_confidence``
+    (a generic label is surely wrong, but its photo's landmark may be a guess)."""
+    return bool(
+        row.flagged
+        and row.suggested_label
+        and row.suggested_label != row.given_label
+        and (row.confidence or 0.0) >= min_confidence
+        and (row.suggestion_confidence or 0.0) >= min_confidence
+    )

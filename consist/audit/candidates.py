@@ -8,22 +8,20 @@ another view of the same object carries.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from consist.records import Candidate, Neighbour, Prediction, Query
 
-__all__ = ["build_prediction", "prior_with_penalty"]
+__all__ = ["GIVEN_PRIOR", "OTHER_PRIOR", "build_prediction"]
+
+#: Prior of the given label in the engine's per-image decision recorded in audit.jsonl
+#: (0.6: label noise is a minority). The verdict itself comes from the label model.
+GIVEN_PRIOR = 0.6
+#: Prior of each label a neighbour carries (0.1).
+OTHER_PRIOR = 0.1
 
 
-def prior_with_penalty(p: float, penalty: float) -> float:
-    """``p`` lowered by ``penalty`` log-odds (the label-coherence penalty)."""
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    z = math.log(p / (1 - p)) - penalty
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def build_prediction(query: Query, given_label: str, neighbours: Sequence[Neighbour], *, given_prior: float, other_prior: float) -> Prediction:
+def build_prediction(query: Query, given_label: str, neighbours: Sequence[Neighbour], *, given_prior: float = GIVEN_PRIOR, other_prior: float = OTHER_PRIOR) -> Prediction:
     """The prediction "``query`` shows ``given_label``", with the neighbours' labels
     as the alternatives (in retrieval order, each once)."""
     candidates = [Candidate(given_label, given_prior, source="dataset")]

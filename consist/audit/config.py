@@ -32,41 +32,27 @@ class AuditConfig:
         max_side, max_keypoints: feature extraction (1024 px, 2048 RootSIFT
             keypoints: the spatial plugin's defaults, revisitop's resolution).
         min_inliers: distinct inliers for a verified pair (15, the spatial checker's
-            default and the threshold of An et al.'s community selection).
-        weak_inliers: pairs with at least this many inliers but fewer than
-            ``min_inliers`` join the graph as weak edges (8: on landmark-multiview and
-            ukbench every such pair showed the same object; random pairs give 0-5
-            after DEGENSAC), so that propagation reaches images no single pair verifies.
-        weak_strength: strength of a weak edge just below ``min_inliers`` (0.4),
-            falling linearly to a fifth of it at ``weak_inliers``.
+            default and the threshold of An et al.'s community selection): what the
+            report calls "verified"; the decision links pairs from ``weak_inliers``.
         chunk_size: samples per task sent to a worker (16: large enough to amortise
             the task overhead, small enough that an interrupted run loses little).
 
-    Leave-one-out decision:
-        given_prior: probability the recognizer (here: the dataset) is right before
-            any evidence (0.6: label noise is a minority, but one well-verified
-            neighbour of another label must be able to overturn it).
-        other_prior: prior of a label a neighbour carries (0.1).
-        hops: propagation depth through verified pairs (3, as hypergraph
-            propagation, An et al. NeurIPS 2021).
-        hop_decay: strength kept per extra hop (0.7).
-        edge_floor: strength of a pair that just reaches ``min_inliers`` (0.5);
-            ``edge_scale``: inliers above it that close 63% of the gap to 1 (20, the
-            spatial checker's ``support_scale``).
-        self_trust: weight of a neighbour's own given label against what its
-            neighbourhood says when its label is used as evidence (1.0), scaled by
-            the share of that label's connected images in the neighbour's community
-            (a label copied onto an image of another community is a poor witness).
-        iterations: rounds of label refinement of the propagation (2).
-        graph_confidence_scale: propagated mass at which the graph vote's confidence
-            reaches 63% (1.0: one strong verified neighbour).
-        incoherence_weight: log-odds the given label's prior loses when none of
-            the other connected images of that label share the sample's community
-            (1.0; proportionally less when some do; a label whose images fall into
-            many unconnected communities is itself suspect).
-        flag_confidence: flag when another label wins and the given label's
-            posterior is at most ``1 - flag_confidence`` (0.8: the evidence must
-            clearly contradict the given label; the suggestion may still be unsure).
+    Decision (the label model, :mod:`consist.audit.labelmodel`):
+        weak_inliers: inliers that link two images as views of one object (8: no
+            pair of different objects reached 8 RANSAC inliers among 5,490+ top-30
+            pairs of revisitop-paris-dev, landmark-multiview and ukbench-subset, while
+            true pairs often stop between 8 and 15); the groups of linked images share
+            one true label.
+        generic_min_connected, generic_max_agreement: a label with at least 5 linked
+            images of which at most 20% link to an image of the same label names no
+            object (a city, "misc"): never a class, never a suggestion.
+        generic_labels: labels the user declares generic (``--generic-label``).
+        detect_generic: detect generic labels from the graph (True).
+        flag_probability: flag when P(given label wrong) exceeds it (0.5: more likely
+            wrong than right; P(wrong) is calibrated, see the benchmark's ECE).
+        min_confidence: ``--apply`` relabels only flags whose P(wrong) and suggestion
+            posterior both reach it (0.9: on revisitop-paris-dev the suggestions at or
+            above it were right in every setting measured, see benchmarks/README.md).
         near_duplicate_coverage, near_duplicate_ratio: a verified pair whose inlier
             hull covers this much of the query (0.8) with this inlier ratio (0.7) is a
             near-duplicate; with different labels it is reported as such.
@@ -80,19 +66,13 @@ class AuditConfig:
     max_keypoints: int = attrs.field(default=2048, converter=int)
     min_inliers: int = attrs.field(default=15, converter=int)
     weak_inliers: int = attrs.field(default=8, converter=int)
-    weak_strength: float = attrs.field(default=0.4, converter=float, validator=_in_unit)
     chunk_size: int = attrs.field(default=16, converter=int)
-    given_prior: float = attrs.field(default=0.6, converter=float, validator=_in_unit)
-    other_prior: float = attrs.field(default=0.1, converter=float, validator=_in_unit)
-    hops: int = attrs.field(default=3, converter=int)
-    hop_decay: float = attrs.field(default=0.7, converter=float, validator=_in_unit)
-    edge_floor: float = attrs.field(default=0.5, converter=float, validator=_in_unit)
-    edge_scale: float = attrs.field(default=20.0, converter=float, validator=_positive)
-    self_trust: float = attrs.field(default=1.0, converter=float)
-    iterations: int = attrs.field(default=2, converter=int)
-    graph_confidence_scale: float = attrs.field(default=1.0, converter=float, validator=_positive)
-    incoherence_weight: float = attrs.field(default=1.0, converter=float)
-    flag_confidence: float = attrs.field(default=0.8, converter=float, validator=_in_unit)
+    generic_min_connected: int = attrs.field(default=5, converter=int)
+    generic_max_agreement: float = attrs.field(default=0.2, converter=float, validator=_in_unit)
+    generic_labels: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(set(v or ()))))
+    detect_generic: bool = attrs.field(default=True, converter=bool)
+    flag_probability: float = attrs.field(default=0.5, converter=float, validator=_in_unit)
+    min_confidence: float = attrs.field(default=0.9, converter=float, validator=_in_unit)
     near_duplicate_coverage: float = attrs.field(default=0.8, converter=float, validator=_in_unit)
     near_duplicate_ratio: float = attrs.field(default=0.7, converter=float, validator=_in_unit)
 

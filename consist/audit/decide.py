@@ -1,51 +1,57 @@
-"""The final, leave-one-out verdict on one sample.
+"""The verdicts: every image's, decided jointly by the label model
+(:mod:`consist.audit.labelmodel`) from what the journal holds.
 
-The engine's checkers already voted on "this sample shows its given label" against
-the labels of its neighbours (``Decision.votes``). Once every sample has been
-verified, the verified graph adds what no single pair can see: propagation through
-intermediate views, and the coherence of each label (see :mod:`consist.audit.graph`).
-Its opinion joins the others as the votes of a pseudo-checker ``graph``, and the
-same aggregation hook the engine uses (``consist_aggregate``; a plugin may replace
-it) turns prior + votes into the verdict:
+Statuses (``AuditRow.status``), by what the verdict rests on:
 
-* ``flagged``: the winning label differs from the given one and the given label's
-  posterior is at most ``1 - flag_confidence``; the winner is the suggestion;
-* ``ok``: the given label won;
-* ``unverifiable``: no checker verified the sample against anything (no verified
-  neighbour, nothing propagated), or the evidence is too weak either way (the
-  given label keeps the lead with a posterior under 0.5): nothing can say it is
-  right or wrong;
+* ``flagged``: the label is more likely wrong than right (P(wrong) above
+  ``flag_probability``), on verified evidence: the image's group of verified views,
+  or its label names no object (a generic label);
+* ``suspect``: likewise, but no pair verifies the image: its neighbours' labels say
+  so, weighted by how accurate retrieval has proved on this collection;
+* ``ok``: the label is confirmed by the image's group of verified views;
+* ``plausible``: no pair verifies the image, and retrieval does not contradict it;
+* ``unverifiable``: the image has no neighbour at all;
 * ``unreadable``: the image could not be read (the reason names the file).
+
+``confidence`` is always P(given label wrong), a probability (its calibration is
+measured by benchmarks/bench_audit.py); ``suggestion_confidence`` is the posterior of
+the suggested label, which may be low even when the given label is surely wrong (a
+generic label on a photo that verifies with nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from consist.audit.candidates import build_prediction, prior_with_penalty
 from consist.audit.config import AuditConfig
-from consist.audit.graph import LabelEvidence
-from consist.records import Query, Vote, from_dict
+from consist.audit.labelmodel import LabelFindings, LabelModelConfig, LabelModelInput, LabelModelResult, fit_label_model, pair_inliers
+from consist.contracts.evidence import PAIRS_KEY
 
-__all__ = ["GRAPH_CHECKER", "STATUSES", "AuditRow", "decide", "graph_votes", "unreadable_row"]
+__all__ = ["ANSWERED_STATUSES", "FLAGGED_STATUSES", "STATUSES", "AuditRow", "Decisions", "decide_all", "label_model_config", "unreadable_row"]
 
 #: Sample statuses, in the order reports list them.
-STATUSES = ("flagged", "ok", "unverifiable", "unreadable")
-#: Name of the votes the verified graph casts.
-GRAPH_CHECKER = "graph"
-
-Aggregate = Callable[[Any, Sequence[Vote]], Any]
+STATUSES = ("flagged", "suspect", "ok", "plausible", "unverifiable", "unreadable")
+#: Statuses whose label is reported as wrong.
+FLAGGED_STATUSES = frozenset({"flagged", "suspect"})
+#: Statuses that carry an answer about the label.
+ANSWERED_STATUSES = frozenset({"flagged", "suspect", "ok", "plausible"})
 
 
 @attrs.frozen
 class AuditRow:
     """One sample's verdict (a row of ``audit.csv``, the core of ``audit.jsonl``).
 
-    ``evidence_*`` name the strongest verified neighbour behind the verdict (of
-    the suggested label when flagged, of the given label otherwise).
+    ``confidence`` is P(given label wrong); ``suggested_label`` is the most probable
+    other label when flagged (the given label otherwise), ``suggestion_confidence``
+    its posterior. ``basis``: ``verified`` (a group of verified views), ``retrieval``
+    (neighbours' labels only), ``none``. ``label_kind``: ``generic`` when the given
+    label names no object, else ``specific``. ``evidence_*`` name the strongest
+    verified neighbour carrying the shown label.
     """
 
     sample: str
@@ -60,155 +66,181 @@ class AuditRow:
     evidence_inliers: int | None = None
     verified_neighbours: int = 0
     near_duplicates: tuple[str, ...] = ()
-    community: int | None = None
-    label_incoherence: float | None = None
-    scores: dict[str, float] = attrs.field(factory=dict)
+    basis: str = "none"
+    label_kind: str = "specific"
+    suggestion_confidence: float | None = None
+    group_size: int = 0
     meta: dict[str, Any] = attrs.field(factory=dict)
 
 
-def graph_votes(given: str, ev: LabelEvidence, cfg: AuditConfig) -> list[Vote]:
-    """The graph's votes: each label's smoothed share of the propagated mass, with a
-    confidence that grows with the total mass (one strong verified neighbour ~0.6)."""
-    import math
+@attrs.frozen
+class Decisions:
+    """All verdicts of an audit, the label-level findings and the fitted model."""
 
-    total = ev.total
-    if total <= 0:
-        return []
-    alpha = 0.5
-    confidence = 1.0 - math.exp(-total / cfg.graph_confidence_scale)
-    votes = []
-    for label in dict.fromkeys([given, *sorted(ev.mass, key=lambda k: -ev.mass[k])]):
-        support = (ev.mass.get(label, 0.0) + alpha * 0.5) / (total + alpha)
-        votes.append(
-            Vote(
-                checker=GRAPH_CHECKER,
-                label=label,
-                support=min(max(support, 0.0), 1.0),
-                confidence=confidence,
-                evidence={"mass": round(ev.mass.get(label, 0.0), 4), "total_mass": round(total, 4), "reached": len(ev.reached), "community_size": ev.community_size},
-            )
-        )
-    return votes
-
-
-def _near_duplicates(record: Mapping[str, Any], cfg: AuditConfig) -> list[str]:
-    out = []
-    for e in record.get("edges", ()):
-        if e.get("verified") and (e.get("coverage") or 0) >= cfg.near_duplicate_coverage and (e.get("ratio") or 0) >= cfg.near_duplicate_ratio and e.get("b_label") != record["label"]:
-            out.append(e["b"])
-    return sorted(set(out))
-
-
-def _strongest(record: Mapping[str, Any], label: str | None) -> dict[str, Any] | None:
-    best = None
-    for e in record.get("edges", ()):
-        if e.get("verified") and e.get("b_label") == label and (best is None or e["inliers"] > best["inliers"]):
-            best = e
-    return best
+    rows: tuple[AuditRow, ...]
+    findings: LabelFindings
+    model: dict[str, object]
 
 
 def unreadable_row(sample: str, label: str, error: str, meta: Mapping[str, Any] | None = None) -> AuditRow:
     return AuditRow(sample=sample, given_label=label, suggested_label=None, flagged=False, confidence=None, status="unreadable", reason=error, meta=dict(meta or {}))
 
 
-def decide(record: Mapping[str, Any], ev: LabelEvidence | None, incoherence: Mapping[str, float], cfg: AuditConfig, aggregate: Aggregate, *, label_only: frozenset[str] = frozenset()) -> AuditRow:
-    """The verdict on one verified sample (``record``: a journal record of
-    :func:`consist.audit.work.verify_chunk`). Votes of the ``label_only`` checkers
-    (those that read no pixels, ``reads_pixels = False``: the neighbour label vote
-    only echoes retrieval) alone do not make a sample verifiable."""
-    sid, given = record["id"], record["label"]
-    meta = record.get("meta") or {}
-    if record.get("error"):
-        return unreadable_row(sid, given, record["error"], meta)
-    votes = [from_dict(Vote, v) for v in (record.get("decision") or {}).get("votes", ())]
-    incoh = incoherence.get(given, 0.0)
-    share = None if ev is None else ev.community_share
-    prior = prior_with_penalty(cfg.given_prior, 0.0 if share is None else cfg.incoherence_weight * (1.0 - share))
-    from consist.records import Neighbour, Sample
+def label_model_config(cfg: AuditConfig) -> LabelModelConfig:
+    """The label model's parameters from the audit's."""
+    return LabelModelConfig(
+        link_inliers=cfg.weak_inliers,
+        generic_min_connected=cfg.generic_min_connected,
+        generic_max_agreement=cfg.generic_max_agreement,
+        generic_labels=cfg.generic_labels,
+        detect_generic=cfg.detect_generic,
+        flag_probability=cfg.flag_probability,
+    )
 
-    neighbours = [Neighbour(Sample(id=n["id"], label=n["label"]), n["similarity"], n["rank"]) for n in record.get("neighbours", ())]
-    prediction = build_prediction(Query(id=sid, uri=record.get("uri")), given, neighbours, given_prior=prior, other_prior=cfg.other_prior)
-    gvotes = graph_votes(given, ev, cfg) if ev is not None else []
-    result = aggregate(prediction, [*votes, *gvotes])
-    verified = sum(1 for e in record.get("edges", ()) if e.get("verified"))
-    strong = any(v.support > 0.5 and v.checker not in label_only for v in votes) or bool(gvotes)
-    dups = _near_duplicates(record, cfg)
-    common = dict(
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
+def _vote_logits(record: Mapping[str, Any], independent: frozenset[str]) -> dict[str, float]:
+    """Log-odds per label from the votes of checkers whose evidence is independent of
+    the pairs: they read pixels but published no pair evidence in this record (an
+    LMM's answers); a checker's pairs already enter through the groups."""
+    votes = list((record.get("decision") or {}).get("votes") or ())
+    with_pairs = {v.get("checker") for v in votes if (v.get("evidence") or {}).get(PAIRS_KEY)}
+    out: dict[str, float] = {}
+    for v in votes:
+        if v.get("checker") in independent and v.get("checker") not in with_pairs and isinstance(v.get("label"), str):
+            out[v["label"]] = out.get(v["label"], 0.0) + float(v.get("confidence", 1.0)) * _logit(float(v.get("support", 0.5)))
+    return out
+
+
+@attrs.frozen
+class _Compact:
+    """What the decision keeps of a journal record (O(k) per sample)."""
+
+    uri: str | None
+    meta: dict[str, Any]
+    neighbours: tuple[tuple[str, int], ...]
+    edges: tuple[dict[str, Any], ...]
+    logits: dict[str, float]
+
+
+def decide_all(records: Iterable[Mapping[str, Any]], given: Mapping[str, str], metas: Mapping[str, Mapping[str, Any]], failures: Mapping[str, str], cfg: AuditConfig, *, independent: frozenset[str] = frozenset()) -> Decisions:
+    """Every sample's verdict. ``records``: each sample's journal record once (any
+    order: the result depends only on their content); ``given``: the dataset's labels;
+    ``independent``: checkers whose votes enter as independent evidence."""
+    kept: dict[str, _Compact] = {}
+    errors: dict[str, str] = dict(failures)
+    for rec in records:
+        sid = str(rec["id"])
+        if sid not in given or sid in kept or sid in errors:
+            continue
+        if rec.get("error"):
+            errors[sid] = str(rec["error"])
+            continue
+        edges = tuple(sorted((dict(e) for e in rec.get("edges", ()) if e.get("b") in given), key=lambda e: (str(e["b"]), -int(e.get("inliers") or 0))))
+        neighbours = tuple((str(n["id"]), int(n["rank"])) for n in rec.get("neighbours", ()) if n.get("id") in given)
+        kept[sid] = _Compact(uri=rec.get("uri"), meta=dict(rec.get("meta") or {}), neighbours=neighbours, edges=edges, logits=_vote_logits(rec, independent))
+    readable = {sid: given[sid] for sid in sorted(kept)}
+    data = LabelModelInput(
+        given=readable,
+        neighbours={sid: c.neighbours for sid, c in kept.items()},
+        inliers=pair_inliers((sid, c.edges) for sid, c in sorted(kept.items())),
+        logits={sid: c.logits for sid, c in kept.items() if c.logits},
+    )
+    result = fit_label_model(data, label_model_config(cfg)) if readable else None
+    rows = []
+    for sid in sorted(given):
+        if sid in kept and result is not None:
+            rows.append(_row(sid, given[sid], kept[sid], result, cfg, readable))
+        else:
+            rows.append(unreadable_row(sid, given[sid], errors.get(sid, f"{sid}: not verified"), metas.get(sid)))
+    findings = result.findings if result is not None else LabelFindings(generic={}, same_object=[], label_stats={})
+    return Decisions(rows=tuple(rows), findings=findings, model=dict(result.info) if result is not None else {})
+
+
+def _near_duplicates(sid: str, label: str, c: _Compact, cfg: AuditConfig) -> list[str]:
+    out = {
+        str(e["b"])
+        for e in c.edges
+        if e.get("verified") and (e.get("coverage") or 0) >= cfg.near_duplicate_coverage and (e.get("ratio") or 0) >= cfg.near_duplicate_ratio and e.get("b_label") != label
+    }
+    return sorted(out - {sid})
+
+
+def _strongest(c: _Compact, label: str | None, given: Mapping[str, str]) -> dict[str, Any] | None:
+    best = None
+    for e in c.edges:
+        if e.get("verified") and given.get(str(e["b"])) == label and (best is None or int(e["inliers"]) > int(best["inliers"])):
+            best = e
+    return best
+
+
+def _counts(members: Sequence[str], given: Mapping[str, str]) -> str:
+    c = Counter(given[m] for m in members)
+    return ", ".join(f"{n} {label!r}" for label, n in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _row(sid: str, label: str, c: _Compact, m: LabelModelResult, cfg: AuditConfig, given: Mapping[str, str]) -> AuditRow:
+    members = m.group_members[m.group[sid]]
+    generic = label in m.findings.generic
+    basis = m.basis[sid]
+    p_wrong = m.p_wrong[sid]
+    flagged = generic or p_wrong > cfg.flag_probability
+    suggestion = m.suggestion[sid]
+    sprob = m.suggestion_probability[sid]
+    verified = sum(1 for e in c.edges if e.get("verified"))
+    dups = _near_duplicates(sid, label, c, cfg)
+    if flagged:
+        status = "flagged" if (basis == "verified" or generic) else "suspect"
+    elif basis == "verified":
+        status = "ok"
+    elif basis == "retrieval":
+        status = "plausible"
+    else:
+        status = "unverifiable"
+    shown = suggestion if flagged else label
+    best = _strongest(c, shown, given)
+    p_s = "" if sprob is None else f" (posterior {sprob:.2f})"
+    if generic:
+        info = m.findings.generic[label]
+        why = "declared generic" if info.get("declared") else f"its {info['connected']} verified images verify with images of other labels, {info['agreeing']} with its own"
+        reason = f"{label!r} names no particular object ({why})"
+        if suggestion is not None:
+            src = f"its group of {len(members)} verified images ({_counts(members, given)})" if len(members) >= 2 else ("its neighbours' labels" if basis == "retrieval" else "the collection's label frequencies")
+            reason += f"; most probable specific label {suggestion!r}{p_s}, from {src}"
+    elif status == "flagged":
+        reason = f"looks like {suggestion!r}, not {label!r}: its group of {len(members)} verified images carries {_counts(members, given)}; P(wrong) {p_wrong:.2f}"
+    elif status == "suspect":
+        reason = f"retrieval suggests {suggestion!r}{p_s}, not {label!r}: no neighbour verifies it; P(wrong) {p_wrong:.2f} from its neighbours' labels, weighted by how accurate retrieval proved on this collection"
+    elif status == "ok":
+        reason = f"{label!r} confirmed by its group of {len(members)} verified images ({_counts(members, given)}); P(wrong) {p_wrong:.2f}"
+    elif status == "plausible":
+        reason = f"{label!r} plausible: no neighbour verifies it, its neighbours' labels do not contradict it; P(wrong) {p_wrong:.2f}"
+    else:
+        reason = "no neighbour to verify it against"
+    if best is not None:
+        reason += f"; strongest verified neighbour {best['b']} ({best['inliers']} inliers)"
+    if dups:
+        reason += f"; near-duplicate of {', '.join(dups[:3])}{' ...' if len(dups) > 3 else ''} carrying another label"
+    return AuditRow(
         sample=sid,
-        given_label=given,
+        given_label=label,
+        suggested_label=suggestion if flagged else label,
+        flagged=flagged,
+        confidence=round(p_wrong, 4),
+        status=status,
+        reason=reason,
+        evidence_neighbour=None if best is None else str(best["b"]),
+        evidence_label=None if best is None else given.get(str(best["b"])),
+        evidence_inliers=None if best is None else int(best["inliers"]),
         verified_neighbours=verified,
         near_duplicates=tuple(dups),
-        community=None if ev is None else ev.community,
-        label_incoherence=round(incoh, 4),
-        scores={k: round(v, 4) for k, v in result.scores.items()},
-        meta=dict(meta),
+        basis=basis,
+        label_kind="generic" if generic else "specific",
+        suggestion_confidence=None if sprob is None else round(sprob, 4),
+        group_size=len(members),
+        meta=dict(c.meta),
     )
-    if not strong:
-        tried = len(record.get("edges", ()))
-        why = f"no neighbour verifies it ({tried} tried, none with {cfg.min_inliers}+ inliers)" if tried else "no neighbour to verify it against"
-        return AuditRow(suggested_label=None, flagged=False, confidence=None, status="unverifiable", reason=why + _dup_note(dups), **common)
-    label, conf = result.label, float(result.confidence)
-    p_given = _posterior(result.scores, given)
-    flagged = label != given and p_given <= 1.0 - cfg.flag_confidence
-    if not flagged and p_given < 0.5:
-        why = f"evidence too weak to confirm or contradict {given!r} (posterior {p_given:.2f}; best other label {label!r})" if label != given else f"evidence too weak to confirm {given!r} (posterior {p_given:.2f})"
-        return AuditRow(suggested_label=None, flagged=False, confidence=round(p_given, 4), status="unverifiable", reason=why + _dup_note(dups), **common)
-    shown = label if flagged else given
-    best = _strongest(record, shown)
-    if best is None and ev is not None:
-        best = _strongest_reached(record, ev, shown)
-    reason = _reason(given, label, flagged, best, ev, record, incoh) + _dup_note(dups)
-    return AuditRow(
-        suggested_label=label if flagged else given,
-        flagged=flagged,
-        confidence=round(conf, 4),
-        status="flagged" if flagged else "ok",
-        reason=reason,
-        evidence_neighbour=None if best is None else best["b"],
-        evidence_label=None if best is None else best["b_label"],
-        evidence_inliers=None if best is None else best.get("inliers"),
-        **common,
-    )
-
-
-def _posterior(scores: Mapping[str, float], label: str) -> float:
-    """Softmax probability of ``label`` with the aggregation's implicit null class."""
-    import math
-
-    if label not in scores:
-        return 0.0
-    m = max(0.0, *scores.values())
-    denom = math.exp(-m) + sum(math.exp(v - m) for v in scores.values())
-    return math.exp(scores[label] - m) / denom
-
-
-def _strongest_reached(record: Mapping[str, Any], ev: LabelEvidence, label: str) -> dict[str, Any] | None:
-    labels = record.get("_labels_of_reached") or {}
-    for j, s in ev.reached.items():
-        if labels.get(j) == label:
-            return {"b": j, "b_label": label, "inliers": None, "strength": s}
-    return None
-
-
-def _dup_note(dups: Sequence[str]) -> str:
-    if not dups:
-        return ""
-    return f"; near-duplicate of {', '.join(dups[:3])}{' ...' if len(dups) > 3 else ''} carrying another label"
-
-
-def _reason(given: str, label: str, flagged: bool, best: Mapping[str, Any] | None, ev: LabelEvidence | None, record: Mapping[str, Any], incoh: float) -> str:
-    edges = [e for e in record.get("edges", ()) if e.get("verified")]
-    same = sum(1 for e in edges if e.get("b_label") == given)
-    other = len(edges) - same
-    direct = f"{len(edges)} verified neighbours ({same} labelled {given!r}, {other} other)"
-    via = ""
-    if best is not None:
-        via = f"; strongest: {best['b']} ({best['inliers']} inliers)" if best.get("inliers") is not None else f"; reached through intermediate views: {best['b']}"
-    prop = ""
-    if ev is not None and ev.total > 0:
-        share = ev.mass.get(label, 0.0) / ev.total
-        prop = f"; propagation gives {label!r} {share:.0%} of {len(ev.reached)} reached views"
-    cshare = None if ev is None else ev.community_share
-    coh = f"; the other images labelled {given!r} lie in other communities ({1 - cshare:.0%} of them)" if cshare is not None and cshare < 0.5 else ""
-    head = f"looks like {label!r}, not {given!r}" if flagged else (f"{given!r} confirmed" if label == given else f"{given!r} kept ({label!r} not confident enough)")
-    return head + ": " + direct + via + prop + coh

@@ -33,7 +33,10 @@ CSV_COLUMNS = (
     "evidence_inliers",
     "verified_neighbours",
     "near_duplicates",
-    "label_incoherence",
+    "basis",
+    "label_kind",
+    "suggestion_confidence",
+    "group_size",
 )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from consist.audit.decide import AuditRow
+from consist.audit.decide import STATUSES, AuditRow
 from consist.audit.outputs import atomic_open
 from consist.contracts.evidence import PairEvidence, pairs_in_votes
 from consist.contracts.reporter import AuditOutcome
@@ -152,7 +152,8 @@ h1{margin:.2em 0}.stats span{margin-right:1.2em}.card{background:#fff;border:1px
 svg.pair{max-width:100%;height:auto;background:#111}.outline{fill:rgba(0,255,0,.12);stroke:#0f0;stroke-width:2}
 line{stroke-width:1}.m0{stroke:#0cf}.m1{stroke:#f7d}.m2{stroke:#7f7}.m3{stroke:#fc5}.missing{color:#a00}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{cursor:pointer;background:#eee;position:sticky;top:0}tr.flagged{background:#fde8e8}tr.unverifiable{color:#777}tr.unreadable{color:#a00}
+th{cursor:pointer;background:#eee;position:sticky;top:0}tr.flagged{background:#fde8e8}tr.suspect{background:#fdf3e0}tr.plausible,tr.unverifiable{color:#777}tr.unreadable{color:#a00}
+.labels li{margin:.3em 0}.generic{color:#8a5a00;font-weight:bold}
 .filters{margin:1em 0;display:flex;gap:1em;flex-wrap:wrap;align-items:center}
 """
 
@@ -161,13 +162,28 @@ const rows=[...document.querySelectorAll('#samples tbody tr')];
 function apply(){const l=document.getElementById('f-label').value,s=document.getElementById('f-status').value,c=parseFloat(document.getElementById('f-conf').value);
 document.getElementById('f-conf-v').textContent=c.toFixed(2);let n=0;
 for(const r of rows){const ok=(!l||r.dataset.label===l||r.dataset.suggested===l)&&(!s||r.dataset.status===s)&&((parseFloat(r.dataset.confidence)||0)>=c||(c===0));r.style.display=ok?'':'none';if(ok)n++;}
-for(const k of document.querySelectorAll('.card')){const ok=(!l||k.dataset.label===l||k.dataset.suggested===l)&&((parseFloat(k.dataset.confidence)||0)>=c||(c===0))&&(!s||s==='flagged');k.style.display=ok?'':'none';}
+for(const k of document.querySelectorAll('.card')){const ok=(!l||k.dataset.label===l||k.dataset.suggested===l)&&((parseFloat(k.dataset.confidence)||0)>=c||(c===0))&&(!s||s==='flagged'||s==='suspect');k.style.display=ok?'':'none';}
 document.getElementById('shown').textContent=n;}
 for(const id of ['f-label','f-status','f-conf'])document.getElementById(id).addEventListener('input',apply);
 document.querySelectorAll('#samples th').forEach((th,i)=>th.addEventListener('click',()=>{const tb=document.querySelector('#samples tbody');const dir=th.dataset.dir==='asc'?-1:1;th.dataset.dir=dir===1?'asc':'desc';
 const num=th.dataset.num==='1';rows.sort((a,b)=>{let x=a.children[i].textContent,y=b.children[i].textContent;if(num){x=parseFloat(x)||0;y=parseFloat(y)||0;return (x-y)*dir;}return x.localeCompare(y)*dir;});rows.forEach(r=>tb.appendChild(r));}));
 apply();
 """
+
+
+def _label_findings(summary: Mapping[str, Any]) -> str:
+    """Generic labels and labels that look like one object, as list items."""
+    e = html.escape
+    labels = summary.get("labels") or {}
+    items = []
+    for label, info in (labels.get("generic") or {}).items():
+        where = ", ".join(f"{e(str(k))} ({v})" for k, v in list((info.get("communities") or {}).items())[:6])
+        why = "declared generic" if info.get("declared") else f"{info.get('connected')} of its images verify with images of other labels, {info.get('agreeing')} with its own"
+        items.append(f'<li><span class="generic">{e(label)}</span> names no particular object ({why}); nothing is moved into it{"; its images show " + where if where else ""}</li>')
+    for pair in labels.get("same_object") or ():
+        a, b = pair["labels"]
+        items.append(f"<li><b>{e(a)}</b> and <b>{e(b)}</b> look like one object: {pair['cross_links']} verified links between them ({', '.join(f'{e(k)}: {v}' for k, v in pair['within_links'].items())} within)</li>")
+    return "".join(items) or "<li>every label names one object (no generic label, no two labels for one object)</li>"
 
 
 def write_report(path: Path, outcome: AuditOutcome) -> None:
@@ -199,9 +215,10 @@ def write_report(path: Path, outcome: AuditOutcome) -> None:
     failures = "".join(f"<li>{e(f['message'])}</li>" for f in summary.get("failures", [])[:200])
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary['dataset']['root']))}</title><style>{_CSS}</style></head><body>
 <h1>consist audit</h1><p>{e(str(summary['dataset'].get('csv') or summary['dataset']['root']))}</p>
-<p class="stats"><span><b>{c['samples']}</b> samples</span><span><b>{c['flagged']}</b> flagged</span><span><b>{c['ok']}</b> confirmed</span><span><b>{c['unverifiable']}</b> unverifiable</span><span><b>{c['unreadable']}</b> unreadable</span><span><b>{c['near_duplicate_pairs']}</b> near-duplicate pairs with different labels</span><span>{summary['timings'].get('total_s')} s</span></p>
+<p class="stats"><span><b>{c['samples']}</b> samples</span><span><b>{c['flagged']}</b> flagged</span><span><b>{c['suspect']}</b> suspect (retrieval only)</span><span><b>{c['ok']}</b> confirmed</span><span><b>{c['plausible']}</b> plausible (retrieval only)</span><span><b>{c['unverifiable']}</b> without neighbours</span><span><b>{c['unreadable']}</b> unreadable</span><span><b>{c['near_duplicate_pairs']}</b> near-duplicate pairs with different labels</span><span>{summary['timings'].get('total_s')} s</span></p>
+<h2>Labels</h2><ul class="labels">{_label_findings(summary)}</ul>
 <div class="filters"><label>label <select id="f-label"><option value="">all</option>{''.join(f'<option value="{e(lab)}">{e(lab)}</option>' for lab in labels)}</select></label>
-<label>status <select id="f-status"><option value="">all</option>{''.join(f'<option>{s}</option>' for s in ('flagged', 'ok', 'unverifiable', 'unreadable'))}</select></label>
+<label>status <select id="f-status"><option value="">all</option>{''.join(f'<option value="{s}">{s}</option>' for s in STATUSES)}</select></label>
 <label>confidence ≥ <input id="f-conf" type="range" min="0" max="1" step="0.05" value="0"> <span id="f-conf-v">0.00</span></label><span><span id="shown"></span> rows shown</span></div>
 <h2>Flagged samples</h2>{''.join(cards) or '<p>No sample was flagged.</p>'}{more}
 <h2>All samples</h2><table id="samples"><thead><tr>{''.join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{''.join(body)}</tbody></table>

@@ -33,9 +33,8 @@ import numpy as np
 import structlog
 
 from consist.audit.config import AuditConfig
-from consist.audit.decide import STATUSES, AuditRow, decide, unreadable_row
+from consist.audit.decide import ANSWERED_STATUSES, STATUSES, AuditRow, Decisions, decide_all
 from consist.audit.executors import Executor, check_executor_spec, make_executor
-from consist.audit.graph import VerifiedGraph
 from consist.audit.journal import Journal, read_journal
 from consist.audit.outputs import write_json
 from consist.audit.work import checker_options, extract_chunk, feature_spec, local_features_available, make_feature_extractor, retriever_name, verify_chunk
@@ -225,10 +224,11 @@ def run_audit(
     # 5. decide
     t0 = time.perf_counter()
     journal_path = state / "verified.jsonl"
-    rows = _decide(ds, journal_path, failures, cfg, registered)
+    decisions = _decide(ds, journal_path, failures, cfg, registered)
+    rows = list(decisions.rows)
     timings["decide_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
-    summary = _summary(ds, rows, failures, timings, cfg, ex, store_uri, voting, extracted, verified_now, out_dir)
+    summary = _summary(ds, decisions, failures, timings, cfg, ex, store_uri, voting, extracted, verified_now, out_dir)
     if apply:
         from consist.audit.apply import apply_corrections
 
@@ -368,64 +368,53 @@ def _write(st: Store, pending: list[tuple[Any, bytes | None]], kind: str | None,
     return len(pending)
 
 
-def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, registered: Mapping[str, Checker]) -> list[AuditRow]:
-    """Two streaming passes over the journal: the graph, then one verdict per sample
-    (in dataset order)."""
-    from consist.plugins import get_plugin_manager
+def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, registered: Mapping[str, Checker]) -> Decisions:
+    """Every verdict, jointly (:func:`consist.audit.decide.decide_all`), in dataset order.
 
-    pm = get_plugin_manager()
-
-    def aggregate(prediction: Any, votes: Sequence[Any]) -> Any:
-        from consist.aggregate import AggregationConfig
-
-        return pm.hook.consist_aggregate(prediction=prediction, votes=votes, config=AggregationConfig())
-
-    # votes of checkers that do not read pixels (the knn vote) never make an image "verified"
-    label_only = frozenset(n for n, c in registered.items() if not getattr(c, "reads_pixels", True))
-    graph = VerifiedGraph(cfg)
+    Votes of checkers that read pixels but publish no pair evidence (an LMM's
+    reflection) enter as independent evidence; pair-publishing checkers enter through
+    their pairs, and label-only checkers (``reads_pixels = False``: the knn vote echoes
+    retrieval, which the model already reads) not at all.
+    """
+    independent = frozenset(n for n, c in registered.items() if getattr(c, "reads_pixels", True))
     given = {it.id: it.label for it in ds.items}
-    verified_ids: dict[str, str] = {}
-    for rec in read_journal(journal_path):
-        if rec["id"] not in given:
-            continue
-        if not rec.get("error"):
-            verified_ids[rec["id"]] = given[rec["id"]]
-            graph.add_edges(e for e in rec.get("edges", ()) if e.get("b") in given)
-    comp = graph.components(verified_ids)
-    incoherence = graph.label_incoherence(verified_ids, comp)
-    evidence = graph.evidence(verified_ids)
-    by_id: dict[str, AuditRow] = {}
-    for rec in _records(ds, journal_path):
-        sid = rec["id"]
-        rec["_labels_of_reached"] = {j: given.get(j) for j in (evidence[sid].reached if sid in evidence else {})}
-        by_id[sid] = decide(rec, evidence.get(sid), incoherence, cfg, aggregate, label_only=label_only)
-    for it in ds.items:
-        if it.id not in by_id:
-            by_id[it.id] = unreadable_row(it.id, it.label, failures.get(it.id, f"{it.uri}: not verified"), it.meta)
-    return [by_id[it.id] for it in ds.items]
+    metas = {it.id: dict(it.meta) for it in ds.items}
+    decisions = decide_all(_records(ds, journal_path), given, metas, failures, cfg, independent=independent)
+    order = {it.id: n for n, it in enumerate(ds.items)}
+    return attrs.evolve(decisions, rows=tuple(sorted(decisions.rows, key=lambda r: order[r.sample])))
 
 
-def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timings: dict[str, float], cfg: AuditConfig, ex: Executor, store_uri: str, checkers: Sequence[str] | None, extracted: dict[str, int], verified_now: int, out_dir: Path) -> dict[str, Any]:
+def _summary(ds: Any, decisions: Decisions, failures: dict[str, str], timings: dict[str, float], cfg: AuditConfig, ex: Executor, store_uri: str, checkers: Sequence[str] | None, extracted: dict[str, int], verified_now: int, out_dir: Path) -> dict[str, Any]:
     from collections import Counter, defaultdict
 
     from consist._version import __version__
 
+    rows = decisions.rows
+    findings = decisions.findings
     counts = Counter(r.status for r in rows)
-    per_label: dict[str, dict[str, Any]] = defaultdict(lambda: {"samples": 0, "flagged": 0, "ok": 0, "unverifiable": 0, "unreadable": 0, "suggested_into": 0, "incoherence": None})
+
+    def fresh() -> dict[str, Any]:
+        return {"samples": 0, **{s: 0 for s in STATUSES}, "suggested_into": 0, "kind": "specific", "linked": 0, "linked_to_same_label": 0}
+
+    per_label: dict[str, dict[str, Any]] = defaultdict(fresh)
     for r in rows:
         d = per_label[r.given_label]
         d["samples"] += 1
         d[r.status] += 1
-        if r.label_incoherence is not None:
-            d["incoherence"] = r.label_incoherence
         if r.flagged and r.suggested_label:
             per_label[r.suggested_label]["suggested_into"] += 1
+    for label, st in findings.label_stats.items():
+        per_label[label]["linked"] = st["connected"]
+        per_label[label]["linked_to_same_label"] = st["agreeing"]
+    for label in findings.generic:
+        per_label[label]["kind"] = "generic"
     singletons = sorted(label for label, d in per_label.items() if d["samples"] == 1)
     failure_list = [{"kind": p.kind, "path": p.path, "message": p.message} for p in ds.problems]
     failure_list += [{"kind": "unreadable_image", "path": sid, "message": msg} for sid, msg in failures.items()]
     near = sorted({tuple(sorted((r.sample, d))) for r in rows for d in r.near_duplicates})
     n = len(rows)
     total = timings.get("total_s", 0.0)
+    answered = sum(1 for r in rows if r.status in ANSWERED_STATUSES)
     return {
         "consist_version": __version__,
         "dataset": ds.summary(),
@@ -434,7 +423,9 @@ def _summary(ds: Any, rows: Sequence[AuditRow], failures: dict[str, str], timing
         "checkers": sorted(checkers or ()),
         "executor": {"kind": ex.name, "workers": ex.workers},
         "config": attrs.asdict(cfg),
-        "counts": {"samples": n, **{s: counts.get(s, 0) for s in STATUSES}, "near_duplicate_pairs": len(near), "failures": len(failure_list)},
+        "counts": {"samples": n, **{s: counts.get(s, 0) for s in STATUSES}, "without_answer": n - answered, "near_duplicate_pairs": len(near), "failures": len(failure_list)},
+        "labels": {"generic": findings.generic, "same_object": findings.same_object},
+        "label_model": decisions.model,
         "per_label": dict(sorted(per_label.items())),
         "singleton_labels": singletons,
         "near_duplicates": [list(p) for p in near],

@@ -197,7 +197,7 @@ def verify_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append(rec)
             continue
         query = Query(id=sid, uri=sample.uri)
-        prediction = build_prediction(query, label, neighbours, given_prior=w.cfg.given_prior, other_prior=w.cfg.other_prior)
+        prediction = build_prediction(query, label, neighbours)
         decision = w.engine.verify(prediction, neighbours, adapt=False)
         labels = {n.sample.id: n.sample.label for n in neighbours}
         rec["neighbours"] = [{"id": n.sample.id, "label": n.sample.label, "similarity": round(n.similarity, 6), "rank": n.rank} for n in neighbours]
@@ -218,7 +218,7 @@ def edges_from_votes(query_id: str, votes: Sequence[Vote], labels: Mapping[str, 
         if b == query_id:
             continue
         polygon = None if pair.neighbour_polygon is None else [[round(x, 1), round(y, 1)] for x, y in pair.neighbour_polygon]
-        e = {"a": query_id, "b": b, "b_label": labels.get(b), "inliers": pair.inliers, "verified": pair.verified, "checker": checker, "score": round(pair.score, 4), "polygon": polygon}
+        e = {"a": query_id, "b": b, "b_label": labels.get(b), "inliers": pair.inliers, "verified": pair.verified, "checker": checker, "score": round(pair.score, 4), "polygon": polygon, "ratio": pair.inlier_ratio, "coverage": pair.coverage}
         old = best.get(b)
         if old is None or (e["verified"], e["inliers"]) > (old["verified"], old["inliers"]):
             best[b] = e

@@ -49,9 +49,12 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--features", default=None, metavar="EXTRACTOR[+MATCHER]", help="Local features, by registered name: sift (default), aliked-n16+lightglue, disk+lightglue, xfeat+lightglue, ... (see consist plugins).")
 @click.option("--retriever", default=None, metavar="NAME", help="Registered retriever (default: asmk when installed, else vector).")
 @click.option("--device", default=None, metavar="cpu|cuda|auto", help="Where learned features run (default cpu).")
+@click.option("--generic-label", "generic_labels", multiple=True, metavar="LABEL", help="A label that names no particular object (a city, 'misc'): never suggested; its images get specific labels. Repeatable; such labels are also detected.")
+@click.option("--no-generic-detection", is_flag=True, help="Do not detect generic labels from the verified graph (only those given with --generic-label).")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="--apply relabels only flags whose P(wrong) and suggestion posterior reach this (default 0.9).")
 @click.option("--reporters", default=None, metavar="A,B", help="Reporters to run besides those enabled by default (see consist plugins).")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, reporters: str | None, as_json: bool) -> None:
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, generic_labels: tuple[str, ...], no_generic_detection: bool, min_confidence: float | None, reporters: str | None, as_json: bool) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
@@ -75,6 +78,12 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
         cfg = cfg.with_options(k=k)
     if chunk_size is not None:
         cfg = cfg.with_options(chunk_size=chunk_size)
+    if generic_labels:
+        cfg = cfg.with_options(generic_labels=generic_labels)
+    if no_generic_detection:
+        cfg = cfg.with_options(detect_generic=False)
+    if min_confidence is not None:
+        cfg = cfg.with_options(min_confidence=min_confidence)
     for name, value in (("features", features), ("retriever", retriever), ("device", device)):
         if value is not None:
             cfg = cfg.with_options(**{name: value})
@@ -107,7 +116,7 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
     else:
         print_audit(result, out)
     c = s["counts"]
-    if fail_on_issues and (c["flagged"] or c["near_duplicate_pairs"] or c["unreadable"]):
+    if fail_on_issues and (c["flagged"] or c["suspect"] or c["near_duplicate_pairs"] or c["unreadable"]):
         sys.exit(1)
 
 
@@ -124,10 +133,21 @@ def print_audit(result: Any, out: Path) -> None:
     c = s["counts"]
     ds = s["dataset"]
     click.echo(f"audited {c['samples']} images of {ds['labels']} labels in {ds['csv'] or ds['root']} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})")
-    click.echo(f"  {click.style(str(c['flagged']) + ' flagged', fg='red' if c['flagged'] else 'green', bold=True)}, {c['ok']} confirmed, {c['unverifiable']} unverifiable (no neighbour verifies them), {c['unreadable']} unreadable")
-    flagged = sorted(result.flagged, key=lambda r: -(r.confidence or 0))
+    n_flagged = c["flagged"] + c["suspect"]
+    click.echo(
+        f"  {click.style(str(n_flagged) + ' flagged', fg='red' if n_flagged else 'green', bold=True)} ({c['flagged']} on verified evidence, {c['suspect']} suspect from retrieval only), "
+        f"{c['ok']} confirmed, {c['plausible']} plausible (retrieval only), {c['unverifiable']} without neighbours, {c['unreadable']} unreadable"
+    )
+    for label, info in s["labels"]["generic"].items():
+        where = ", ".join(f"{k} ({v})" for k, v in list(info["communities"].items())[:4])
+        click.echo(f"  generic label {click.style(label, fg='yellow')}: names no particular object ({info['connected']} of its images verify with others, {info['agreeing']} with its own label){'; its images show ' + where if where else ''}")
+    for pair in s["labels"]["same_object"]:
+        a, b = pair["labels"]
+        click.echo(f"  labels {a!r} and {b!r} look like one object: {pair['cross_links']} verified links between them")
+    flagged = sorted(result.flagged, key=lambda r: (-(r.confidence or 0), r.sample))
     for r in flagged[:SHOWN]:
-        click.echo(f"  {r.sample}: {click.style(r.given_label, fg='red')} -> {click.style(str(r.suggested_label), fg='green')}  (confidence {r.confidence:.2f})  {r.reason}")
+        sc = "" if r.suggestion_confidence is None else f", suggestion {r.suggestion_confidence:.2f}"
+        click.echo(f"  {r.sample}: {click.style(r.given_label, fg='red')} -> {click.style(str(r.suggested_label), fg='green')}  (P(wrong) {r.confidence:.2f}{sc})  {r.reason}")
     if len(flagged) > SHOWN:
         click.echo(f"  ... and {len(flagged) - SHOWN} more in audit.csv")
     for a, b in s["near_duplicates"][:SHOWN]:
@@ -142,6 +162,8 @@ def print_audit(result: Any, out: Path) -> None:
     if s.get("applied"):
         a = s["applied"]
         click.echo(f"applied {a['changed']} corrections -> {a['corrected_csv']} (changes: {a['changes_csv']}; undo any with consist undo SEQ --store {s['store']})")
+        if a.get("flagged_below_min_confidence"):
+            click.echo(f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}")
     report = out / "report.html"
     click.echo(f"report: {report.resolve() if report.exists() else '(not written)'}   table: {(out / 'audit.csv').resolve()}")
 

@@ -87,6 +87,9 @@ class PairEvidence:
         query_polygon: where the object lies in the query (the inlier hull), or ``None``.
         neighbour_polygon: the query region (or the query's inlier hull) localised in
             the neighbour, or ``None``.
+        inlier_ratio: inliers / tentative matches, or ``None``.
+        coverage: share of the query (region) covered by the inliers' hull, or
+            ``None``; with a high ``inlier_ratio``, a near-duplicate.
         reason: why the pair failed (empty when verified).
     """
 
@@ -102,6 +105,8 @@ class PairEvidence:
     neighbour_indices: np.ndarray | None = attrs.field(default=None, converter=_indices, eq=attrs.cmp_using(eq=_same_indices), hash=False, repr=False)
     query_polygon: Polygon | None = attrs.field(default=None, converter=_polygon)
     neighbour_polygon: Polygon | None = attrs.field(default=None, converter=_polygon)
+    inlier_ratio: float | None = attrs.field(default=None, converter=lambda v: None if v is None else float(v))
+    coverage: float | None = attrs.field(default=None, converter=lambda v: None if v is None else float(v))
     reason: str = ""
 
     def __attrs_post_init__(self) -> None:
@@ -136,6 +141,8 @@ class PairEvidence:
             "neighbour_points": pts(self.neighbour_points),
             "query_polygon": poly(self.query_polygon),
             "neighbour_polygon": poly(self.neighbour_polygon),
+            "inlier_ratio": None if self.inlier_ratio is None else round(self.inlier_ratio, 4),
+            "coverage": None if self.coverage is None else round(self.coverage, 4),
             "reason": self.reason,
         }
 
@@ -153,6 +160,8 @@ class PairEvidence:
             neighbour_points=data.get("neighbour_points"),
             query_polygon=data.get("query_polygon"),
             neighbour_polygon=data.get("neighbour_polygon"),
+            inlier_ratio=data.get("inlier_ratio"),
+            coverage=data.get("coverage"),
             reason=str(data.get("reason") or ""),
         )
 

@@ -368,6 +368,8 @@ class SpatialChecker(BaseChecker):
             neighbour_indices=im[:, 1] if len(im) else np.zeros(0, np.int64),
             query_polygon=qpoly,
             neighbour_polygon=v.polygon if v.polygon is not None else v.inlier_hull,
+            inlier_ratio=v.inlier_ratio,
+            coverage=v.coverage,
             reason=v.reason,
         )
 

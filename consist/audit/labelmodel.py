@@ -1,0 +1,481 @@
+"""Joint, label-level decisions: one true label per verified group, the given labels as
+noisy observations of it.
+
+Why not per-image votes: on hard collections (small, distant objects; few verifiable
+pairs) per-image decisions swap labels between two images that verify each other, let
+one strong pair overturn a group's majority, and move correct images INTO uninformative
+labels ("paris_general", a city name). This module decides at the level the evidence
+lives at:
+
+1. **Groups.** Two images are linked when a checker's pair evidence gives them at
+   least ``link_inliers`` inliers (either direction); the connected components are the
+   groups, each with ONE latent true class. Two images that verify each other share a
+   posterior, so they can never be told to swap.
+2. **Generic labels.** A label whose linked images (at least
+   ``generic_min_connected``) almost never link to an image of the same label (at most
+   ``generic_max_agreement`` of them) names no object: its images belong to other
+   labels' communities (a genuine label with noise rate e keeps that share near
+   (1-e)^2 wherever its images verify). Generic labels (and those the user declares)
+   are observations only: never a class, never a suggestion.
+3. **Label model (Dawid & Skene 1979, one coin).** Class prior pi, one shared noise
+   rate e among the specific labels (a wrong specific label is uniform over the others),
+   and per class the rate of generic labels; fitted by EM on the groups of two or more
+   images, where several labels per group make it identifiable.
+4. **Non-link evidence.** Two groups of one class would have linked with probability
+   ``1 - (1 - v) ** min(|g|, |h|)``, ``v`` the rate at which two images of one class
+   verify each other (estimated from the data); they did not, which counts against
+   both being that class (mean field). This is label incoherence, made probabilistic.
+5. **Retrieval as an annotator.** Images no pair links still get an answer: the
+   rank-weighted vote of their neighbours' labels, whose accuracy per strength band is
+   estimated from the data (method of moments on isolated images, pooled with its hit
+   rate on groups) — so it counts exactly as much as it has earned on this collection.
+6. **Checkers without pair evidence** (an LMM's yes/no) add their votes' log-odds to
+   the image's group as independent evidence.
+
+P(given label wrong) = 1 - posterior of the given label (1 for a generic label): a
+probability, whose calibration the benchmark measures (expected calibration error).
+
+Every computation runs over sorted ids, so the result does not depend on the order the
+records arrived in (executor, workers, --resume).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+import numpy as np
+
+__all__ = ["LabelFindings", "LabelModelConfig", "LabelModelInput", "LabelModelResult", "detect_generic", "fit_label_model", "link_groups", "same_object_labels"]
+
+#: Retrieval strength bands by the winning label's share of the rank-weighted vote.
+BAND_EDGES = (0.4, 0.6)
+
+
+@attrs.frozen
+class LabelModelConfig:
+    """Parameters of the label model, each with where its default comes from.
+
+    Attributes:
+        link_inliers: inliers that make a pair "the same object" (8: on
+            revisitop-paris-dev, landmark-multiview and ukbench-subset no pair of two
+            different objects reached 8 RANSAC inliers among 5,490+ top-30 pairs; the
+            audit's ``weak_inliers``).
+        generic_min_connected: linked images a label needs before it can be judged
+            generic (5: fewer cannot tell a generic label from a label with noise).
+        generic_max_agreement: at most this share of those link to an image of the same
+            label (0.2: a genuine label at 20% noise keeps ~0.64).
+        generic_labels: labels the user declares generic (``--generic-label``).
+        detect_generic: detect generic labels from the graph (True).
+        em_iterations: EM rounds (30: the parameters settle within ~10 on the dev sets).
+        diag_prior, off_prior: Dirichlet pseudo-counts of a confusion row (own label 2,
+            each other label 0.05: label noise is a minority, not assumed rare).
+        flag_probability: flag when P(given label wrong) exceeds it (0.5: the label is
+            more likely wrong than right).
+        non_link: use the non-link evidence (True).
+        retrieval: use the retrieval annotator (True).
+        max_link_rate: cap of the estimated link rate ``v`` (0.95).
+    """
+
+    link_inliers: int = attrs.field(default=8, converter=int)
+    generic_min_connected: int = attrs.field(default=5, converter=int)
+    generic_max_agreement: float = attrs.field(default=0.2, converter=float)
+    generic_labels: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(sorted(set(v or ()))))
+    detect_generic: bool = True
+    em_iterations: int = attrs.field(default=30, converter=int)
+    diag_prior: float = attrs.field(default=2.0, converter=float)
+    off_prior: float = attrs.field(default=0.05, converter=float)
+    flag_probability: float = attrs.field(default=0.5, converter=float)
+    non_link: bool = True
+    retrieval: bool = True
+    max_link_rate: float = attrs.field(default=0.95, converter=float)
+
+
+@attrs.frozen
+class LabelModelInput:
+    """What the model reads (all from the audit's journal).
+
+    Attributes:
+        given: sample id -> given label (readable samples only).
+        neighbours: sample id -> its retrieved neighbours ``(id, rank)``, best first.
+        inliers: ``(a, b)`` with ``a < b`` -> the larger inlier count of the pair's
+            verifications (either direction).
+        logits: sample id -> label -> log-odds from checkers without pair evidence.
+    """
+
+    given: Mapping[str, str]
+    neighbours: Mapping[str, Sequence[tuple[str, int]]]
+    inliers: Mapping[tuple[str, str], int]
+    logits: Mapping[str, Mapping[str, float]] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LabelFindings:
+    """Label-level findings (summary.json, the report, ``consist audit``).
+
+    Attributes:
+        generic: labels that name no object, each with ``connected`` (its linked
+            images), ``agreeing`` (those linked to an image of the same label),
+            ``declared`` (the user said so) and ``communities`` (the specific labels its
+            images' groups take, with counts).
+        same_object: pairs of labels whose images verify each other as often as they
+            verify within their own label: one object under two names (or one label
+            split in two), with the link counts.
+        label_stats: per label: images, linked images, agreeing images.
+    """
+
+    generic: dict[str, dict[str, object]]
+    same_object: list[dict[str, object]]
+    label_stats: dict[str, dict[str, int]]
+
+
+@attrs.frozen
+class LabelModelResult:
+    """Per-sample verdicts and the fitted model.
+
+    Attributes:
+        p_wrong: sample -> P(given label wrong).
+        suggestion: sample -> the most probable specific label other than the given
+            one (``None`` when there is no other class).
+        suggestion_probability: its posterior probability.
+        posterior_given: sample -> posterior probability of its given label.
+        basis: sample -> ``"verified"`` (in a group of two or more), ``"retrieval"``
+            (alone; the neighbours' labels), ``"none"`` (alone, no neighbour).
+        group: sample -> group index; ``group_members``: group -> sorted ids.
+        findings: the label-level findings.
+        info: the fitted parameters (noise rate, link rate, retrieval accuracy by band).
+    """
+
+    p_wrong: dict[str, float]
+    suggestion: dict[str, str | None]
+    suggestion_probability: dict[str, float | None]
+    posterior_given: dict[str, float]
+    basis: dict[str, str]
+    group: dict[str, int]
+    group_members: list[list[str]]
+    findings: LabelFindings
+    info: dict[str, object]
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def link_groups(ids: Sequence[str], inliers: Mapping[tuple[str, str], int], link_inliers: int) -> tuple[dict[str, int], list[list[str]], dict[str, set[str]]]:
+    """Connected components of the pairs with at least ``link_inliers`` inliers.
+
+    Returns ``(group of each id, sorted members of each group, adjacency)``; groups are
+    numbered in order of their smallest id, so the numbering is order-independent.
+    """
+    present = set(ids)
+    adj: dict[str, set[str]] = defaultdict(set)
+    for (a, b), n in inliers.items():
+        if n >= link_inliers and a in present and b in present and a != b:
+            adj[a].add(b)
+            adj[b].add(a)
+    comp: dict[str, int] = {}
+    groups: list[list[str]] = []
+    for s in sorted(present):
+        if s in comp:
+            continue
+        comp[s] = len(groups)
+        members = [s]
+        stack = [s]
+        while stack:
+            x = stack.pop()
+            for y in adj.get(x, ()):
+                if y not in comp:
+                    comp[y] = len(groups)
+                    members.append(y)
+                    stack.append(y)
+        groups.append(sorted(members))
+    return comp, groups, adj
+
+
+def detect_generic(given: Mapping[str, str], adj: Mapping[str, set[str]], cfg: LabelModelConfig) -> tuple[set[str], dict[str, dict[str, int]]]:
+    """Generic labels (see the module docstring) and per-label link statistics."""
+    n: Counter[str] = Counter(given.values())
+    connected: Counter[str] = Counter()
+    agreeing: Counter[str] = Counter()
+    for i in sorted(given):
+        label = given[i]
+        if adj.get(i):
+            connected[label] += 1
+            agreeing[label] += any(given.get(j) == label for j in adj[i])
+    stats = {label: {"images": n[label], "connected": connected[label], "agreeing": agreeing[label]} for label in sorted(n)}
+    found = {label for label in cfg.generic_labels if label in n}
+    if cfg.detect_generic:
+        for label, d in stats.items():
+            if d["connected"] >= cfg.generic_min_connected and d["agreeing"] <= cfg.generic_max_agreement * d["connected"]:
+                found.add(label)
+    return found, stats
+
+
+def same_object_labels(given: Mapping[str, str], adj: Mapping[str, set[str]], generic: set[str], *, min_cross: int = 3, min_share: float = 0.3) -> list[dict[str, object]]:
+    """Pairs of specific labels whose images link across the two labels at least
+    ``min_cross`` times, and at least ``min_share`` of all links touching either label:
+    one object under two names (3 links: more than one stray pair; 0.3: within-label
+    links of a genuine label outnumber stray cross-links several times over)."""
+    within: Counter[str] = Counter()
+    cross: Counter[tuple[str, str]] = Counter()
+    for a in sorted(adj):
+        for b in adj[a]:
+            if a >= b or a not in given or b not in given:
+                continue
+            la, lb = given[a], given[b]
+            if la in generic or lb in generic:
+                continue
+            if la == lb:
+                within[la] += 1
+            else:
+                cross[_pair(la, lb)] += 1
+    out: list[dict[str, object]] = []
+    for (la, lb), c in sorted(cross.items()):
+        total = c + within[la] + within[lb]
+        if c >= min_cross and c >= min_share * total:
+            out.append({"labels": [la, lb], "cross_links": c, "within_links": {la: within[la], lb: within[lb]}})
+    return out
+
+
+def _band(share: float) -> int:
+    return sum(share >= e for e in BAND_EDGES)
+
+
+def _one_coin(cnt: np.ndarray, classes: Sequence[str], labels: Sequence[str], generic: set[str], cfg: LabelModelConfig) -> np.ndarray:
+    """theta[t, L] = P(given label L | true class t) from expected counts ``cnt``: one
+    shared noise rate among the specific labels, a smoothed column per generic label."""
+    C = len(classes)
+    lidx = {label: n for n, label in enumerate(labels)}
+    spec = [lidx[t] for t in classes]
+    right = sum(cnt[c, lidx[t]] for c, t in enumerate(classes))
+    total_spec = cnt[:, spec].sum()
+    eps = (total_spec - right + cfg.off_prior * C) / (total_spec + (cfg.off_prior + cfg.diag_prior) * C)
+    gen = [lidx[label] for label in labels if label in generic]
+    theta = np.zeros((C, len(labels)))
+    p_gen = np.zeros(C)
+    if gen:
+        g_share = cnt[:, gen].sum(axis=1)
+        overall = g_share.sum() / max(1e-9, cnt.sum())
+        p_gen = (g_share + 2.0 * overall) / (cnt.sum(axis=1) + 2.0)
+        for col in gen:
+            theta[:, col] = p_gen * (cnt[:, col] + 1.0) / (g_share + len(gen))
+    for c, t in enumerate(classes):
+        for u in classes:
+            theta[c, lidx[u]] = (1.0 - p_gen[c]) * ((1.0 - eps) if u == t else eps / max(1, C - 1))
+    return np.clip(theta, 1e-12, None)
+
+
+def _posteriors(pi: np.ndarray, theta: np.ndarray, observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | None], acc: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Group posteriors over classes: prior x labels' likelihood x retrieval annotation
+    (x ``extra``: per-group log-odds from other checkers)."""
+    C = len(pi)
+    lp, lt = np.log(pi), np.log(theta)
+    out = np.empty((len(observed), C))
+    for g, labels in enumerate(observed):
+        lu = lp.copy()
+        for col in labels:
+            lu += lt[:, col]
+        a = ann[g]
+        if a is not None:
+            s, band = a
+            row = np.full(C, math.log(max(1e-12, (1.0 - acc[band]) / max(1, C - 1))))
+            row[s] = math.log(max(1e-12, acc[band]))
+            lu += row
+        if extra is not None:
+            lu += extra[g]
+        b = np.exp(lu - lu.max())
+        out[g] = b / b.sum()
+    return out
+
+
+def _with_non_link(base: np.ndarray, sizes: Sequence[int], v: float, iters: int = 20, damping: float = 0.5) -> np.ndarray:
+    """Discount each group's class t by prod_h (1 - w_gh q_h(t)): groups h of class t
+    that did not link with it, w_gh = 1 - (1 - v) ** min(|g|, |h|) (mean field)."""
+    if v <= 0 or len(base) < 2:
+        return base
+    logu = np.log(np.clip(base, 1e-300, None))
+    sz = np.asarray(sizes, dtype=float)
+    W = 1.0 - (1.0 - v) ** np.minimum.outer(sz, sz)
+    np.fill_diagonal(W, 0.0)
+    q = base.copy()
+    for _ in range(iters):
+        pen = np.log(np.clip(1.0 - W[:, :, None] * q[None, :, :], 1e-12, None)).sum(axis=1)
+        lb = logu + pen
+        nb = np.exp(lb - lb.max(axis=1, keepdims=True))
+        nb /= nb.sum(axis=1, keepdims=True)
+        q = damping * q + (1.0 - damping) * nb
+    return q
+
+
+def _retrieval_annotations(data: LabelModelInput, comp: Mapping[str, int], n_groups: int, cidx: Mapping[str, int]) -> list[tuple[int, int] | None]:
+    """Per group: the rank-weighted (1 / (1 + rank)) vote of the specific labels of its
+    members' neighbours outside the group: (winning class, strength band)."""
+    votes: list[dict[str, float]] = [defaultdict(float) for _ in range(n_groups)]
+    for i in sorted(data.given):
+        g = comp[i]
+        for j, rank in data.neighbours.get(i, ()):
+            label = data.given.get(j)
+            if label is None or label not in cidx or comp.get(j) == g:
+                continue
+            votes[g][label] += 1.0 / (1.0 + rank)
+    out: list[tuple[int, int] | None] = []
+    for v in votes:
+        if not v:
+            out.append(None)
+            continue
+        total = sum(v.values())
+        best = min(v, key=lambda label: (-v[label], label))
+        out.append((cidx[best], _band(v[best] / total)))
+    return out
+
+
+def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) -> LabelModelResult:
+    """Fit the model to an audit's evidence and return every sample's verdict."""
+    cfg = cfg or LabelModelConfig()
+    ids = sorted(data.given)
+    given = data.given
+    comp, members, adj = link_groups(ids, data.inliers, cfg.link_inliers)
+    generic, stats = detect_generic(given, adj, cfg)
+    labels = sorted(set(given.values()))
+    classes = [label for label in labels if label not in generic] or labels
+    C = len(classes)
+    cidx = {t: n for n, t in enumerate(classes)}
+    lidx = {label: n for n, label in enumerate(labels)}
+    G = len(members)
+    observed = [[lidx[given[i]] for i in m] for m in members]
+    multi = [g for g in range(G) if len(members[g]) >= 2]
+    ann: list[tuple[int, int] | None] = _retrieval_annotations(data, comp, G, cidx) if cfg.retrieval else [None] * G
+    extra = np.zeros((G, C))
+    for i, logits in data.logits.items():
+        if i in comp:
+            for label, value in logits.items():
+                if label in cidx:
+                    extra[comp[i], cidx[label]] += value
+    n_bands = len(BAND_EDGES) + 1
+    count_given = Counter(given[i] for i in ids)
+    pi = np.array([count_given[t] + 1.0 for t in classes])
+    pi /= pi.sum()
+    theta = np.zeros((C, len(labels)))
+    for c, t in enumerate(classes):
+        for label in labels:
+            theta[c, lidx[label]] = 0.8 if label == t else 0.2 * count_given[label] / max(1, len(ids) - count_given[t])
+    theta = np.clip(theta, 1e-12, None)
+    theta /= theta.sum(axis=1, keepdims=True)
+    acc = np.full(n_bands, 1.0 / C)  # retrieval uninformative until estimated
+    n_links = sum(len(v) for v in adj.values()) / 2
+    v_link = 0.0
+    sizes_multi = [len(members[g]) for g in multi]
+    obs_multi = [observed[g] for g in multi]
+    ann_multi = [ann[g] for g in multi]
+
+    def multi_posteriors(with_ann: bool = True) -> np.ndarray:
+        base = _posteriors(pi, theta, obs_multi, ann_multi if with_ann else [None] * len(multi), acc)
+        return _with_non_link(base, sizes_multi, v_link) if cfg.non_link else base
+
+    eps = 0.0
+    for _outer in range(3 if cfg.retrieval else 1):
+        for _ in range(cfg.em_iterations if multi else 0):
+            bm = multi_posteriors()
+            if cfg.non_link:
+                same_within = sum(s * (s - 1) / 2 for s in sizes_multi)
+                szm = np.asarray(sizes_multi, dtype=float)
+                S = (bm @ bm.T) * np.outer(szm, szm)
+                np.fill_diagonal(S, 0.0)
+                v_link = float(np.clip(n_links / max(1e-9, same_within + S.sum() / 2), 0.0, cfg.max_link_rate))
+            sz = np.asarray(sizes_multi, dtype=float)
+            pi = (bm * sz[:, None]).sum(axis=0) + 1.0
+            pi /= pi.sum()
+            cnt = np.zeros((C, len(labels)))
+            for n, obs in enumerate(obs_multi):
+                for col in obs:
+                    cnt[:, col] += bm[n]
+            theta = _one_coin(cnt, classes, labels, generic, cfg)
+        if not cfg.retrieval or C < 2:
+            break
+        # the retrieval annotator's accuracy per band: method of moments on the isolated
+        # images (agreement with their given labels), pooled with its hit rate on groups
+        spec = [lidx[t] for t in classes]
+        p_right = sum(pi[c] * theta[c, lidx[t]] for c, t in enumerate(classes))
+        p_spec = sum(pi[c] * theta[c, col] for c in range(C) for col in spec)
+        eps = 1.0 - p_right / max(1e-12, p_spec)
+        agree, total = np.zeros(n_bands), np.zeros(n_bands)
+        for g in range(G):
+            a = ann[g]
+            if len(members[g]) == 1 and a is not None and given[members[g][0]] in cidx:
+                total[a[1]] += 1
+                agree[a[1]] += a[0] == cidx[given[members[g][0]]]
+        A = (agree + 1.0 / C) / (total + 1.0)
+        acc_m = np.clip((A - eps / (C - 1)) / max(1e-9, 1.0 - eps - eps / (C - 1)), 1.0 / C, 0.99)
+        b0 = _posteriors(pi, theta, obs_multi, [None] * len(multi), acc)
+        hit, n_g = np.zeros(n_bands), np.zeros(n_bands)
+        for n, a in enumerate(ann_multi):
+            if a is not None:
+                hit[a[1]] += b0[n, a[0]]
+                n_g[a[1]] += 1
+        acc = np.clip((acc_m * total + hit + 1.0 / C) / (total + n_g + 1.0), 1.0 / C, 0.99)
+    # the class prior over every image: groups of two or more over-represent the classes
+    # whose photos verify well (theta and the retrieval accuracy fixed)
+    size_all = np.array([len(m) for m in members], dtype=float)
+    for _ in range(cfg.em_iterations):
+        ball = _posteriors(pi, theta, observed, ann, acc)
+        pi = (ball * size_all[:, None]).sum(axis=0) + 1.0
+        pi /= pi.sum()
+    belief = _posteriors(pi, theta, observed, ann, acc, extra)
+    if multi:
+        base = _posteriors(pi, theta, obs_multi, ann_multi, acc, extra[multi])
+        bm = _with_non_link(base, sizes_multi, v_link) if cfg.non_link else base
+        for n, g in enumerate(multi):
+            belief[g] = bm[n]
+
+    p_wrong: dict[str, float] = {}
+    suggestion: dict[str, str | None] = {}
+    sprob: dict[str, float | None] = {}
+    pgiven: dict[str, float] = {}
+    basis: dict[str, str] = {}
+    for g, m in enumerate(members):
+        order = sorted(range(C), key=lambda c: (-belief[g, c], classes[c]))
+        for i in m:
+            label = given[i]
+            p = float(belief[g, cidx[label]]) if label in cidx else 0.0
+            best = next((classes[c] for c in order if classes[c] != label), None)
+            pgiven[i] = p
+            p_wrong[i] = 1.0 - p
+            suggestion[i] = best
+            sprob[i] = None if best is None else float(belief[g, cidx[best]])
+            basis[i] = "verified" if len(m) >= 2 else ("retrieval" if ann[g] is not None else "none")
+    communities: dict[str, Counter[str]] = defaultdict(Counter)
+    for g, m in enumerate(members):
+        top = classes[int(np.argmax(belief[g]))]
+        for i in m:
+            if given[i] in generic and len(m) >= 2:
+                communities[given[i]][top] += 1
+    generic_info: dict[str, dict[str, object]] = {
+        label: {**stats[label], "declared": label in cfg.generic_labels, "communities": dict(sorted(communities[label].items(), key=lambda kv: (-kv[1], kv[0])))} for label in sorted(generic)
+    }
+    findings = LabelFindings(generic=generic_info, same_object=same_object_labels(given, adj, generic), label_stats=stats)
+    info: dict[str, object] = {
+        "groups": G,
+        "linked_groups": len(multi),
+        "classes": C,
+        "noise_rate": round(float(eps), 4),
+        "link_rate": round(v_link, 4),
+        "retrieval_accuracy_by_band": [round(float(a), 4) for a in acc],
+        "class_prior": {t: round(float(pi[c]), 4) for c, t in enumerate(classes)},
+    }
+    return LabelModelResult(p_wrong, suggestion, sprob, pgiven, basis, comp, members, findings, info)
+
+
+def pair_inliers(records: Iterable[tuple[str, Iterable[Mapping[str, object]]]]) -> dict[tuple[str, str], int]:
+    """The larger inlier count of each unordered pair over the journal's edges."""
+    best: dict[tuple[str, str], int] = {}
+    for a, edges in records:
+        for e in edges:
+            b = e.get("b")
+            n = e.get("inliers")
+            if not isinstance(b, str) or b == a or not isinstance(n, (int, float)):
+                continue
+            key = _pair(a, b)
+            best[key] = max(best.get(key, 0), int(n))
+    return best
