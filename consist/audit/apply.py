@@ -30,7 +30,7 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
     from consist.stores.uri import open_store
 
     by_id = {r.sample: r for r in rows}
-    changes = [r for r in rows if applicable(r, cfg.min_confidence)]
+    changes = [r for r in rows if applicable(r, cfg.min_confidence, cfg.min_witnesses)]
     below = sum(1 for r in rows if r.flagged and r not in changes)
     extra = sorted({k for it in ds.items for k in it.meta})
     with atomic_open(out_dir / CORRECTED_CSV, "w", newline="", encoding="utf-8") as fh:
@@ -69,18 +69,22 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
         "kept_user_labels": kept,
         "history_seqs": [seq for _, seq in applied if seq is not None],
         "min_confidence": cfg.min_confidence,
+        "min_witnesses": cfg.min_witnesses,
         "flagged_below_min_confidence": below,
     }
 
 
-def applicable(row: AuditRow, min_confidence: float) -> bool:
-    """Whether ``--apply`` relabels ``row``: flagged, with a suggestion, and both the
-    given label's P(wrong) and the suggestion's posterior at least ``min_confidence``
-    (a generic label is surely wrong, but its photo's landmark may be a guess)."""
+def applicable(row: AuditRow, min_confidence: float, min_witnesses: int = 0) -> bool:
+    """Whether ``--apply`` relabels ``row``: flagged, with a suggestion; the given
+    label's P(wrong) and the suggestion's posterior both at least ``min_confidence`` (a
+    generic label is surely wrong, but its photo's landmark may be a guess); and at
+    least ``min_witnesses`` other verified views carrying the suggested label (a
+    suggestion resting on one other image is only as good as that image's own label)."""
     return bool(
         row.flagged
         and row.suggested_label
         and row.suggested_label != row.given_label
         and (row.confidence or 0.0) >= min_confidence
         and (row.suggestion_confidence or 0.0) >= min_confidence
+        and row.witnesses >= min_witnesses
     )

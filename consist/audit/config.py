@@ -50,9 +50,12 @@ class AuditConfig:
         detect_generic: detect generic labels from the graph (True).
         flag_probability: flag when P(given label wrong) exceeds it (0.5: more likely
             wrong than right; P(wrong) is calibrated, see the benchmark's ECE).
-        min_confidence: ``--apply`` relabels only flags whose P(wrong) and suggestion
-            posterior both reach it (0.9: on revisitop-paris-dev the suggestions at or
-            above it were right in every setting measured, see benchmarks/README.md).
+        min_confidence, min_witnesses: ``--apply`` relabels only flags whose P(wrong)
+            and suggestion posterior both reach ``min_confidence`` (0.9) and whose
+            suggestion at least ``min_witnesses`` (2) other verified views carry. On
+            revisitop-paris-dev (natural, 10%, 20%) that applied 29 changes, all right;
+            with one witness allowed, 2 of 8 natural changes were wrong, each resting
+            on a single partner whose own label was wrong (benchmarks/README.md).
         near_duplicate_coverage, near_duplicate_ratio: a verified pair whose inlier
             hull covers this much of the query (0.8) with this inlier ratio (0.7) is a
             near-duplicate; with different labels it is reported as such.
@@ -73,6 +76,7 @@ class AuditConfig:
     detect_generic: bool = attrs.field(default=True, converter=bool)
     flag_probability: float = attrs.field(default=0.5, converter=float, validator=_in_unit)
     min_confidence: float = attrs.field(default=0.9, converter=float, validator=_in_unit)
+    min_witnesses: int = attrs.field(default=2, converter=int)
     near_duplicate_coverage: float = attrs.field(default=0.8, converter=float, validator=_in_unit)
     near_duplicate_ratio: float = attrs.field(default=0.7, converter=float, validator=_in_unit)
 

@@ -50,8 +50,10 @@ class AuditRow:
     other label when flagged (the given label otherwise), ``suggestion_confidence``
     its posterior. ``basis``: ``verified`` (a group of verified views), ``retrieval``
     (neighbours' labels only), ``none``. ``label_kind``: ``generic`` when the given
-    label names no object, else ``specific``. ``evidence_*`` name the strongest
-    verified neighbour carrying the shown label.
+    label names no object, else ``specific``. ``group_size``: images in its verified
+    group; ``witnesses``: the others in it that carry the shown label (the suggestion
+    when flagged). ``evidence_*`` name the strongest verified neighbour carrying the
+    shown label.
     """
 
     sample: str
@@ -70,6 +72,7 @@ class AuditRow:
     label_kind: str = "specific"
     suggestion_confidence: float | None = None
     group_size: int = 0
+    witnesses: int = 0
     meta: dict[str, Any] = attrs.field(factory=dict)
 
 
@@ -242,5 +245,6 @@ def _row(sid: str, label: str, c: _Compact, m: LabelModelResult, cfg: AuditConfi
         label_kind="generic" if generic else "specific",
         suggestion_confidence=None if sprob is None else round(sprob, 4),
         group_size=len(members),
+        witnesses=sum(1 for x in members if x != sid and given[x] == shown),
         meta=dict(c.meta),
     )

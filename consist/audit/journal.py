@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Journal", "read_journal"]
+__all__ = ["Journal", "read_journal", "read_journal_in_order"]
 
 
 def _complete_prefix(path: Path) -> int:
@@ -60,6 +60,33 @@ def read_journal(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 continue
             seen.add(rid)
             yield rec
+
+
+def read_journal_in_order(path: str | os.PathLike[str], ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The records of ``ids`` in that order (first occurrence of each), whatever order
+    the workers journaled them in: one pass keeps each record's byte offset (O(N)
+    integers, not the records), then each is read back where it lies."""
+    p = Path(path)
+    if not p.exists():
+        return
+    end = _complete_prefix(p)
+    offsets: dict[str, int] = {}
+    with p.open("rb") as fh:
+        pos = 0
+        for raw in fh:
+            start, pos = pos, pos + len(raw)
+            if pos > end:
+                break
+            try:
+                rid = json.loads(raw).get("id")
+            except ValueError:
+                continue
+            if isinstance(rid, str) and rid not in offsets:
+                offsets[rid] = start
+        for rid in ids:
+            if rid in offsets:
+                fh.seek(offsets[rid])
+                yield json.loads(fh.readline())
 
 
 class Journal:

@@ -37,6 +37,7 @@ CSV_COLUMNS = (
     "label_kind",
     "suggestion_confidence",
     "group_size",
+    "witnesses",
 )
 
 

@@ -35,7 +35,7 @@ import structlog
 from consist.audit.config import AuditConfig
 from consist.audit.decide import ANSWERED_STATUSES, STATUSES, AuditRow, Decisions, decide_all
 from consist.audit.executors import Executor, check_executor_spec, make_executor
-from consist.audit.journal import Journal, read_journal
+from consist.audit.journal import Journal, read_journal_in_order
 from consist.audit.outputs import write_json
 from consist.audit.work import checker_options, extract_chunk, feature_spec, local_features_available, make_feature_extractor, retriever_name, verify_chunk
 from consist.contracts.checker import Checker
@@ -284,15 +284,10 @@ def _run_reporters(reporters: Sequence[Any], outcome: AuditOutcome, summary: dic
 
 
 def _records(ds: Any, journal_path: Path) -> Iterator[dict[str, Any]]:
-    """The journal's record of each dataset sample, once each (a resumed run may have
-    journaled a sample twice: the first wins, as in the decision)."""
-    given = {it.id for it in ds.items}
-    seen: set[str] = set()
-    for rec in read_journal(journal_path):
-        sid = rec.get("id")
-        if isinstance(sid, str) and sid in given and sid not in seen:
-            seen.add(sid)
-            yield rec
+    """The journal's record of each dataset sample, once each, in dataset order
+    (whatever order the workers finished in; a resumed run may have journaled a
+    sample twice: the first wins)."""
+    return read_journal_in_order(journal_path, (it.id for it in ds.items))
 
 
 def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str], None], options: Mapping[str, Any] | None = None) -> None:

@@ -52,9 +52,10 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--generic-label", "generic_labels", multiple=True, metavar="LABEL", help="A label that names no particular object (a city, 'misc'): never suggested; its images get specific labels. Repeatable; such labels are also detected.")
 @click.option("--no-generic-detection", is_flag=True, help="Do not detect generic labels from the verified graph (only those given with --generic-label).")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="--apply relabels only flags whose P(wrong) and suggestion posterior reach this (default 0.9).")
+@click.option("--min-witnesses", type=click.IntRange(0), default=None, help="--apply relabels only flags whose suggestion at least this many other verified views carry (default 2).")
 @click.option("--reporters", default=None, metavar="A,B", help="Reporters to run besides those enabled by default (see consist plugins).")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, generic_labels: tuple[str, ...], no_generic_detection: bool, min_confidence: float | None, reporters: str | None, as_json: bool) -> None:
+def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, generic_labels: tuple[str, ...], no_generic_detection: bool, min_confidence: float | None, min_witnesses: int | None, reporters: str | None, as_json: bool) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
@@ -84,6 +85,8 @@ def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column
         cfg = cfg.with_options(detect_generic=False)
     if min_confidence is not None:
         cfg = cfg.with_options(min_confidence=min_confidence)
+    if min_witnesses is not None:
+        cfg = cfg.with_options(min_witnesses=min_witnesses)
     for name, value in (("features", features), ("retriever", retriever), ("device", device)):
         if value is not None:
             cfg = cfg.with_options(**{name: value})
@@ -163,7 +166,7 @@ def print_audit(result: Any, out: Path) -> None:
         a = s["applied"]
         click.echo(f"applied {a['changed']} corrections -> {a['corrected_csv']} (changes: {a['changes_csv']}; undo any with consist undo SEQ --store {s['store']})")
         if a.get("flagged_below_min_confidence"):
-            click.echo(f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}")
+            click.echo(f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}, or fewer than {a['min_witnesses']} verified views carry the suggestion (--min-witnesses)")
     report = out / "report.html"
     click.echo(f"report: {report.resolve() if report.exists() else '(not written)'}   table: {(out / 'audit.csv').resolve()}")
 
