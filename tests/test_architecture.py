@@ -144,10 +144,9 @@ PUBLIC_CORE = {
 }
 
 
-#: (imported package, importer): the one declared plugin-on-plugin dependency, through
-#: the imported plugin's top-level public names only (consist-topological's pyproject
-#: requires consist-spatial: its matching graph is built with spatial verification).
-DECLARED_PLUGIN_DEPENDENCIES = {("consist_spatial", "consist_topological")}
+#: (imported package, importer): declared plugin-on-plugin dependencies. None: a plugin
+#: takes what another one offers through the registries and contracts only.
+DECLARED_PLUGIN_DEPENDENCIES: set[tuple[str, str]] = set()
 
 
 @pytest.mark.parametrize("pkg", PLUGIN_PACKAGES)

@@ -13,7 +13,7 @@ import consist
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import audit_data  # noqa: E402
+import audit_data
 
 
 def _rows(out: Path) -> list[dict]:
