@@ -31,7 +31,7 @@ class VectorRetriever:
             embedding = None if stored is None or stored.uri != query.uri else stored.embedding
         if embedding is None:
             raise ConsistError(f"query {query.id!r} has no embedding: give one, or wrap() with an embedder")
-        hits = store.search(embedding, k, exclude=tuple(exclude))
+        hits = store.search(embedding, k, exclude=(query.id, *exclude))
         return [Neighbour(sample=s, similarity=sim, rank=i, source=self.name) for i, (s, sim) in enumerate(hits)]
 
 

@@ -47,8 +47,9 @@ class Retriever(Protocol):
     ``prepare`` builds or refreshes whatever the retriever keeps per store (an
     inverted file, a codebook) once, before many queries, e.g. before an audit's
     workers start; it must be idempotent and cheap when nothing changed.
-    ``retrieve`` returns at most ``k`` neighbours, best first, ``rank`` 0.., never a
-    sample whose id is in ``exclude`` (leave-one-out: the query itself).
+    ``retrieve`` returns at most ``k`` neighbours, best first, ``rank`` 0.., never the
+    query itself (a sample whose id is ``query.id``) nor one whose id is in ``exclude``
+    (an audit's other held-out samples, duplicates).
     ``features`` names the local features of the run, for retrievers that use them.
     """
 

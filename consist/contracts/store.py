@@ -43,7 +43,7 @@ class Store(Protocol):
         ...
 
     def samples(self, *, label: str | None = None, include_deleted: bool = False) -> Iterator[Sample]:
-        """Every live sample (of one ``label``), in id order."""
+        """Every live sample (of one ``label``), in the order they were first stored."""
         ...
 
     def labels(self) -> dict[str, int]:

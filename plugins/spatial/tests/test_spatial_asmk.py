@@ -321,6 +321,27 @@ def test_codebook_training_is_reproducible(small_store: tuple[consist.Store, dic
     assert AsmkIndex.train(store, EXTRACTOR, params, save=False).digest != first.digest
 
 
+def test_codebook_and_ranking_do_not_depend_on_the_order_samples_were_stored(small_store: tuple[consist.Store, dict[str, np.ndarray], Path], tmp_path: Path) -> None:
+    """An audit's workers store images in the order they finish: the same images stored
+    in reverse order give the same codebook and the same neighbours."""
+    store, queries, _root = small_store
+    reverse = consist.open_store(f"sqlite:///{tmp_path / 'reverse.db'}")
+    samples = list(store.samples())
+    reverse.put(list(reversed(samples)), reason="test")
+    for st in (store, reverse):
+        for s in samples:
+            features_for(s, st, EXTRACTOR)  # cached (quantised) features in both
+    params = AsmkParams(codebook_size=24, train_descriptors=3000)
+    a = AsmkIndex.train(store, EXTRACTOR, params, save=False)
+    b = AsmkIndex.train(reverse, EXTRACTOR, params, save=False)
+    assert [s.id for s in reverse.samples()] == [s.id for s in reversed(samples)]
+    assert np.array_equal(a.codebook.centroids, b.codebook.centroids)
+    for label, pixels in queries.items():
+        q = Query(id=f"q-{label}", image=pixels)
+        assert [n.sample.id for n in a.retrieve(q, store, 6)] == [n.sample.id for n in b.retrieve(q, reverse, 6)]
+    reverse.close()
+
+
 def test_open_without_build_explains_how_to_index(tmp_path: Path) -> None:
     store = consist.open_store(f"sqlite:///{tmp_path / 's.db'}")
     with pytest.raises(ConsistError, match="no ASMK index; build it with: consist index"):

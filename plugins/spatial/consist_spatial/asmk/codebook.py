@@ -97,7 +97,11 @@ def kmeans(points: np.ndarray, k: int) -> np.ndarray:
 
 def train_centroids(pool: Sequence[Sample], store: Any, extractor: FeatureExtractor, params: AsmkParams, progress: Progress | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Centroids trained on at most ``params.train_descriptors`` descriptors sampled
-    evenly over ``pool``'s images, and how they were made (the codebook's meta)."""
+    evenly over ``pool``'s images, and how they were made (the codebook's meta).
+
+    The images are visited in id order: a store filled by parallel workers holds them in
+    the order the workers finished, and the codebook must not depend on that."""
+    pool = sorted(pool, key=lambda s: s.id)
     rng = np.random.default_rng(params.seed)
     per_image = max(1, -(-params.train_descriptors // max(1, len(pool))))
     parts: list[np.ndarray] = []

@@ -134,7 +134,8 @@ class AsmkIndex(DerivedIndex[SyncReport]):
         extractor = extractor or SiftExtractor()
         params = params or AsmkParams()
         seq = newest_seq(store)
-        pool = [s for s in (samples if samples is not None else store.samples()) if s.uri is not None]
+        # id order: the index (and its ties) must not depend on the order samples were stored in
+        pool = sorted((s for s in (samples if samples is not None else store.samples()) if s.uri is not None), key=lambda s: s.id)
         if isinstance(codebook, (str, Path)):
             source = f"file:{codebook}"
             centroids = load_codebook_file(codebook)
@@ -294,9 +295,12 @@ class AsmkIndex(DerivedIndex[SyncReport]):
                     scores[imid] = 0.0
             order = np.argsort(-scores, kind="stable")
             order = order[scores[order] > 0]
-            if k is not None:
-                order = order[:k]
-            return [(self.ids[i], float(scores[i])) for i in order]
+            if k is not None and len(order) > k:
+                # keep every image tied with the k-th, then break ties by id: the result
+                # must not depend on the order the images were indexed in
+                order = order[scores[order] >= scores[order[k - 1]]] if k > 0 else order[:0]
+            hits = sorted(((self.ids[i], float(scores[i])) for i in order), key=lambda h: (-h[1], h[0]))
+            return hits if k is None else hits[:k]
 
     def retrieve(self, query: Query, store: Any, k: int, *, features: LocalFeatures | None = None) -> list[Neighbour]:
         """Neighbours of a query, best first (``similarity`` = ASMK score)."""
