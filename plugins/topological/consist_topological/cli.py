@@ -48,9 +48,11 @@ def _methods(text: str) -> list[str]:
 
 
 def _spatial_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``("model=fundamental", "min_inliers=12")`` -> options, checked against SpatialConfig."""
+    """``("model=fundamental", "min_inliers=12")`` -> options, checked by the registered
+    pair verifier (the spatial checker's ``SpatialConfig`` fields)."""
     import json
 
+    from consist.errors import ConsistError
     from consist_topological.hypergraph import GraphConfig
 
     out: dict[str, Any] = {}
@@ -63,8 +65,8 @@ def _spatial_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except ValueError:
             out[key.strip()] = value
     try:
-        GraphConfig(spatial=out).spatial_config()
-    except (TypeError, ValueError) as exc:
+        GraphConfig(spatial=out).validate()
+    except (TypeError, ValueError, ConsistError) as exc:
         raise click.BadParameter(str(exc), param_hint="--spatial") from exc
     return out
 

@@ -1,5 +1,7 @@
-"""Retrieval evaluation with the revisitop protocol: ASMK, + spatial re-ranking,
-+ hypergraph propagation (HP), + community selection (CS).
+"""Retrieval evaluation with the revisitop protocol: the retriever's ranking (ASMK when
+registered; the ``asmk`` row), + spatial re-ranking, + hypergraph propagation (HP),
++ community selection (CS). Retriever, verifier, re-ranker and features come through
+the registries (see :meth:`~consist_topological.hypergraph.MatchingHypergraph.inputs`).
 
 Two kinds of ground truth:
 
@@ -29,11 +31,18 @@ from typing import Any
 import attrs
 import structlog
 
-from consist.errors import ConsistError
+from consist.contracts.evidence import PairEvidence
+from consist.contracts.features import LocalFeatures
+from consist.contracts.retrieval import Progress
+from consist.errors import ConsistError, ImageError, StoreError
+from consist.features import features_for
 from consist.metrics.retrieval import DEFAULT_KS, PROTOCOLS, evaluate_query, revisitop_protocols
-from consist.records import Provenance, Query, Region, Sample
+from consist.records import Neighbour, Provenance, Query, Region, Sample
+from consist_topological import providers
 from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
-from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph, links_from_reranked
+from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph
+from consist_topological.rerankers import links_from_pairs
+from consist_topological.tr import topological_ransac
 
 __all__ = ["METHODS", "RetrievalEvaluation", "evaluate_gnd", "evaluate_labelled", "load_gnd"]
 
@@ -112,36 +121,54 @@ def _ensure_samples(store: Any, samples: Sequence[Sample], reason: str) -> int:
     return len(todo)
 
 
+def _increments(progress: Callable[[str, int], Any] | None, phase: str) -> Progress | None:
+    """A contract ``progress(done, total)`` as the evaluation's ``progress(phase, n)``."""
+    if progress is None:
+        return None
+    seen = [0]
+
+    def report(done: int, _total: int) -> None:
+        if done > seen[0]:
+            progress(phase, done - seen[0])
+            seen[0] = done
+
+    return report
+
+
 class _Pipeline:
-    """ASMK index + matching graph of one store, and the rankings built on them."""
+    """Retrieval + matching graph of one store, and the rankings built on them, through
+    the registries: the graph's retriever (``asmk`` when registered), its pair verifier
+    and features (see :meth:`MatchingHypergraph.inputs`), the re-ranker named like the
+    verifier (``spatial``) for a new query's short-list."""
 
     def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
-        from consist_spatial import AsmkRetriever, SiftExtractor, detect_extractor, open_asmk_index
-
         self.store = store
         self.depth = depth
         self.hp = hp
         self.timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        # the features the store already caches (those ``consist index`` extracted), else SIFT defaults
-        extractor = detect_extractor(store) or SiftExtractor()
-        self.index = open_asmk_index(store, extractor, progress=(lambda n: progress("asmk", n)) if progress else None)
-        self.timings["asmk_build_s"] = time.perf_counter() - t0
-        self.retriever = AsmkRetriever(extractor=self.index.extractor)
-        t0 = time.perf_counter()
         self.graph = MatchingHypergraph(GraphConfig(k=k, spatial=spatial or {}, verifier=verifier))
+        t0 = time.perf_counter()
+        # the features the store's retrieval index already uses (those ``consist index`` extracted), else SIFT defaults
+        self.inputs = self.graph.inputs(store, verifying=verifier == "homography")
+        self.retriever = self.inputs.retriever
+        if self.inputs.retrieval_features is not None:  # None: features no extractor names; the retriever keeps its own
+            try:
+                self.retriever.prepare(store, features=self.inputs.retrieval_features, progress=_increments(progress, "asmk"))
+            except StoreError as exc:  # read-only: retrieval still answers
+                log.debug("eval_retriever_not_prepared", error=str(exc))
+        self.timings["asmk_build_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         self.graph.build(store, retriever=self.retriever, progress=(lambda n: progress("graph", n)) if progress else None, save=not getattr(store, "readonly", False))
         self.timings["graph_build_s"] = time.perf_counter() - t0
         self.prop_times: list[float] = []
 
-    def base(self, query: Query, features: Any) -> list[str]:
-        return [sid for sid, _ in self.index.search(features.descriptors, None, exclude=(query.id,))]
+    def retrieved(self, query: Query, k: int) -> list[Neighbour]:
+        """The retriever's ``k`` best for the query, itself excluded."""
+        return self.inputs.retriever.retrieve(query, self.store, k, exclude=(query.id,), features=self.inputs.retrieval_features)
 
     def rankings(self, query: Query, stored: bool, methods: Sequence[str]) -> dict[str, list[str]]:
-        from consist_spatial import query_features, spatial_config_for, spatial_rerank
-
-        feats = query_features(query, self.store if stored else None, self.index.extractor)
-        base = self.base(query, feats)
+        found = self.retrieved(query, max(1, len(self.store)))
+        base = [n.sample.id for n in found]
         out = {"asmk": base}
         if stored and query.id in self.graph:
             links = links_from_graph(self.graph, query.id)
@@ -150,18 +177,15 @@ class _Pipeline:
             out["spatial"] = verified + [s for s in base if s not in inl]
             qbox = None
         elif self.graph.config.verifier == "tr":
+            feats = providers.query_features(query, self.store if stored else None, self.inputs.extractor)
             links = self._tr_links(feats, base[: self.depth])
             inl = {lk.sample_id: lk.inliers for lk in links}
             out["spatial"] = sorted((s for s in base if s in inl), key=lambda s: -inl[s]) + [s for s in base if s not in inl]
             qbox = None
         else:
-            neighbours = self.index.retrieve(query, self.store, self.depth, features=feats)
-            cfg = spatial_config_for(self.index.extractor, **dict(self.graph.config.spatial))
-            reranked = spatial_rerank(query, neighbours, self.store, depth=self.depth, config=cfg, features=feats)
-            head = [r.neighbour.sample.id for r in reranked]
+            head, links = self._spatial(query, found[: self.depth])
             out["spatial"] = head + [s for s in base if s not in set(head)]
-            links = links_from_reranked(reranked)
-            qbox = None  # query features are already restricted to its region
+            qbox = None  # the verifier restricts the query to its region
         for m, cs in (("hp", False), ("cs", True)):
             if m in methods:
                 t0 = time.perf_counter()
@@ -170,16 +194,39 @@ class _Pipeline:
                 out[m] = list(r.ranking)
         return {m: out[m] for m in methods if m in out}
 
-    def _tr_links(self, feats: Any, ids: Sequence[str]) -> list[QueryLink]:
-        """Query links by topological RANSAC (the graph's verifier) on the short-list."""
-        from consist.features import features_for
-        from consist_topological.tr import topological_ransac
+    def _spatial(self, query: Query, neighbours: Sequence[Neighbour]) -> tuple[list[str], list[QueryLink]]:
+        """Spatial re-ranking of a new query's short-list (verified first, by pair
+        score, then the rest in retrieval order) and its links to the graph.
 
+        By the registered re-ranker named like the pair verifier (``spatial``: one
+        feature extraction for the query) when the verifier has no options, since a
+        re-ranker takes none; else pair by pair with the verifier and its options.
+        """
+        src = self.inputs
+        assert src.verifier is not None  # resolved for a "homography" graph
+        rr = providers.reranker(src.verifier.name)
+        if rr is not None and not src.options:
+            ranked = rr.rerank(query, neighbours, self.store, k=self.depth, features=src.features).neighbours
+            pairs = [PairEvidence.from_dict(n.evidence["pair"]) for n in ranked if isinstance(n.evidence.get("pair"), dict)]
+            return [n.sample.id for n in ranked], links_from_pairs(pairs)
+        checked: list[tuple[Neighbour, PairEvidence]] = []
+        for n in neighbours:
+            try:
+                checked.append((n, src.verifier.verify_pair(query, n.sample, self.store, region=query.region, features=src.features, options=src.options)))
+            except ImageError as exc:
+                log.warning("rerank_image_unreadable", sample=n.sample.id, error=str(exc))
+        verified = sorted((c for c in checked if c[1].verified), key=lambda c: (-c[1].score, c[0].rank))
+        head = [n.sample.id for n, _ in verified]
+        head += [n.sample.id for n in neighbours if n.sample.id not in set(head)]
+        return head, links_from_pairs([ev for _, ev in checked])
+
+    def _tr_links(self, feats: LocalFeatures, ids: Sequence[str]) -> list[QueryLink]:
+        """Query links by topological RANSAC (the graph's verifier) on the short-list."""
         links = []
         for sample in self.store.get_many(list(ids)):
             if sample is None:
                 continue
-            nf = features_for(sample, self.store, self.index.extractor)
+            nf = features_for(sample, self.store, self.inputs.extractor)
             r = topological_ransac(feats, nf)
             if r.score >= self.graph.config.tr_min_score:
                 m = r.matches

@@ -7,6 +7,12 @@ kept with their region on each side. A :class:`Hyperedge` is that *set* of
 correspondences, not a scalar weight: propagation later passes through only the
 inliers that lie inside an image's active region.
 
+What it is built from comes through consist's registries (:mod:`.providers`), so any
+plugin can supply it: neighbours from a registered retriever, verified pairs with
+their inlier keypoints from a registered :class:`~consist.contracts.PairVerifier`
+(option ``verifier_checker``: the spatial checker by default), keypoints from the
+store's feature cache (:func:`consist.features.features_for`).
+
 Storage (all in the consist store, next to the cached features):
 
 * per sample, artefact ``topology/edges/<features>`` (e.g.
@@ -33,22 +39,32 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import networkx as nx
 import numpy as np
 import structlog
 
+from consist import plugins
+from consist.contracts.evidence import PairVerifier
+from consist.contracts.features import FeatureExtractor, FeatureSpec, LocalFeatures
 from consist.errors import ConsistError, ImageError, StoreError
+from consist.features import features_for
 from consist.records import Query, Sample
 from consist.stores.derived import DerivedIndex, PerStoreCache, StoreChanges, SyncReport, newest_seq, owner_id
+from consist_topological import providers
+
+if TYPE_CHECKING:
+    from consist.contracts.retrieval import Retriever
+    from consist.contracts.store import Store
 
 __all__ = [
     "DEFAULT_K",
     "FORMAT_VERSION",
     "GRAPH_SAMPLE_ID",
     "GraphConfig",
+    "GraphInputs",
     "GraphSyncReport",
     "Hyperedge",
     "MatchingHypergraph",
@@ -168,16 +184,30 @@ class GraphConfig:
     Attributes:
         k: neighbours verified per image (:data:`DEFAULT_K` = 200, the paper's).
         min_inliers: distinct inliers for a pair to become a hyperedge (``None``:
-            the spatial checker's ``min_inliers``, 15).
-        spatial: options of the spatial verification (``SpatialConfig`` fields:
-            extractor, matcher, model, threshold...). By default its features are
-            those the retriever indexes, so the cache serves both.
-        verifier: what makes a pair a hyperedge: ``"homography"`` (default: the
-            spatial plugin's DEGENSAC verification; inliers are the hyperedge) or
-            ``"tr"`` (topological RANSAC: the largest homeomorphic region is the
-            hyperedge; denser graphs on non-planar scenes, ~3x the cost per pair).
+            the verifier's own minimum, the spatial checker's 15); passed to the
+            verifier as its ``min_inliers`` option.
+        spatial: the pair verifier's options (for the ``spatial`` checker, any
+            ``SpatialConfig`` field: model, threshold, matcher...). Those named like
+            the extractor options of the contract (``max_side``, ``max_keypoints``,
+            ``device``), ``extractor`` and ``matcher`` also choose the features.
+        verifier: what makes a pair a hyperedge: ``"homography"`` (default: the pair
+            verifier's verification, e.g. the spatial plugin's DEGENSAC; its inliers
+            are the hyperedge) or ``"tr"`` (topological RANSAC: the largest
+            homeomorphic region is the hyperedge; denser graphs on non-planar scenes,
+            ~3x the cost per pair).
         tr_min_score: distinct points of TR's largest region for a ``"tr"`` hyperedge
             (15, as ``min_inliers``).
+        features: the local features, as ``consist audit --features`` names them
+            (``"sift"``, ``"aliked-n16+lightglue"``); ``None`` (default): those the
+            retriever indexes the store with when it tells (the ``asmk`` index's, so
+            one cache serves retrieval and verification), else ``extractor`` among the
+            ``spatial`` options, else SIFT. See :meth:`feature_spec`.
+        verifier_checker: the registered checker whose ``verify_pair``
+            (:class:`~consist.contracts.PairVerifier`) verifies the pairs
+            (``"spatial"``; another registered verifier when it is not there).
+        retriever: the registered retriever that gives each image's neighbours
+            (``None``: ``asmk`` when registered, else ``vector``); a ``retriever``
+            object given to :meth:`MatchingHypergraph.build` takes precedence.
     """
 
     k: int = attrs.field(default=DEFAULT_K, converter=int)
@@ -185,26 +215,78 @@ class GraphConfig:
     spatial: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda m: dict(m or {}), hash=False)
     verifier: str = attrs.field(default="homography", validator=attrs.validators.in_(("homography", "tr")))
     tr_min_score: int = attrs.field(default=15, converter=int)
+    features: str | None = attrs.field(default=None, converter=lambda v: None if v in (None, "") else str(v))
+    verifier_checker: str = attrs.field(default=providers.DEFAULT_VERIFIER, converter=str)
+    retriever: str | None = attrs.field(default=None, converter=lambda v: None if v in (None, "") else str(v))
 
     @k.validator
     def _check_k(self, _attr: Any, value: int) -> None:
         if value < 1:
             raise ValueError(f"graph k must be >= 1, got {value}")
 
-    def spatial_config(self, extractor: Any = None) -> Any:
-        """The :class:`~consist_spatial.SpatialConfig` verification uses."""
-        from consist_spatial import SpatialConfig, spatial_config_for
+    def feature_spec(self, indexed: FeatureSpec | None = None) -> FeatureSpec:
+        """The features the pairs are verified on.
 
+        ``features`` when set; else ``extractor`` among the ``spatial`` options; else
+        ``indexed`` (the retriever's features for the store); else SIFT defaults. Then
+        the ``spatial`` options that name features (``matcher``, ``max_side``,
+        ``max_keypoints``, ``device``) apply on top, as the verifier would apply them.
+        """
         opts = dict(self.spatial)
-        known = {a.name for a in attrs.fields(SpatialConfig)}
-        unknown = sorted(set(opts) - known)
-        if unknown:
-            raise ValueError(f"unknown spatial option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if self.features is not None:
+            base = FeatureSpec.parse(self.features)
+        elif opts.get("extractor") is not None:
+            base = FeatureSpec(extractor=str(opts["extractor"]))
+        else:
+            base = indexed or FeatureSpec()
+        matcher = opts.get("matcher", base.matcher)
+        options = {**base.options, **{k: opts[k] for k in providers.FACTORY_OPTIONS if k in opts}}
+        return FeatureSpec(extractor=base.extractor, matcher=None if matcher is None else str(matcher), options=options)
+
+    def verifier_options(self) -> dict[str, Any]:
+        """The options given to the pair verifier: ``spatial``, with ``min_inliers``."""
+        opts = dict(self.spatial)
         if self.min_inliers is not None:
             opts["min_inliers"] = self.min_inliers
-        if extractor is not None and "extractor" not in opts:
-            return spatial_config_for(extractor, **opts)
-        return SpatialConfig(**opts)
+        return opts
+
+    def validate(self) -> None:
+        """Fail now (``ValueError``) on options the verifier does not know, or features
+        or a retriever no plugin registers, instead of at the first build. Without a
+        registered verifier its options cannot be checked (building the graph says so)."""
+        spec = self.feature_spec()
+        if self.features is not None and spec.extractor not in plugins.extractors():
+            raise ValueError(f"features {self.features!r}: no registered extractor {spec.extractor!r} (registered: {', '.join(sorted(plugins.extractors())) or 'none'})")
+        if self.retriever is not None and self.retriever not in plugins.retrievers():
+            raise ValueError(f"retriever {self.retriever!r} is not registered (registered: {', '.join(sorted(plugins.retrievers())) or 'none'})")
+        verifier = providers.find_pair_verifier(self.verifier_checker)
+        validate = getattr(verifier, "validate_options", None)
+        if callable(validate):
+            validate(self.verifier_options())
+
+
+@attrs.frozen
+class GraphInputs:
+    """What one store's graph is built from, resolved through the registries.
+
+    Attributes:
+        retriever: gives each image's neighbours.
+        features: the features verified on (:meth:`GraphConfig.feature_spec`).
+        extractor: the registered extractor of ``features`` (its ``kind`` names the
+            cache the hyperedges' keypoint indices point into).
+        retrieval_features: the features given to the retriever: its own when it
+            exposes them (``None`` when no registered extractor reproduces them: it
+            keeps its own), else ``features``.
+        verifier: verifies the pairs (``None`` for a ``"tr"`` graph, which needs none).
+        options: the verifier's options.
+    """
+
+    retriever: Retriever
+    features: FeatureSpec
+    extractor: FeatureExtractor
+    retrieval_features: FeatureSpec | None
+    verifier: PairVerifier | None
+    options: Mapping[str, Any]
 
 
 def edges_kind(features_kind: str, verifier: str = "homography") -> str:
@@ -408,35 +490,67 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 
     # ---------------------------------------------------------------- build
 
-    def _context(self, store: Any, retriever: Any) -> tuple[Any, Any, Any]:
-        """(ASMK retriever or the given one, spatial checker, spatial config)."""
-        from consist_spatial import AsmkRetriever, SpatialChecker
-
-        retr = retriever or AsmkRetriever()
-        extractor = None
-        if hasattr(retr, "index_for"):
-            extractor = retr.index_for(store).extractor
-        cfg = self.config.spatial_config(extractor)
+    def inputs(self, store: Store, retriever: Retriever | None = None, *, verifying: bool = True) -> GraphInputs:
+        """Resolve, through the registries, what this graph is built from on ``store``:
+        ``retriever`` or the configured one (:attr:`GraphConfig.retriever`), the
+        features (those the retriever indexes the store with, unless the configuration
+        names others), the pair verifier (``verifier_checker``; looked up only when
+        ``verifying``, so that saved hyperedges load without one) and its options."""
+        retr = retriever if retriever is not None else providers.retriever(self.config.retriever)
+        indexed = providers.indexed_extractor(retr, store)
+        indexed_spec = providers.spec_of(indexed) if indexed is not None else None
+        if indexed is not None and indexed_spec is None:
+            log.warning("topology_retriever_features_unnamed", kind=indexed.kind, hint="no registered extractor reproduces them: set the graph's `features` option")
+        spec = self.config.feature_spec(indexed_spec)
+        extractor = plugins.make_extractor(spec)
         if not self.features_kind:
-            self.features_kind = cfg.feature_extractor.kind
-        return retr, SpatialChecker(cfg), cfg
+            self.features_kind = extractor.kind
+        verifier = providers.pair_verifier(self.config.verifier_checker) if verifying and self.config.verifier == "homography" else None
+        return GraphInputs(
+            retriever=retr,
+            features=spec,
+            extractor=extractor,
+            retrieval_features=spec if indexed is None else indexed_spec,
+            verifier=verifier,
+            options=self.config.verifier_options(),
+        )
 
-    def _neighbours(self, sample: Sample, store: Any, retr: Any, k: int) -> list[Sample]:
+    def _neighbours(self, sample: Sample, store: Store, src: GraphInputs, k: int) -> list[Sample]:
         query = Query(id=sample.id, uri=sample.uri, embedding=sample.embedding)
-        found = retr.retrieve(query, store, k)
+        found = src.retriever.retrieve(query, store, k, exclude=(sample.id,), features=src.retrieval_features)
         return [n.sample for n in found if n.sample.id != sample.id and n.sample.uri is not None][:k]
 
-    def _verify_sample(self, sample: Sample, store: Any, retr: Any, checker: Any, cfg: Any) -> tuple[list[str], list[Hyperedge], int]:
+    def _pair(self, sample: Sample, feats: LocalFeatures, other: Sample, store: Store, src: GraphInputs) -> Hyperedge | None:
+        """Verify one pair: its hyperedge, or ``None`` when it does not verify
+        (``ImageError`` when an image cannot be read)."""
+        if self.config.verifier == "tr":  # topological RANSAC on the features themselves
+            from consist_topological.tr import topological_ransac
+
+            of = features_for(other, store, src.extractor)
+            r = topological_ransac(feats, of)
+            if r.score < self.config.tr_min_score or not len(r.matches):
+                return None
+            m = np.asarray(r.matches, dtype=np.int64)
+            return Hyperedge(sample.id, other.id, m[:, 0], m[:, 1], feats.keypoints[m[:, 0]], of.keypoints[m[:, 1]])
+        assert src.verifier is not None  # resolved for a "homography" graph
+        # the stored image as a whole (a Sample would be restricted to its labelled region)
+        query = Query(id=sample.id, uri=sample.uri)
+        ev = src.verifier.verify_pair(query, other, store, features=src.features, options=src.options)
+        if not ev.verified or not len(ev.query_points):
+            return None
+        if ev.query_indices is None or ev.neighbour_indices is None:
+            raise ConsistError(f"verifier {src.verifier.name!r} returned no keypoint indices for {sample.id} - {other.id}: a matching graph keeps them (PairEvidence.query_indices)")
+        return Hyperedge(sample.id, other.id, ev.query_indices, ev.neighbour_indices, ev.query_points, ev.neighbour_points)
+
+    def _verify_sample(self, sample: Sample, store: Store, src: GraphInputs) -> tuple[list[str], list[Hyperedge], int]:
         """Verify ``sample`` against its top-k; pairs verified from the other side
         already are reused. ``(tried, hyperedges, pairs verified now)``."""
-        from consist.features import features_for
-
         k = min(self.config.k, max(1, len(store) - 1))
-        feats = features_for(sample, store, cfg.feature_extractor)
+        feats = features_for(sample, store, src.extractor)  # unreadable: the sample fails, not its pairs
         tried: list[str] = []
         edges: list[Hyperedge] = []
         n_verified = 0
-        for other in self._neighbours(sample, store, retr, k):
+        for other in self._neighbours(sample, store, src, k):
             tried.append(other.id)
             if sample.id in self.tried.get(other.id, ()):  # done from the other side
                 e = self.edge(sample.id, other.id)
@@ -444,24 +558,13 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
                     edges.append(e)
                 continue
             try:
-                if self.config.verifier == "tr":
-                    from consist_topological.tr import topological_ransac
-
-                    of = features_for(other, store, cfg.feature_extractor)
-                    r = topological_ransac(feats, of)
-                    ok, m = r.score >= self.config.tr_min_score, r.matches
-                else:
-                    v = checker.verify(feats, other, store, cfg=cfg)
-                    ok, m = v.verified, v.inlier_matches
+                edge = self._pair(sample, feats, other, store, src)
             except ImageError as exc:
                 log.warning("topology_neighbour_unreadable", sample=sample.id, neighbour=other.id, error=str(exc))
                 continue
             n_verified += 1
-            if not ok or not len(m):
-                continue
-            of = features_for(other, store, cfg.feature_extractor)
-            m = np.asarray(m, dtype=np.int64)
-            edges.append(Hyperedge(sample.id, other.id, m[:, 0], m[:, 1], feats.keypoints[m[:, 0]], of.keypoints[m[:, 1]]))
+            if edge is not None:
+                edges.append(edge)
         return tried, edges, n_verified
 
     def _attach(self, sample_id: str, uri: str, tried: Iterable[str], edges: Iterable[Hyperedge]) -> None:
@@ -472,10 +575,10 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             for e in edges:
                 self.add_edge(e)
 
-    def add_samples(self, samples: Iterable[Sample], store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def add_samples(self, samples: Iterable[Sample], store: Store, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Verify each sample against its top-k and add its hyperedges (and store
         them as the sample's artefact when ``save``)."""
-        retr, checker, cfg = self._context(store, retriever)
+        src = self.inputs(store, retriever)
         kind = edges_kind(self.features_kind, self.config.verifier)
         added = pairs = 0
         failed: list[tuple[str, str]] = []
@@ -485,7 +588,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             if s.uri is None or s.id == GRAPH_SAMPLE_ID:
                 continue
             try:
-                tried, edges, n = self._verify_sample(s, store, retr, checker, cfg)
+                tried, edges, n = self._verify_sample(s, store, src)
             except ImageError as exc:
                 failed.append((s.id, str(exc)))
                 log.warning("topology_image_unreadable", sample=s.id, error=str(exc))
@@ -519,11 +622,11 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
         self._attach(sample.id, sample.uri or "", meta.get("tried", []), edges)
         return True
 
-    def build(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def build(self, store: Any, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Load every sample's saved hyperedges and compute the missing ones."""
         with self.lock:
             seq = newest_seq(store)
-            retr, _checker, _cfg = self._context(store, retriever)
+            retr = self.inputs(store, retriever, verifying=False).retriever
             todo = []
             with gc_paused():
                 for s in store.samples():
@@ -537,7 +640,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             live = {s.id for s in store.samples()}
             for node in [n for n in self.g.nodes if n not in live]:
                 self.remove_node(node)
-            report = self.add_samples(todo, store, retriever=retr, progress=progress, save=save)
+            report = self.add_samples(todo, store, retriever=retr, progress=progress, save=save) if todo else GraphSyncReport()
             self.last_seq = seq
             self.pack_all()
             if save:
@@ -545,16 +648,16 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             log.info("topology_graph_built", nodes=len(self), edges=self.n_edges, computed=report.added, pairs=report.verified_pairs)
             return report
 
-    def sync(self, store: Any, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def sync(self, store: Any, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Follow the store's history since the last build/sync: add the hyperedges
         of new samples (or samples with new pixels), drop deleted ones. Relabels
         change nothing here (labels are read from the store when voting)."""
         return super().sync(store, retriever=retriever, progress=progress, save=save)
 
-    def _sync_all(self, store: Any, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def _sync_all(self, store: Any, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         return self.build(store, retriever=retriever, progress=progress, save=save)
 
-    def _sync_changes(self, store: Any, changes: StoreChanges, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def _sync_changes(self, store: Any, changes: StoreChanges, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         gone = [sid for sid in changes.deleted if sid in self.g] + [s.id for s in changes.changed if s.uri is None and s.id in self.g]
         for sid in gone:
             self.remove_node(sid)
@@ -578,7 +681,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             log.debug("topology_meta_not_saved", error=str(exc))
 
     @classmethod
-    def load(cls, store: Any, config: GraphConfig | None = None, *, retriever: Any = None, progress: Progress | None = None, save: bool = True) -> MatchingHypergraph:
+    def load(cls, store: Any, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> MatchingHypergraph:
         """The store's graph: saved hyperedges read back, the rest computed, synced."""
         graph = cls(config)
         graph.build(store, retriever=retriever, progress=progress, save=save and not getattr(store, "readonly", False))
@@ -591,7 +694,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 _GRAPHS: PerStoreCache[tuple[Any, ...], MatchingHypergraph] = PerStoreCache("topology graph")
 
 
-def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any = None, progress: Progress | None = None) -> MatchingHypergraph:
+def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None) -> MatchingHypergraph:
     """The (process-wide cached) matching graph of ``store``, synced with it.
 
     The first call per store loads the saved hyperedges and computes the missing
@@ -601,7 +704,7 @@ def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Any =
     if store is None:
         raise ConsistError("the matching graph needs a store")
     config = config or GraphConfig()
-    key = (config.k, config.min_inliers, config.verifier, config.tr_min_score, json.dumps(dict(config.spatial), sort_keys=True, default=str))
+    key = (config.k, config.min_inliers, config.verifier, config.tr_min_score, json.dumps(dict(config.spatial), sort_keys=True, default=str), config.features, config.verifier_checker, config.retriever)
     graph = _GRAPHS.get(store, key)
     writable = not getattr(store, "readonly", False)
     if graph is None:

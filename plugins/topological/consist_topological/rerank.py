@@ -91,8 +91,10 @@ def links_from_graph(graph: MatchingHypergraph, query_id: str) -> list[QueryLink
 
 
 def links_from_reranked(reranked: Sequence[Any]) -> list[QueryLink]:
-    """Links from :func:`consist_spatial.spatial_rerank` results
-    (verified ones, with their ``inlier_points`` rows ``xq, yq, xn, yn``)."""
+    """Links from spatial re-ranking results (consist-spatial's ``spatial_rerank``:
+    objects with ``verified``, ``neighbour`` and ``inlier_points`` rows ``xq, yq, xn,
+    yn``); results in the contract's form go through
+    :func:`~consist_topological.rerankers.links_from_pairs`."""
     out = []
     for r in reranked:
         if r.verified and len(r.inlier_points):
@@ -175,7 +177,7 @@ def localisations(result: HpResult) -> Mapping[str, Box | None]:
 
 def hp_for_query(query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None) -> HpResult:
     """HP re-ranking of a new query from its spatially re-ranked short-list
-    (:func:`consist_spatial.spatial_rerank` results), on the store's
+    (consist-spatial's ``spatial_rerank`` results), on the store's
     matching graph (built or synced on first use). ``ranking`` is the order the
     unpropagated images keep (default: the re-ranked order)."""
     from consist_topological.hypergraph import graph_for

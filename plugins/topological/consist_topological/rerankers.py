@@ -9,11 +9,12 @@ from typing import Any
 import attrs
 import numpy as np
 
-from consist.contracts.evidence import PairEvidence, PairVerifier
+from consist.contracts.evidence import PairEvidence
 from consist.contracts.features import FeatureSpec
 from consist.contracts.retrieval import Reranking
 from consist.contracts.store import Store
 from consist.records import Neighbour, Query
+from consist_topological.providers import find_pair_verifier
 from consist_topological.rerank import QueryLink
 
 __all__ = ["HpReranker", "links_from_pairs"]
@@ -26,18 +27,12 @@ def links_from_pairs(pairs: Sequence[PairEvidence]) -> list[QueryLink]:
     return sorted(out, key=lambda lk: (-lk.inliers, lk.sample_id))
 
 
-def _verifier() -> PairVerifier | None:
-    from consist import plugins
-
-    found = [c for _n, c in sorted(plugins.checkers().items()) if isinstance(c, PairVerifier)]
-    return found[0] if found else None
-
-
 class HpReranker:
     """Propagates from the neighbours the query verified with: their pair evidence
     (``neighbour.evidence["pair"]``, e.g. from the ``spatial`` re-ranker) when the
     input carries it, else pairs verified now by a registered
-    :class:`~consist.contracts.PairVerifier` (the top ``k``)."""
+    :class:`~consist.contracts.PairVerifier` (the top ``k``; the ``spatial`` checker
+    when registered, as for the matching graph)."""
 
     name = "hp"
 
@@ -48,7 +43,7 @@ class HpReranker:
         ordered = sorted(neighbours, key=lambda n: n.rank)
         pairs = [PairEvidence.from_dict(n.evidence["pair"]) for n in ordered if isinstance(n.evidence.get("pair"), dict)]
         if not pairs:
-            verifier = _verifier()
+            verifier = find_pair_verifier()
             if verifier is not None:
                 pairs = [verifier.verify_pair(query, n.sample, store, features=features) for n in ordered[:k]]
         result = hp_rerank(graph_for(store), query.id, [n.sample.id for n in ordered], links_from_pairs(pairs))
