@@ -130,7 +130,7 @@ def spec_of(extractor: FeatureExtractor) -> FeatureSpec | None:
         try:
             if factory(**options).kind == extractor.kind:
                 return FeatureSpec(extractor=name, options=options)
-        except (TypeError, ValueError, ConsistError):
+        except Exception:  # probing: a factory that cannot take these options is not the one
             continue
     return None
 
