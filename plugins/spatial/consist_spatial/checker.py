@@ -30,6 +30,7 @@ verified inlier count, 0 when none verified) for the controller and later checke
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ from consist.contracts.evidence import PAIRS_KEY, PairEvidence
 from consist.contracts.features import FeatureSpec
 from consist.contracts.store import Store
 from consist.errors import ImageError
+from consist.images import image_id
 from consist.options import in_unit, positive
 from consist.records import Neighbour, Prediction, Query, Region, Sample, Vote
 from consist_spatial.availability import check_available
@@ -238,6 +240,8 @@ class SpatialChecker(BaseChecker):
 
     def __init__(self, config: SpatialConfig | None = None, **options: Any) -> None:
         self.config = (config or SpatialConfig()).with_options(options)
+        self._last: tuple[tuple[Any, ...], LocalFeatures] | None = None
+        self._last_lock = threading.Lock()
 
     def validate_options(self, options: Mapping[str, Any]) -> None:
         """Unknown or ill-typed options fail when the engine is built, not per query;
@@ -339,9 +343,23 @@ class SpatialChecker(BaseChecker):
         cfg, ext = self.configured(options, features)
         if region is not None and isinstance(query, Query) and query.region is None:
             query = attrs.evolve(query, region=region)
-        qf = self.query_features(query, store, cfg, ext)
+        qf = self._remembered_query_features(query, store, cfg, ext)
         v, nf = self._verify(qf, neighbour, store, cfg=cfg, region=region, extractor=ext)
         return self.pair_evidence(neighbour.id, v, qf, nf)
+
+    def _remembered_query_features(self, query: Query | Sample, store: Store | None, cfg: SpatialConfig, extractor: FeatureExtractor) -> LocalFeatures:
+        """:meth:`query_features`, remembering the last query's: a caller verifying one
+        new query against its neighbours pair by pair (the topological community vote,
+        re-rankers) would otherwise extract the same image once per pair."""
+        pixels = getattr(query, "image", None)
+        key = (query.id, None if pixels is None else image_id(pixels), query.uri, extractor.kind, query.region)
+        with self._last_lock:
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+        feats = self.query_features(query, store, cfg, extractor)
+        with self._last_lock:
+            self._last = (key, feats)
+        return feats
 
     @staticmethod
     def pair_evidence(neighbour_id: str, v: Verification, qf: LocalFeatures, nf: LocalFeatures) -> PairEvidence:

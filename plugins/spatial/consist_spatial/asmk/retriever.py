@@ -117,7 +117,15 @@ class AsmkRetriever:
         """Train the index when the store has none, else add what is new (and retrain
         when the store outgrew its codebook); saved in the store, so that every worker
         process loads it instead of building it."""
-        update_asmk_index(store, self._extractor_for(features), self.params, progress=None if progress is None else (lambda done: progress(done, len(store))))
+        total = len(store)
+        done = [0]
+
+        def step(n: int) -> None:  # the index reports images one step at a time
+            done[0] += n
+            if progress is not None:
+                progress(min(done[0], total), total)
+
+        update_asmk_index(store, self._extractor_for(features), self.params, progress=step)
         INDEXES.invalidate(store)
 
     def index_for(self, store: Any, features: FeatureSpec | None = None) -> AsmkIndex:
