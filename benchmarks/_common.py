@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
-    "summarise",
-    "machine_info",
     "Target",
-    "print_table",
-    "print_targets",
     "emit",
-    "progress",
     "fmt_ms",
     "loadavg",
+    "machine_info",
+    "print_table",
+    "print_targets",
+    "progress",
+    "summarise",
 ]
 
 

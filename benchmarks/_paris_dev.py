@@ -193,11 +193,20 @@ def reliability_table(conf: Sequence[float], outcome: Sequence[bool], bins: int 
     out = []
     for i, xs in enumerate(acc):
         n = len(xs)
-        out.append({"bin": f"[{i / bins:.1f},{(i + 1) / bins:.1f}{']' if i == bins - 1 else ')'}", "n": n, "mean_conf": sum(c for c, _ in xs) / n if n else math.nan, "observed": sum(o for _, o in xs) / n if n else math.nan})
+        out.append(
+            {
+                "bin": f"[{i / bins:.1f},{(i + 1) / bins:.1f}{']' if i == bins - 1 else ')'}",
+                "n": n,
+                "mean_conf": sum(c for c, _ in xs) / n if n else math.nan,
+                "observed": sum(o for _, o in xs) / n if n else math.nan,
+            }
+        )
     return out
 
 
-def score(task: Task, flagged: Mapping[str, bool], suggested: Mapping[str, str | None], p_wrong: Mapping[str, float | None] | None = None, answered: Mapping[str, bool] | None = None, method: str = "") -> dict[str, Any]:
+def score(
+    task: Task, flagged: Mapping[str, bool], suggested: Mapping[str, str | None], p_wrong: Mapping[str, float | None] | None = None, answered: Mapping[str, bool] | None = None, method: str = ""
+) -> dict[str, Any]:
     """The task's figures for one method (dicts keyed by path; a missing path is
     not flagged, has no suggestion, no confidence, and has an answer)."""
     err = task.errors

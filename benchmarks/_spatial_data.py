@@ -33,20 +33,20 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "DATA_ENV",
     "AMBIGUOUS_LANDMARKS",
-    "Item",
+    "DATA_ENV",
     "HomographyPair",
+    "Item",
     "WxbsPair",
     "data_root",
-    "landmark_items",
-    "ukbench_items",
     "homography_pairs",
-    "wxbs_pairs",
-    "wxbs_scene",
-    "positive_pairs",
+    "landmark_items",
     "negative_pairs",
     "open_dataset_store",
+    "positive_pairs",
+    "ukbench_items",
+    "wxbs_pairs",
+    "wxbs_scene",
 ]
 
 DATA_ENV = "CONSIST_SHARED_DATA"
@@ -180,7 +180,7 @@ def negative_pairs(items: Sequence[Item], n: int | None, seed: int = 0) -> list[
     return sorted(rng.sample(every, n))
 
 
-def open_dataset_store(path: str | os.PathLike[str], items: Iterable[Item], embeddings: dict[str, np.ndarray] | None = None):  # noqa: ANN201 - SQLiteStore
+def open_dataset_store(path: str | os.PathLike[str], items: Iterable[Item], embeddings: dict[str, np.ndarray] | None = None):
     """A SQLite store at ``path`` holding one sample per item (id, uri, label, and an
     embedding when given): features are cached in it as artefacts, the ASMK index
     trains on its samples, and the core's vector retriever searches its embeddings.

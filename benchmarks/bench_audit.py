@@ -129,7 +129,16 @@ def score(name: str, flagged: Sequence[bool], suggested: Sequence[str | None], n
     acc = suggestion_accuracy(suggested, true, among=err)
     caught = [f and e for f, e in zip(flagged, err)]
     acc_flagged = suggestion_accuracy(suggested, true, among=caught)
-    return {"method": name, "precision": prf.precision, "recall": prf.recall, "f1": prf.f1, "suggestion_accuracy": acc, "suggestion_accuracy_flagged": acc_flagged, "flagged": int(sum(flagged)), "errors": int(sum(err))}
+    return {
+        "method": name,
+        "precision": prf.precision,
+        "recall": prf.recall,
+        "f1": prf.f1,
+        "suggestion_accuracy": acc,
+        "suggestion_accuracy_flagged": acc_flagged,
+        "flagged": int(sum(flagged)),
+        "errors": int(sum(err)),
+    }
 
 
 def run_quality(name: str, folder: Path, column: str, drop: Sequence[str], rate: float, work: Path, workers: int, k: int | None = None) -> list[dict[str, Any]]:
@@ -230,7 +239,16 @@ def run_paris_dev(work: Path, workers: int, k: int | None = None) -> dict[str, A
             result = consist.audit(root, out, labels=csv_path, store=store, workers=workers, report=False, progress=False, **options)
             elapsed = time.perf_counter() - t0
             feats = result.summary.get("features", {})
-            timing.append({"task": task.name, "run": run, "seconds": round(elapsed, 1), "features_extracted": feats.get("extracted"), "features_cached": feats.get("cached"), "timings": result.summary.get("timings")})
+            timing.append(
+                {
+                    "task": task.name,
+                    "run": run,
+                    "seconds": round(elapsed, 1),
+                    "features_extracted": feats.get("extracted"),
+                    "features_cached": feats.get("cached"),
+                    "timings": result.summary.get("timings"),
+                }
+            )
             if run != runs[0]:
                 continue
             records = {rec["id"]: rec for rec in read_journal(out / ".audit" / "verified.jsonl")}
@@ -244,9 +262,29 @@ def run_paris_dev(work: Path, workers: int, k: int | None = None) -> dict[str, A
 
 def print_paris_dev(res: dict[str, Any]) -> None:
     q = res["quality"]
-    rows = [(q_["task"], q_["method"], q_["precision"], q_["recall"], q_["f1"], q_["suggestion_accuracy_flagged"], q_["suggestion_accuracy_all"], q_["without_answer"], q_["ece"], q_["with_confidence"], q_["flagged"], q_["errors"]) for q_ in q]
+    rows = [
+        (
+            q_["task"],
+            q_["method"],
+            q_["precision"],
+            q_["recall"],
+            q_["f1"],
+            q_["suggestion_accuracy_flagged"],
+            q_["suggestion_accuracy_all"],
+            q_["without_answer"],
+            q_["ece"],
+            q_["with_confidence"],
+            q_["flagged"],
+            q_["errors"],
+        )
+        for q_ in q
+    ]
     k = res.get("k")
-    C.print_table(f"revisitop-paris-dev label audit (183 photos; k={'default' if k is None else k})", ("task", "method", "precision", "recall", "F1", "sugg. acc (flagged errors)", "sugg. acc (all errors)", "without answer", "ECE", "with conf.", "flagged", "errors"), rows)
+    C.print_table(
+        f"revisitop-paris-dev label audit (183 photos; k={'default' if k is None else k})",
+        ("task", "method", "precision", "recall", "F1", "sugg. acc (flagged errors)", "sugg. acc (all errors)", "without answer", "ECE", "with conf.", "flagged", "errors"),
+        rows,
+    )
     print("  task natural: given = the file name's label (34 of 183 wrong, 26 of them 'paris_general'); injected-N: N% of the true labels flipped")
     print("  sugg. acc: suggestion among the photo's true landmarks; without answer: status unverifiable/unreadable;")
     print("  ECE: of P(given label wrong), 10 equal-width bins, over the photos with a confidence ('with conf.')")
@@ -263,7 +301,11 @@ def print_paris_dev(res: dict[str, Any]) -> None:
                 row.append(f"{r['n']}" + (f" {r['mean_conf']:.2f}/{r['observed']:.2f}" if r["n"] else ""))
             cells.append(row)
         C.print_table(f"reliability, {task} (per bin of P(wrong): n mean P(wrong)/observed error rate)", ("P(wrong) bin", *(m["method"] for m in methods)), cells)
-    C.print_table("consist wall time on revisitop-paris-dev (cold: empty feature cache; warm: features cached)", ("task", "run", "seconds", "features extracted", "features cached"), [(t["task"], t["run"], t["seconds"], t["features_extracted"], t["features_cached"]) for t in res["timing"]])
+    C.print_table(
+        "consist wall time on revisitop-paris-dev (cold: empty feature cache; warm: features cached)",
+        ("task", "run", "seconds", "features extracted", "features cached"),
+        [(t["task"], t["run"], t["seconds"], t["features_extracted"], t["features_cached"]) for t in res["timing"]],
+    )
 
 
 def paris_targets(res: dict[str, Any]) -> list[C.Target]:
@@ -296,7 +338,14 @@ def synthetic_dataset(root: Path, n: int, seed: int = 0) -> Path:
     for i in range(n):
         label = names[i % len(names)]
         x0, y0 = rng.uniform(0, 0.2), rng.uniform(0, 0.2)
-        view = perspective(photos[label], tilt=rng.uniform(0, 0.3), rotate_deg=rng.uniform(-20, 20), scale=rng.uniform(0.6, 1.0), crop=(x0, y0, x0 + rng.uniform(0.7, 0.8), y0 + rng.uniform(0.7, 0.8)), gain=rng.uniform(0.7, 1.3))
+        view = perspective(
+            photos[label],
+            tilt=rng.uniform(0, 0.3),
+            rotate_deg=rng.uniform(-20, 20),
+            scale=rng.uniform(0.6, 1.0),
+            crop=(x0, y0, x0 + rng.uniform(0.7, 0.8), y0 + rng.uniform(0.7, 0.8)),
+            gain=rng.uniform(0.7, 1.3),
+        )
         d = root / label
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(view).save(d / f"{i:06d}.jpg", quality=90)
@@ -320,7 +369,17 @@ def run_throughput(work: Path, sizes: Sequence[int], workers: int) -> list[dict[
         t0 = time.perf_counter()
         consist.audit(ds, target, workers=workers, report=False)  # features cached
         warm = time.perf_counter() - t0
-        out.append({"images": n, "cold_s": round(cold, 2), "cold_images_per_s": round(n / cold, 3), "warm_s": round(warm, 2), "warm_images_per_s": round(n / warm, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "timings_cold": r.summary["timings"]})
+        out.append(
+            {
+                "images": n,
+                "cold_s": round(cold, 2),
+                "cold_images_per_s": round(n / cold, 3),
+                "warm_s": round(warm, 2),
+                "warm_images_per_s": round(n / warm, 3),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "timings_cold": r.summary["timings"],
+            }
+        )
         shutil.rmtree(ds, ignore_errors=True)
     return out
 
@@ -391,8 +450,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_paris_dev(result["paris_dev"])
         print("  goals (issue 11): F1 >= 0.85, precision >= 0.90, suggestion accuracy >= 0.90, <= 15% without answer, ECE <= 0.05")
     if not args.json and result["quality"]:
-        rows = [(f"{q['dataset']} {q['noise']:.0%}", q["method"], q.get("precision", float("nan")), q.get("recall", float("nan")), q.get("f1", float("nan")), q.get("suggestion_accuracy", float("nan")), q.get("suggestion_accuracy_flagged", float("nan")), q.get("flagged", ""), q.get("errors", "")) for q in result["quality"]]
-        C.print_table("label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "sugg. acc (all errors)", "sugg. acc (flagged errors)", "flagged", "errors"), rows)
+        rows = [
+            (
+                f"{q['dataset']} {q['noise']:.0%}",
+                q["method"],
+                q.get("precision", float("nan")),
+                q.get("recall", float("nan")),
+                q.get("f1", float("nan")),
+                q.get("suggestion_accuracy", float("nan")),
+                q.get("suggestion_accuracy_flagged", float("nan")),
+                q.get("flagged", ""),
+                q.get("errors", ""),
+            )
+            for q in result["quality"]
+        ]
+        C.print_table(
+            "label-error detection (flags vs flipped labels)", ("setting", "method", "precision", "recall", "F1", "sugg. acc (all errors)", "sugg. acc (flagged errors)", "flagged", "errors"), rows
+        )
         print("  sugg. acc (all errors): the suggested label of every flipped sample (an unflagged one keeps its wrong label, or has none);")
         print("  sugg. acc (flagged errors): the same over the flipped samples the method flagged")
         for q in result["quality"]:
@@ -401,7 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.json:
         if result["throughput"]:
             print("  cold: empty output folder and feature cache; warm: the same audit again, features cached; peak RSS: this process or one worker, whichever is larger")
-            C.print_table(f"throughput ({args.workers} workers)", ("images", "cold s", "cold img/s", "warm s", "warm img/s", "peak RSS MB"), [(t["images"], t["cold_s"], t["cold_images_per_s"], t["warm_s"], t["warm_images_per_s"], t["peak_rss_mb"]) for t in result["throughput"]])
+            C.print_table(
+                f"throughput ({args.workers} workers)",
+                ("images", "cold s", "cold img/s", "warm s", "warm img/s", "peak RSS MB"),
+                [(t["images"], t["cold_s"], t["cold_images_per_s"], t["warm_s"], t["warm_images_per_s"], t["peak_rss_mb"]) for t in result["throughput"]],
+            )
         C.print_targets(targets(result))
     C.emit(result, args.json, args.json_out)
     return 0

@@ -38,13 +38,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _common as C
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import consist  # noqa: E402
-from consist import BaseChecker, CheckContext, ControllerConfig, Engine, EngineConfig  # noqa: E402
-from consist.records import Candidate, Neighbour, Prediction, Query, RunStatus, Sample, Vote  # noqa: E402
+from consist import BaseChecker, CheckContext, ControllerConfig, Engine, EngineConfig
+from consist.records import Candidate, Neighbour, Prediction, Query, RunStatus, Sample, Vote
 
 TARGET_MS = 1.0
 THREAD_TIMEOUT_S = 5.0  # never reached: the checkers answer in microseconds
@@ -178,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warm = make_items(args.warmup, args.neighbours, args.dim, seed=1)
 
     engines = build_engines()
-    for name, (engine, n) in engines.items():
+    for _name, (engine, n) in engines.items():
         sanity_check(engine, items[0], n)
 
     verify_samples: dict[str, list[float]] = {k: [] for k in engines}

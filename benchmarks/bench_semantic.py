@@ -47,9 +47,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-
-import numpy as np  # noqa: E402
+import _common as C
+import numpy as np
 
 TARGET_OVERHEAD_MS = 2.0
 P_YES, COVERAGE = 0.9, 0.95
@@ -58,12 +57,12 @@ P_YES, COVERAGE = 0.9, 0.95
 # ------------------------------------------------------------------ scripted LMM
 
 
-def truth_server(truth_by_image: dict[str, str], error_rate: float, seed: int):  # noqa: ANN201
+def truth_server(truth_by_image: dict[str, str], error_rate: float, seed: int):
     """A scripted server answering "does it show LABEL?" from the ground truth."""
     from consist_semantic.questions import label_text
     from consist_semantic.testing import ScriptedServer, question_label, yes_no_reply
 
-    def script(req):  # noqa: ANN001, ANN202
+    def script(req):
         urls = req.image_urls
         key = hashlib.blake2b(urls[0].encode(), digest_size=16).hexdigest() if urls else ""
         truth = truth_by_image.get(key)
@@ -80,7 +79,7 @@ def truth_server(truth_by_image: dict[str, str], error_rate: float, seed: int): 
 # ------------------------------------------------------------------------ audit
 
 
-def build_store(path: Path, items: list[Any], labels: dict[str, str], quiet: bool):  # noqa: ANN201
+def build_store(path: Path, items: list[Any], labels: dict[str, str], quiet: bool):
     from consist import plugins
     from consist.images import load_image
     from consist.records import Sample
@@ -103,7 +102,20 @@ def build_store(path: Path, items: list[Any], labels: dict[str, str], quiet: boo
 MODES = ("always", "core", "frontal")
 
 
-def run_audit(store: Any, items: list[Any], labels: dict[str, str], backend: Any, *, mode: str, persistent: bool, k: int, claim_score: float, spatial_opts: dict[str, Any], quiet: bool, checkers: tuple[str, ...] = ("knn", "spatial")) -> dict[str, Any]:
+def run_audit(
+    store: Any,
+    items: list[Any],
+    labels: dict[str, str],
+    backend: Any,
+    *,
+    mode: str,
+    persistent: bool,
+    k: int,
+    claim_score: float,
+    spatial_opts: dict[str, Any],
+    quiet: bool,
+    checkers: tuple[str, ...] = ("knn", "spatial"),
+) -> dict[str, Any]:
     from consist import Candidate, ControllerConfig, Engine, EngineConfig, Neighbour, Prediction, Query
     from consist.records import RunStatus
     from consist_semantic import AnswerCache, FrontalController, ReflectionChecker
@@ -189,7 +201,17 @@ def audit_part(args: argparse.Namespace, quiet: bool) -> dict[str, Any] | None:
         if kind.startswith("lmm-answer/"):
             store.delete_artefacts(kind)
     spatial_opts = {"max_side": args.max_side}
-    out: dict[str, Any] = {"checkers": args.checkers, "images": len(items), "labels": len(all_labels), "noisy": len(noisy), "noise": args.noise, "error_rate": args.error_rate, "k": args.k, "claim_score": args.claim_score, "spatial_max_side": args.max_side}
+    out: dict[str, Any] = {
+        "checkers": args.checkers,
+        "images": len(items),
+        "labels": len(all_labels),
+        "noisy": len(noisy),
+        "noise": args.noise,
+        "error_rate": args.error_rate,
+        "k": args.k,
+        "claim_score": args.claim_score,
+        "spatial_max_side": args.max_side,
+    }
     with truth_server(truth_by_image, args.error_rate, args.seed) as server:
         backend = OpenAIChatBackend(server.base_url, "scripted-truth", backoff_s=0.05)
         common = dict(k=args.k, claim_score=args.claim_score, spatial_opts=spatial_opts, quiet=quiet, checkers=tuple(c for c in args.checkers.split(",") if c))
@@ -220,7 +242,7 @@ def audit_part(args: argparse.Namespace, quiet: bool) -> dict[str, Any] | None:
 
 def overhead_part(n: int, quiet: bool) -> dict[str, Any]:
     from consist_semantic import AnswerCache, OpenAIChatBackend, ReflectionChecker, encode_image
-    from consist_semantic.backends import ChatAnswer, ChatRequest
+    from consist_semantic.backends import ChatRequest
     from consist_semantic.questions import render
     from consist_semantic.testing import ScriptedServer, yes_no_reply
     from consist_semantic.yesno import top_from_openai, yes_no_from_logprobs
@@ -302,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json or args.json_out:
         C.emit(result, args.json, args.json_out)
     if not args.json:
-        C.print_table("overhead per reflection, excluding model time (ms)", ("what", "median", "p95", "mean"), [(k, v["median_ms"], v["p95_ms"], v["mean_ms"]) for k, v in ov.items() if isinstance(v, dict)])
+        C.print_table(
+            "overhead per reflection, excluding model time (ms)", ("what", "median", "p95", "mean"), [(k, v["median_ms"], v["p95_ms"], v["mean_ms"]) for k, v in ov.items() if isinstance(v, dict)]
+        )
         if audit is not None:
             rows = []
             for name in MODES:
@@ -316,11 +340,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  claimed labels' accuracy {audit['claimed_label_accuracy']:.3f}")
             for base in ("always", "core"):
                 v = audit[f"vs_{base}"]
-                print(f"  frontal vs {base}: {v['calls_saved']} of {audit[base]['model_calls']} LMM calls saved ({100 * v['calls_saved_share']:.1f} %), equal decisions {v['equal_decisions']}/{audit['images']}")
+                print(
+                    f"  frontal vs {base}: {v['calls_saved']} of {audit[base]['model_calls']} LMM calls saved ({100 * v['calls_saved_share']:.1f} %), equal decisions {v['equal_decisions']}/{audit['images']}"
+                )
                 for d in v["differing"]:
                     print(f"    differs: {d['id']} truth {d['truth']}, frontal {d['frontal']}, {base} {d[base]}")
             rp = audit["repeat"]
-            print(f"  repeated audit: {rp['cache_hits']}/{rp['questions']} answers from the store cache ({100 * rp['hit_rate']:.1f} %), {rp['server_requests']} server requests, same decisions: {rp['same_decisions']}")
+            print(
+                f"  repeated audit: {rp['cache_hits']}/{rp['questions']} answers from the store cache ({100 * rp['hit_rate']:.1f} %), {rp['server_requests']} server requests, same decisions: {rp['same_decisions']}"
+            )
         C.print_targets(targets)
     if args.strict and not all(t.passed for t in targets if t.required):
         return 1

@@ -73,35 +73,34 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECL
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter, defaultdict  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import hashlib
+import json
+import math
+import random
+import statistics
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import _common as C  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import _common as C
+import cv2
+import numpy as np
 
 cv2.setNumThreads(THREADS)
 
-import _spatial_data as D  # noqa: E402
+import _spatial_data as D
 
-from consist.images import load_gray, load_image  # noqa: E402
-from consist.metrics import evaluate_query  # noqa: E402
-from consist.records import Query, Sample  # noqa: E402
-from consist_spatial.checker import SpatialChecker, SpatialConfig  # noqa: E402
-from consist_spatial.features import LocalFeatures, features_for  # noqa: E402
-from consist_spatial.verify import pair_score, verify_pair  # noqa: E402
+from consist.images import load_gray, load_image
+from consist.metrics import evaluate_query
+from consist.records import Query, Sample
+from consist_spatial.checker import SpatialChecker, SpatialConfig
+from consist_spatial.features import LocalFeatures, features_for
+from consist_spatial.verify import pair_score, verify_pair
 
 ALL_EXTRACTORS = ("sift", "aliked-n16", "disk", "xfeat")
 SIFT_IMAGES_PER_S = 12.0
@@ -139,7 +138,7 @@ def select_pipelines(extractors: Sequence[str], matchers: str) -> tuple[list[Pip
         from consist_spatial import availability as A
         from consist_spatial import extractors as E
         from consist_spatial import matchers as M
-    except Exception as exc:  # noqa: BLE001 - a half-written module must not stop the SIFT figures
+    except Exception as exc:
         A = E = M = None  # type: ignore[assignment]
         notes.append(f"consist_spatial extractors/matchers not importable ({type(exc).__name__}: {exc}): only sift runs")
     out: list[Pipeline] = []
@@ -165,7 +164,7 @@ def select_pipelines(extractors: Sequence[str], matchers: str) -> tuple[list[Pip
             try:
                 A.check_available(ext, m)  # type: ignore[union-attr]
                 Pipeline(ext, m).config()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 notes.append(f"{ext}+{m}: not available ({type(exc).__name__}: {exc}): skipped")
                 continue
             out.append(Pipeline(ext, m))
@@ -192,9 +191,23 @@ def _set_torch_threads(pipelines: Sequence[Pipeline]) -> str | None:
 _OUTCOME_CODE = {
     "consist_spatial.matching": ("match_descriptors", "_sq_dists", "LOWE_RATIO"),
     "consist_spatial.verify": (
-        "verify_pair", "_fit", "_quad_problem", "_distinct", "_hull", "_to_work", "_bounds_quad", "_region_vertices", "_image_box", "project_points",
-        "consistent_matches", "pair_score", "DEFAULT_THRESHOLDS", "MIN_POINTS", "HOUGH_SCALE_BIN", "HOUGH_ANGLE_BIN",
-    ),  # fmt: skip
+        "verify_pair",
+        "_fit",
+        "_quad_problem",
+        "_distinct",
+        "_hull",
+        "_to_work",
+        "_bounds_quad",
+        "_region_vertices",
+        "_image_box",
+        "project_points",
+        "consistent_matches",
+        "pair_score",
+        "DEFAULT_THRESHOLDS",
+        "MIN_POINTS",
+        "HOUGH_SCALE_BIN",
+        "HOUGH_ANGLE_BIN",
+    ),
     "consist_spatial.features": ("SiftExtractor", "rootsift", "resize_long_side", "to_gray"),
 }
 #: the same for the learned extractors and matchers (module -> names), added when either
@@ -674,7 +687,7 @@ def bench_homography(pipelines: Sequence[Pipeline], data: Datasets, cache: Path,
         ok = [r for r in rows if r["verified"] and r["corner_error"] < args.corner_px]
 
         def share(sel: list[dict[str, Any]], set_: str | None = None) -> str:
-            sub = [r for r in rows if set_ is None or r["set"] == set_]
+            sub = [r for r in rows if set_ is None or r["set"] == set_]  # noqa: B023 -- share() is called only within this iteration
             good = [r for r in sel if set_ is None or r["set"] == set_]
             return f"{len(good)}/{len(sub)}"
 
@@ -740,7 +753,7 @@ def bench_retrieval(pipelines: Sequence[Pipeline], data: Datasets, cache: Path, 
         from consist_spatial.asmk import AsmkIndex, AsmkParams
 
         asmk_note = None
-    except Exception as exc:  # noqa: BLE001 - not there yet, or broken: say so
+    except Exception as exc:
         AsmkIndex = AsmkParams = None  # type: ignore[assignment,misc]
         asmk_note = f"not available ({type(exc).__name__}: {exc})"
     out: dict[str, Any] = {"rerank_depth": args.rerank_depth, "asmk": asmk_note or "consist_spatial.asmk", "datasets": {}}
@@ -775,7 +788,7 @@ def bench_retrieval(pipelines: Sequence[Pipeline], data: Datasets, cache: Path, 
                     hits = index.search(runner0.features(it).descriptors, None, exclude=(it.id,))
                     ranks[it.id] = [sid for sid, _ in hits]
                 t_query = (time.perf_counter() - t0) / len(items)
-            except Exception as exc:  # noqa: BLE001 - report, go on with the rest
+            except Exception as exc:
                 rows.append({"method": f"ASMK ({ext})", "note": f"failed: {type(exc).__name__}: {exc}"})
                 continue
             base_rankings[f"ASMK ({ext})"] = ranks
@@ -815,9 +828,17 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
     if sp:
         rows = [
             (
-                e["extractor"], e["images"], e["keypoints_mean"], f"{e['working_size'][0]}x{e['working_size'][1]}" if e["working_size"] else "-",
-                e["median_ms"], e["mean_ms"], e["images_per_s"], e["cpu_ms"], e["images_per_cpu_s"], e["images_per_s_with_decode"],
-            )  # fmt: skip
+                e["extractor"],
+                e["images"],
+                e["keypoints_mean"],
+                f"{e['working_size'][0]}x{e['working_size'][1]}" if e["working_size"] else "-",
+                e["median_ms"],
+                e["mean_ms"],
+                e["images_per_s"],
+                e["cpu_ms"],
+                e["images_per_cpu_s"],
+                e["images_per_s_with_decode"],
+            )
             for e in sp["extract"]
         ]
         C.print_table(
@@ -832,9 +853,19 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
                 if s:
                     rows.append(
                         (
-                            f"{v['pipeline']} [{part}]", s["pairs"], v["keypoints_mean"], s["matches_mean"], s["verified"], s["match_ms"], s["ransac_ms"],
-                            s["mean_ms"], s["p95_ms"], s["pairs_per_s"], s["cpu_ms"], s["pairs_per_cpu_s"],
-                        )  # fmt: skip
+                            f"{v['pipeline']} [{part}]",
+                            s["pairs"],
+                            v["keypoints_mean"],
+                            s["matches_mean"],
+                            s["verified"],
+                            s["match_ms"],
+                            s["ransac_ms"],
+                            s["mean_ms"],
+                            s["p95_ms"],
+                            s["pairs_per_s"],
+                            s["cpu_ms"],
+                            s["pairs_per_cpu_s"],
+                        )
                     )
         C.print_table(
             f"1. verification from cached features (matching + RANSAC), {THREADS} thread(s)",
@@ -846,9 +877,20 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
         for name, block in auc.items():
             rows = [
                 (
-                    b["pipeline"], f"{b['n_pos']}/{b['n_neg']}", b["auc_score"], f"{b['auc_score_ci'][0]:.2f}-{b['auc_score_ci'][1]:.2f}", b["auc_support"], b["auc_inliers"], b["auc_consistent"], b["auc_matches"],
-                    _pct(b["verified_pos"]), _pct(b["verified_neg"]), b["median_inliers_pos"], b["median_inliers_neg"], b["pair_cpu_ms_mean"],
-                )  # fmt: skip
+                    b["pipeline"],
+                    f"{b['n_pos']}/{b['n_neg']}",
+                    b["auc_score"],
+                    f"{b['auc_score_ci'][0]:.2f}-{b['auc_score_ci'][1]:.2f}",
+                    b["auc_support"],
+                    b["auc_inliers"],
+                    b["auc_consistent"],
+                    b["auc_matches"],
+                    _pct(b["verified_pos"]),
+                    _pct(b["verified_neg"]),
+                    b["median_inliers_pos"],
+                    b["median_inliers_neg"],
+                    b["pair_cpu_ms_mean"],
+                )
                 for b in block["pipelines"]
             ]
             C.print_table(
@@ -901,7 +943,9 @@ def build_targets(result: dict[str, Any]) -> list[C.Target]:
                 targets.append(C.Target(f"{e['extractor']} extraction, 1024 px, wall clock", e["images_per_s"], ">", SIFT_IMAGES_PER_S, "images/s", required=False))
         for v in sp["verify"]:
             req = v["pipeline"] == "sift+nn"
-            targets.append(C.Target(f"{v['pipeline']} verification, ~2k features, CPU time", v["all"]["pairs_per_cpu_s"], ">", SIFT_PAIRS_PER_S, "pairs/s", note if req else "", required=req and THREADS == 1))
+            targets.append(
+                C.Target(f"{v['pipeline']} verification, ~2k features, CPU time", v["all"]["pairs_per_cpu_s"], ">", SIFT_PAIRS_PER_S, "pairs/s", note if req else "", required=req and THREADS == 1)
+            )
             if req:
                 targets.append(C.Target(f"{v['pipeline']} verification, ~2k features, wall clock", v["all"]["pairs_per_s"], ">", SIFT_PAIRS_PER_S, "pairs/s", required=False))
     auc = result.get("auc") or {}
@@ -917,7 +961,12 @@ def build_targets(result: dict[str, Any]) -> list[C.Target]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--extractors", default=None, help=f"comma list among {','.join(ALL_EXTRACTORS)} (and aliked-n16rot, aliked-n32, aliked-t16); default: all four, sift only with --quick")
-    ap.add_argument("--matchers", default="all", choices=("all", "default", "nn", "lightglue"), help="all: nn for every extractor plus lightglue where it has weights (default); default: lightglue for learned features, nn for sift")
+    ap.add_argument(
+        "--matchers",
+        default="all",
+        choices=("all", "default", "nn", "lightglue"),
+        help="all: nn for every extractor plus lightglue where it has weights (default); default: lightglue for learned features, nn for sift",
+    )
     ap.add_argument("--threads", type=int, default=1, help="threads for BLAS/OpenMP/OpenCV/torch (default 1: the one-core figures)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: speed,auc,homography,retrieval")
     ap.add_argument("--data", default=None, help="the shared data folder (default $CONSIST_SHARED_DATA or ../shared/data)")

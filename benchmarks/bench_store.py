@@ -40,27 +40,26 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import gc
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _common as C
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from consist.adapt import adapt_decision  # noqa: E402
-from consist.records import Candidate, CheckerRun, Decision, Prediction, Provenance, Query, RunStatus, Sample, Vote  # noqa: E402
-from consist.stores.sqlite import SQLiteStore  # noqa: E402
-from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex  # noqa: E402
+from consist.adapt import adapt_decision
+from consist.records import Candidate, CheckerRun, Decision, Prediction, Provenance, Query, RunStatus, Sample, Vote
+from consist.stores.sqlite import SQLiteStore
+from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
 
 KNN_TARGET_MS = 20.0  # per query at 100k, one core
 INSERT_TARGET_PER_S = 500.0  # verified samples per second, batched
@@ -227,14 +226,14 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
             lat["VectorIndex.search exact"], ids["exact"] = C.summarise(t), [[h[0] for h in x] for x in r]
             t, r = time_queries(lambda q: idx.search(q, K), queries, args.repeat)
             lat[f"VectorIndex.search default ({out['default_path']})"], ids["default"] = C.summarise(t), [[h[0] for h in x] for x in r]
-            t, r = time_queries(lambda q: store.search(q, K), queries, args.repeat)
+            t, r = time_queries(lambda q: store.search(q, K), queries, args.repeat)  # noqa: F821 -- store is bound above; the `del store` further down is what confuses ruff
             lat[f"store.search default ({out['default_path']})"] = C.summarise(t)
             store_ids = [[s.id for s, _ in x] for x in r]
             # store.search forced exact: raise the open index's threshold (no reload)
             saved = idx.ann_threshold
             idx.ann_threshold = 1 << 62
             try:
-                t, _r = time_queries(lambda q: store.search(q, K), queries, args.repeat)
+                t, _r = time_queries(lambda q: store.search(q, K), queries, args.repeat)  # noqa: F821 -- store is bound above; the `del store` further down is what confuses ruff
                 lat["store.search exact"] = C.summarise(t)
             finally:
                 idx.ann_threshold = saved
@@ -303,10 +302,7 @@ def bench_inserts(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[
             path = os.path.join(tmp, f"ins_{sync}_{batch}.db")
             store = SQLiteStore(path, synchronous=sync)
             vecs = rng.standard_normal((n, args.dim)).astype(np.float32)
-            samples = [
-                Sample(id=f"v{i:07d}", uri=f"file:///queries/{i:07d}.jpg", label=f"class_{i % 50:05d}", provenance=Provenance.AUTO, embedding=vecs[i], meta=verified_meta(i))
-                for i in range(n)
-            ]
+            samples = [Sample(id=f"v{i:07d}", uri=f"file:///queries/{i:07d}.jpg", label=f"class_{i % 50:05d}", provenance=Provenance.AUTO, embedding=vecs[i], meta=verified_meta(i)) for i in range(n)]
             batches = [samples[i : i + batch] for i in range(0, n, batch)]
             gc.collect()
             with C.progress(f"insert sync={sync} batch={batch} n={n}", quiet):
@@ -320,18 +316,20 @@ def bench_inserts(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[
                 total = pc() - t_start
             store.close()
             size = file_bytes(path)
-            rows.append({
-                "synchronous": sync,
-                "batch": batch,
-                "n": n,
-                "commits": len(batches),
-                "seconds": total,
-                "samples_per_s": n / total,
-                "commit_ms": C.summarise(per_commit),
-                "file_bytes": size,
-                "bytes_per_sample": size / n,
-                "dbstat_bytes": dbstat(path) if batch == args.batches[-1] else {},
-            })
+            rows.append(
+                {
+                    "synchronous": sync,
+                    "batch": batch,
+                    "n": n,
+                    "commits": len(batches),
+                    "seconds": total,
+                    "samples_per_s": n / total,
+                    "commit_ms": C.summarise(per_commit),
+                    "file_bytes": size,
+                    "bytes_per_sample": size / n,
+                    "dbstat_bytes": dbstat(path) if batch == args.batches[-1] else {},
+                }
+            )
             if not args.keep:
                 for p in (path, path + "-wal", path + "-shm"):
                     if os.path.exists(p):
@@ -365,8 +363,13 @@ def bench_adapt(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[st
                 pred = Prediction(query=q, candidates=(Candidate("class_00001", 0.7), Candidate("class_00002", 0.2)))
                 votes = (Vote("knn", "class_00001", 0.8, 0.5), Vote("spatial", "class_00001", 0.97, 1.0, evidence={"inliers": 42}))
                 dec = Decision(
-                    query_id=q.id, label="class_00001", confidence=0.973, changed=False, predicted_label="class_00001",
-                    scores={"class_00001": 3.6, "class_00002": -1.4}, votes=votes,
+                    query_id=q.id,
+                    label="class_00001",
+                    confidence=0.973,
+                    changed=False,
+                    predicted_label="class_00001",
+                    scores={"class_00001": 3.6, "class_00002": -1.4},
+                    votes=votes,
                     runs=(CheckerRun("knn", RunStatus.RAN, "", 1e-5, 1), CheckerRun("spatial", RunStatus.RAN, "", 0.05, 1)),
                 )
                 work.append((dec, pred))
@@ -384,10 +387,19 @@ def bench_adapt(tmp: str, args: argparse.Namespace, quiet: bool) -> list[dict[st
                 raise SystemExit(f"benchmark setup error: adaptation did not add: {res}")
             in_index = len(store.vector_index)
             store.close()
-            rows.append({
-                "synchronous": sync, "index_path": path_kind, "n": n, "seed_samples": args.adapt_seed, "index_build_s": p.elapsed,
-                "seconds": total, "decisions_per_s": n / total, "per_decision_ms": C.summarise(per), "index_size_after": in_index,
-            })
+            rows.append(
+                {
+                    "synchronous": sync,
+                    "index_path": path_kind,
+                    "n": n,
+                    "seed_samples": args.adapt_seed,
+                    "index_build_s": p.elapsed,
+                    "seconds": total,
+                    "decisions_per_s": n / total,
+                    "per_decision_ms": C.summarise(per),
+                    "index_size_after": in_index,
+                }
+            )
             if not args.keep:
                 for f in (path, path + "-wal", path + "-shm"):
                     if os.path.exists(f):
@@ -421,7 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--per-cluster", type=int, default=100, help="samples per cluster/label in the kNN stores (default 100)")
     ap.add_argument("--load-batch", type=int, default=1000, help="samples per transaction when filling the kNN stores (default 1000)")
     ap.add_argument("--ann-threshold", type=int, default=DEFAULT_ANN_THRESHOLD, help=f"store ann_threshold (default {DEFAULT_ANN_THRESHOLD})")
-    ap.add_argument("--uniform-recall", type=int, default=None, help="size of the uniform-random ANN (IVF) recall check (default: ann_threshold, i.e. the smallest store on the ANN (IVF) path, capped at the largest size; 0 skips)")
+    ap.add_argument(
+        "--uniform-recall",
+        type=int,
+        default=None,
+        help="size of the uniform-random ANN (IVF) recall check (default: ann_threshold, i.e. the smallest store on the ANN (IVF) path, capped at the largest size; 0 skips)",
+    )
     ap.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 100, 1000], help="insert batch sizes (default 1,10,100,1000)")
     ap.add_argument("--insert-n", type=int, default=10_000, help="samples inserted per (synchronous, batch) case (default 10000)")
     ap.add_argument("--adapt-n", type=int, default=3000, help="decisions adapted per synchronous mode (default 3000)")
@@ -455,11 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = C.machine_info({"sqlite": sqlite3.sqlite_version, "faiss": faiss.__version__})
     try:
         info["numpy_blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
-    except Exception:  # noqa: BLE001 - older numpy: best effort
+    except Exception:
         pass
     tmp = tempfile.mkdtemp(prefix="consist-bench-", dir=args.tmpdir)
     result: dict[str, Any] = {"machine": info, "tmpdir": tmp}
-    result["config"] = {k: getattr(args, k) for k in ("sizes", "dim", "queries", "repeat", "query_noise", "per_cluster", "load_batch", "ann_threshold", "uniform_recall", "batches", "insert_n", "adapt_n", "adapt_seed", "quick")}
+    result["config"] = {
+        k: getattr(args, k)
+        for k in ("sizes", "dim", "queries", "repeat", "query_noise", "per_cluster", "load_batch", "ann_threshold", "uniform_recall", "batches", "insert_n", "adapt_n", "adapt_seed", "quick")
+    }
     try:
         if "knn" not in skip:
             result["knn"] = [bench_knn(tmp, n, args, quiet) for n in args.sizes]
@@ -493,7 +513,9 @@ def build_targets(result: dict[str, Any], args: argparse.Namespace) -> list[C.Ta
         key = f"store.search default ({big['default_path']})"
         targets.append(C.Target(f"kNN store.search k=10 @ {big['n']} ({big['default_path']}), mean", big["latency"][key]["mean_ms"], "<", KNN_TARGET_MS, "ms", note))
         targets.append(C.Target(f"kNN store.search k=10 @ {big['n']} ({big['default_path']}), p95", big["latency"][key]["p95_ms"], "<", KNN_TARGET_MS, "ms", note))
-        targets.append(C.Target(f"kNN store.search forced exact @ {big['n']}, mean", big["latency"]["store.search exact"]["mean_ms"], "<", KNN_TARGET_MS, "ms", note, required=big["default_path"] == "exact"))
+        targets.append(
+            C.Target(f"kNN store.search forced exact @ {big['n']}, mean", big["latency"]["store.search exact"]["mean_ms"], "<", KNN_TARGET_MS, "ms", note, required=big["default_path"] == "exact")
+        )
     for row in result.get("inserts") or []:
         if row["batch"] >= 10:
             targets.append(C.Target(f"inserts, batch {row['batch']}, synchronous={row['synchronous']}", row["samples_per_s"], ">", INSERT_TARGET_PER_S, "/s"))
@@ -521,7 +543,9 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
             + ")"
             + (f"; forced ANN build {r['ann_forced_build_s']:.2f} s" if "ann_forced_build_s" in r else "")
         )
-        print(f"  load: {r['n']:,} samples in {r['load_s']:.1f} s ({r['load_samples_per_s']:,.0f}/s, batches of {args.load_batch}); file {r['file_bytes'] / 1e6:.1f} MB = {r['bytes_per_sample']:,.0f} B/sample")
+        print(
+            f"  load: {r['n']:,} samples in {r['load_s']:.1f} s ({r['load_samples_per_s']:,.0f}/s, batches of {args.load_batch}); file {r['file_bytes'] / 1e6:.1f} MB = {r['bytes_per_sample']:,.0f} B/sample"
+        )
     u = result.get("uniform_recall")
     if u:
         print(

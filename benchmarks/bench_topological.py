@@ -41,8 +41,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
-import _spatial_data as D  # noqa: E402
+import _common as C
+import _spatial_data as D
 
 #: HP must beat spatial re-ranking (mAP points).
 HP_MARGIN = 0.0
@@ -282,17 +282,44 @@ def report(result: dict[str, Any], targets: list[C.Target]) -> None:
             for m, res in block["results"].items():
                 rows.append((f"{name} [{m}]", res["map"], res["mp_at_k"].get(1, math.nan), res["mp_at_k"].get(5, math.nan), res["queries"]))
         C.print_table("1. retrieval mAP, leave-one-out (asmk / + spatial re-rank / + HP / + CS)", ("dataset [method]", "mAP", "mP@1", "mP@5", "queries"), rows)
-        rows = [(name, b["graph"]["nodes"], b["graph"]["edges"], b["graph"]["mean_degree"], b["graph"]["isolated"], b["graph"]["k"], b["timings"]["propagation_ms_mean"], b["graph"]["hyperedge_bytes_per_image"] / 1024, b["graph_memory_bytes_per_image"] / 1024) for name, b in result["retrieval"].items()]
+        rows = [
+            (
+                name,
+                b["graph"]["nodes"],
+                b["graph"]["edges"],
+                b["graph"]["mean_degree"],
+                b["graph"]["isolated"],
+                b["graph"]["k"],
+                b["timings"]["propagation_ms_mean"],
+                b["graph"]["hyperedge_bytes_per_image"] / 1024,
+                b["graph_memory_bytes_per_image"] / 1024,
+            )
+            for name, b in result["retrieval"].items()
+        ]
         C.print_table("   matching graphs", ("dataset", "images", "hyperedges", "mean degree", "isolated", "k", "HP ms/query", "hyperedge KiB/img", "loaded KiB/img"), rows)
     if "tr" in result:
-        rows = [(name, b["n_pos"], b["n_neg"], b["auc_tr"], b["auc_homography_inliers"], b["median_tr_pos"], b["median_tr_neg"], b["tr_ms_mean"], b["homography_ms_mean"]) for name, b in result["tr"].items()]
-        C.print_table("2. verification ROC-AUC: topological RANSAC vs homography inliers (DEGENSAC)", ("pairs", "pos", "neg", "AUC TR", "AUC H inliers", "TR med pos", "TR med neg", "TR ms", "H ms"), rows)
+        rows = [
+            (name, b["n_pos"], b["n_neg"], b["auc_tr"], b["auc_homography_inliers"], b["median_tr_pos"], b["median_tr_neg"], b["tr_ms_mean"], b["homography_ms_mean"])
+            for name, b in result["tr"].items()
+        ]
+        C.print_table(
+            "2. verification ROC-AUC: topological RANSAC vs homography inliers (DEGENSAC)", ("pairs", "pos", "neg", "AUC TR", "AUC H inliers", "TR med pos", "TR med neg", "TR ms", "H ms"), rows
+        )
     if "build" in result:
         b = result["build"]
-        C.print_table("3. graph build (fresh)", ("dataset", "images", "k", "verified pairs", "s/image", "ms/pair", "hyperedges"), [(b["dataset"], b["images"], b["k"], b["verified_pairs"], b["build_s_per_image"], b["ms_per_pair"], b["edges"])])
+        C.print_table(
+            "3. graph build (fresh)",
+            ("dataset", "images", "k", "verified pairs", "s/image", "ms/pair", "hyperedges"),
+            [(b["dataset"], b["images"], b["k"], b["verified_pairs"], b["build_s_per_image"], b["ms_per_pair"], b["edges"])],
+        )
     if "scaling" in result:
-        rows = [(r["nodes"], r["k"], r["edges"], r["build_s"], r["build_us_per_nk"], r["stored_bytes_per_node"], r["propagation_ms_mean"], r["propagation_ms_p95"], r["reached_mean"]) for r in result["scaling"]["rows"]]
-        C.print_table("4. scaling on random sparse hypergraphs (20 inliers per edge)", ("nodes", "k", "edges", "build s", "build us/(N*k)", "stored B/node", "HP ms mean", "HP ms p95", "reached"), rows)
+        rows = [
+            (r["nodes"], r["k"], r["edges"], r["build_s"], r["build_us_per_nk"], r["stored_bytes_per_node"], r["propagation_ms_mean"], r["propagation_ms_p95"], r["reached_mean"])
+            for r in result["scaling"]["rows"]
+        ]
+        C.print_table(
+            "4. scaling on random sparse hypergraphs (20 inliers per edge)", ("nodes", "k", "edges", "build s", "build us/(N*k)", "stored B/node", "HP ms mean", "HP ms p95", "reached"), rows
+        )
     C.print_targets(targets)
 
 

@@ -63,7 +63,9 @@ def _rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack([arr] * 3, axis=-1) if arr.ndim == 2 else arr[..., :3])
 
 
-def perspective(image: np.ndarray, *, tilt: float = 0.0, pan: float = 0.0, scale: float = 1.0, rotate_deg: float = 0.0, crop: tuple[float, float, float, float] = (0, 0, 1, 1), gain: float = 1.0) -> np.ndarray:
+def perspective(
+    image: np.ndarray, *, tilt: float = 0.0, pan: float = 0.0, scale: float = 1.0, rotate_deg: float = 0.0, crop: tuple[float, float, float, float] = (0, 0, 1, 1), gain: float = 1.0
+) -> np.ndarray:
     """A new "view" of a photo: crop (fractions), then a perspective warp that tilts
     (top edge shrinks by ``tilt``) and pans (left edge shrinks by ``pan``), rotation,
     scale, and a brightness ``gain``. Pure Pillow (the core needs no OpenCV)."""

@@ -81,7 +81,7 @@ def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndar
         if name.startswith(ARTEFACT_SCHEME):
             if store is None:
                 raise ImageError(f"{name}: image kept in a store, but no store was given")
-            sid, _, kind = name[len(ARTEFACT_SCHEME):].rpartition("/")
+            sid, _, kind = name[len(ARTEFACT_SCHEME) :].rpartition("/")
             data = store.get_artefact(sid, kind)
             if data is None:
                 raise ImageError(f"{name}: no such image in {store.uri}")

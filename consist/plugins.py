@@ -113,9 +113,7 @@ def _make_manager() -> pluggy.PluginManager:
         if unknown:
             import structlog
 
-            structlog.get_logger("consist.plugins").warning(
-                "unknown_plugin_names", env=ENV_VAR, unknown=unknown, installed=sorted(ep.name for ep in eps)
-            )
+            structlog.get_logger("consist.plugins").warning("unknown_plugin_names", env=ENV_VAR, unknown=unknown, installed=sorted(ep.name for ep in eps))
     for ep in eps:
         dist = ep.dist.name if ep.dist is not None else None
         if allowed is not None and ep.name not in allowed and (dist is None or dist not in allowed):
@@ -125,10 +123,7 @@ def _make_manager() -> pluggy.PluginManager:
         try:
             plugin = ep.load()
         except Exception as exc:  # one broken plugin must be named, not a traceback
-            raise PluginError(
-                f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc} "
-                f"(set {ENV_VAR} to load only the plugins you need)"
-            ) from exc
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc} (set {ENV_VAR} to load only the plugins you need)") from exc
         pm.register(plugin, name=ep.name)
         if ep.dist is not None:
             _dists[ep.name] = (ep.dist.name, ep.dist.version)

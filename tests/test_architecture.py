@@ -107,10 +107,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_core_imports_no_plugin_not_even_lazily():
     offenders = [
-        f"{path.relative_to(ROOT)}:{line} imports {target}"
-        for name, path in _modules("consist").items()
-        for target, _names, line in _imports(name, path)
-        if target.split(".")[0] in PLUGIN_PACKAGES
+        f"{path.relative_to(ROOT)}:{line} imports {target}" for name, path in _modules("consist").items() for target, _names, line in _imports(name, path) if target.split(".")[0] in PLUGIN_PACKAGES
     ]
     assert not offenders, offenders
 

@@ -90,11 +90,7 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
 def test_csv_rows_keep_order_and_extra_columns(csv_root: Path) -> None:
     labels = write_csv(
         csv_root / "labels.csv",
-        "path,label,source,note\n"
-        "img/2.jpg,mug,phone,\n"
-        "./img/1.jpg, cup ,camera,front view\n"
-        "\n"
-        "noext,cup,scan,files need no image extension in a CSV\n",
+        "path,label,source,note\nimg/2.jpg,mug,phone,\n./img/1.jpg, cup ,camera,front view\n\nnoext,cup,scan,files need no image extension in a CSV\n",
     )
     ds = read_dataset(csv_root, labels)
     assert ds.layout == "csv" and ds.csv == str(labels)
@@ -117,15 +113,7 @@ def test_csv_header_may_be_any_case_and_order_and_carry_a_bom(csv_root: Path) ->
 def test_csv_problems_are_listed_and_skipped(csv_root: Path) -> None:
     labels = write_csv(
         csv_root / "labels.csv",
-        "path,label\n"
-        "img/1.jpg,mug\n"
-        "img/missing.jpg,mug\n"
-        "img/1.jpg,mug\n"
-        "img//1.jpg,cup\n"
-        "img/2.jpg,\n"
-        "img,mug\n"
-        "onlyonefield\n"
-        "other/4.jpg,plate\n",
+        "path,label\nimg/1.jpg,mug\nimg/missing.jpg,mug\nimg/1.jpg,mug\nimg//1.jpg,cup\nimg/2.jpg,\nimg,mug\nonlyonefield\nother/4.jpg,plate\n",
     )
     ds = read_dataset(csv_root, labels)
     assert [(it.id, it.label) for it in ds] == [("img/1.jpg", "mug"), ("other/4.jpg", "plate")]

@@ -48,7 +48,14 @@ def pred(*cands):
 
 def test_cheapest_first_and_early_stop_records_reason():
     order = []
-    cheap = Fixed("cheap", [("cat", 0.999, 1.0), ], cost=0.01, log=order)
+    cheap = Fixed(
+        "cheap",
+        [
+            ("cat", 0.999, 1.0),
+        ],
+        cost=0.01,
+        log=order,
+    )
     mid = Fixed("mid", [("cat", 0.99, 1.0)], cost=0.5, log=order)
     costly = Fixed("costly", [("dog", 0.99, 1.0)], cost=10, log=order)
     d = Engine([costly, mid, cheap]).verify(pred(("cat", 0.7)), [])
@@ -266,7 +273,11 @@ def test_evidence_localisations_list_localises_several_neighbours():
         name = "multi"
 
         def check(self, prediction, neighbours, context):
-            return [self.vote("cat", 0.9, neighbour=neighbours[0], evidence={"polygon": [[0, 0], [4, 0], [4, 4]], "localisations": [{"neighbour": "s2", "box": [1, 1, 3, 3], "score": 0.7}, {"neighbour": "s3"}]})]
+            return [
+                self.vote(
+                    "cat", 0.9, neighbour=neighbours[0], evidence={"polygon": [[0, 0], [4, 0], [4, 4]], "localisations": [{"neighbour": "s2", "box": [1, 1, 3, 3], "score": 0.7}, {"neighbour": "s3"}]}
+                )
+            ]
 
     nb = [consist.Neighbour(consist.Sample(f"s{i}", label="cat"), 0.9, i) for i in (1, 2, 3)]
     d = Engine([Multi()]).verify(pred(("cat", 0.5)), nb)

@@ -391,9 +391,7 @@ def test_mask_and_box_variants_agree_for_rectangles(seed):
     pred_masks = [{db: _box_mask(b) for db, b in row.items()} for row in pred_boxes]
     for db in range(n_db):
         if db in pred_boxes[0]:
-            assert box_iou(pred_boxes[0][db], gt_boxes[0][db]) == pytest.approx(
-                mask_iou(pred_masks[0][db], gt_masks[0][db]), abs=1e-12
-            )
+            assert box_iou(pred_boxes[0][db], gt_boxes[0][db]) == pytest.approx(mask_iou(pred_masks[0][db], gt_masks[0][db]), abs=1e-12)
     for protocol in PROTOCOLS:
         box_res = pixel_map(rankings, gnd, pred_boxes, [list(b) for b in gt_boxes], protocol, "box")
         mask_res = pixel_map(rankings, gnd, pred_masks, gt_masks, protocol, "mask")

@@ -125,7 +125,7 @@ from consist.stores.sqlite import SQLiteStore
 
 @consist.hookimpl
 def consist_register_stores(register):
-    register("teststore", lambda uri, **kw: SQLiteStore({str(tmp_path / 'x.db')!r}, uri=uri))
+    register("teststore", lambda uri, **kw: SQLiteStore({str(tmp_path / "x.db")!r}, uri=uri))
 """,
     )
     s = consist.open_store("teststore://anything")

@@ -36,7 +36,16 @@ def regions(draw):
 
 
 embeddings = st.none() | st.lists(st.floats(-10, 10, width=32), min_size=1, max_size=8).map(np.asarray)
-samples = st.builds(R.Sample, id=labels, uri=st.none() | st.text(max_size=20), label=st.none() | labels, provenance=st.sampled_from(list(R.Provenance)), region=st.none() | regions(), embedding=embeddings, meta=evidence)
+samples = st.builds(
+    R.Sample,
+    id=labels,
+    uri=st.none() | st.text(max_size=20),
+    label=st.none() | labels,
+    provenance=st.sampled_from(list(R.Provenance)),
+    region=st.none() | regions(),
+    embedding=embeddings,
+    meta=evidence,
+)
 queries = st.builds(R.Query, id=labels, uri=st.none() | st.text(max_size=10), region=st.none() | regions(), embedding=embeddings, meta=evidence)
 candidates = st.builds(R.Candidate, label=labels, score=unit, source=st.text(max_size=5))
 predictions = st.builds(R.Prediction, query=queries, candidates=st.lists(candidates, min_size=1, max_size=4), recognizer=st.text(max_size=5))
@@ -45,11 +54,32 @@ votes = st.builds(R.Vote, checker=labels, label=labels, support=unit, confidence
 runs = st.builds(R.CheckerRun, checker=labels, status=st.sampled_from(list(R.RunStatus)), reason=st.text(max_size=10), elapsed_s=st.floats(0, 10), n_votes=st.integers(0, 5))
 locs = st.builds(R.Localisation, sample_id=labels, region=regions(), checker=labels, score=unit)
 decisions = st.builds(
-    R.Decision, query_id=labels, label=labels, confidence=unit, changed=st.booleans(), predicted_label=labels,
-    scores=st.dictionaries(labels, finite, max_size=3), votes=st.lists(votes, max_size=3), runs=st.lists(runs, max_size=3),
-    localisations=st.lists(locs, max_size=2), elapsed_s=st.floats(0, 5), adapted=st.none() | st.text(max_size=10),
+    R.Decision,
+    query_id=labels,
+    label=labels,
+    confidence=unit,
+    changed=st.booleans(),
+    predicted_label=labels,
+    scores=st.dictionaries(labels, finite, max_size=3),
+    votes=st.lists(votes, max_size=3),
+    runs=st.lists(runs, max_size=3),
+    localisations=st.lists(locs, max_size=2),
+    elapsed_s=st.floats(0, 5),
+    adapted=st.none() | st.text(max_size=10),
 )
-history = st.builds(R.HistoryEntry, seq=st.integers(1, 10**6), ts=st.floats(0, 2e9), action=labels, sample_id=labels, provenance=st.sampled_from(list(R.Provenance)), reason=st.text(max_size=10), before=st.none() | evidence, after=st.none() | evidence, undoes=st.none() | st.integers(1, 99), undone_by=st.none() | st.integers(1, 99))
+history = st.builds(
+    R.HistoryEntry,
+    seq=st.integers(1, 10**6),
+    ts=st.floats(0, 2e9),
+    action=labels,
+    sample_id=labels,
+    provenance=st.sampled_from(list(R.Provenance)),
+    reason=st.text(max_size=10),
+    before=st.none() | evidence,
+    after=st.none() | evidence,
+    undoes=st.none() | st.integers(1, 99),
+    undone_by=st.none() | st.integers(1, 99),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -97,7 +127,11 @@ def test_region_geometry():
 
 def test_decision_views():
     d = R.Decision(
-        query_id="q", label="cat", confidence=0.9, changed=True, predicted_label="dog",
+        query_id="q",
+        label="cat",
+        confidence=0.9,
+        changed=True,
+        predicted_label="dog",
         votes=[R.Vote("a", "cat", 0.9), R.Vote("b", "dog", 0.2)],
         runs=[R.CheckerRun("a", "ran"), R.CheckerRun("b", "failed", "boom"), R.CheckerRun("c", "skipped", "confident")],
     )

@@ -75,7 +75,25 @@ def audit(
     from consist.audit.run import run_audit
 
     cfg = (config or AuditConfig()).with_options(**options) if options else config
-    return run_audit(dataset, out, labels=labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern, store=store, checkers=checkers, executor=executor, workers=workers, resume=resume, apply=apply, config=cfg, report=report, reporters_named=reporters, progress=progress, say=say)
+    return run_audit(
+        dataset,
+        out,
+        labels=labels,
+        path_column=path_column,
+        label_column=label_column,
+        name_pattern=name_pattern,
+        store=store,
+        checkers=checkers,
+        executor=executor,
+        workers=workers,
+        resume=resume,
+        apply=apply,
+        config=cfg,
+        report=report,
+        reporters_named=reporters,
+        progress=progress,
+        say=say,
+    )
 
 
 def __getattr__(name: str) -> Any:

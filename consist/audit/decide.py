@@ -130,7 +130,9 @@ class _Compact:
     logits: dict[str, float]
 
 
-def decide_all(records: Iterable[Mapping[str, Any]], given: Mapping[str, str], metas: Mapping[str, Mapping[str, Any]], failures: Mapping[str, str], cfg: AuditConfig, *, independent: frozenset[str] = frozenset()) -> Decisions:
+def decide_all(
+    records: Iterable[Mapping[str, Any]], given: Mapping[str, str], metas: Mapping[str, Mapping[str, Any]], failures: Mapping[str, str], cfg: AuditConfig, *, independent: frozenset[str] = frozenset()
+) -> Decisions:
     """Every sample's verdict. ``records``: each sample's journal record once (any
     order: the result depends only on their content); ``given``: the dataset's labels;
     ``independent``: checkers whose votes enter as independent evidence."""
@@ -212,7 +214,11 @@ def _row(sid: str, label: str, c: _Compact, m: LabelModelResult, cfg: AuditConfi
         why = "declared generic" if info.get("declared") else f"its {info['connected']} verified images verify with images of other labels, {info['agreeing']} with its own"
         reason = f"{label!r} names no particular object ({why})"
         if suggestion is not None:
-            src = f"its group of {len(members)} verified images ({_counts(members, given)})" if len(members) >= 2 else ("its neighbours' labels" if basis == "retrieval" else "the collection's label frequencies")
+            src = (
+                f"its group of {len(members)} verified images ({_counts(members, given)})"
+                if len(members) >= 2
+                else ("its neighbours' labels" if basis == "retrieval" else "the collection's label frequencies")
+            )
             reason += f"; most probable specific label {suggestion!r}{p_s}, from {src}"
     elif status == "flagged":
         reason = f"looks like {suggestion!r}, not {label!r}: its group of {len(members)} verified images carries {_counts(members, given)}; P(wrong) {p_wrong:.2f}"

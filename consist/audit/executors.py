@@ -91,9 +91,7 @@ class LocalExecutor:
             for var in added:
                 os.environ[var] = "1"
             try:
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker
-                )
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker)
                 for fut in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
                     fut.result()
             finally:
@@ -147,7 +145,7 @@ class DaskExecutor:
         except ImportError as exc:
             raise ConsistError("--executor dask://... needs dask.distributed: pip install 'consist[dask]'") from exc
         if isinstance(address, str):
-            target = address[len("dask://"):] if address.startswith("dask://") else address
+            target = address[len("dask://") :] if address.startswith("dask://") else address
             try:
                 self.client = Client(f"tcp://{target}" if "://" not in target else target, timeout=30)
             except OSError as exc:

@@ -109,7 +109,11 @@ def _pair_svg(q: tuple[str, float, int, int], n: tuple[str, float, int, int], po
     nd, ns, nw, nh = n
     gap = 12
     W, H = qw + gap + nw, max(qh, nh)
-    parts = [f'<svg class="pair" viewBox="0 0 {W} {H}" width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">', f'<image href="{qd}" x="0" y="0" width="{qw}" height="{qh}"/>', f'<image href="{nd}" x="{qw + gap}" y="0" width="{nw}" height="{nh}"/>']
+    parts = [
+        f'<svg class="pair" viewBox="0 0 {W} {H}" width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">',
+        f'<image href="{qd}" x="0" y="0" width="{qw}" height="{qh}"/>',
+        f'<image href="{nd}" x="{qw + gap}" y="0" width="{nw}" height="{nh}"/>',
+    ]
     if polygon:
         pts = " ".join(f"{qw + gap + x * ns:.1f},{y * ns:.1f}" for x, y in polygon)
         parts.append(f'<polygon points="{pts}" class="outline"/>')
@@ -182,7 +186,9 @@ def _label_findings(summary: Mapping[str, Any]) -> str:
         items.append(f'<li><span class="generic">{e(label)}</span> names no particular object ({why}); nothing is moved into it{"; its images show " + where if where else ""}</li>')
     for pair in labels.get("same_object") or ():
         a, b = pair["labels"]
-        items.append(f"<li><b>{e(a)}</b> and <b>{e(b)}</b> look like one object: {pair['cross_links']} verified links between them ({', '.join(f'{e(k)}: {v}' for k, v in pair['within_links'].items())} within)</li>")
+        items.append(
+            f"<li><b>{e(a)}</b> and <b>{e(b)}</b> look like one object: {pair['cross_links']} verified links between them ({', '.join(f'{e(k)}: {v}' for k, v in pair['within_links'].items())} within)</li>"
+        )
     return "".join(items) or "<li>every label names one object (no generic label, no two labels for one object)</li>"
 
 
@@ -213,16 +219,16 @@ def write_report(path: Path, outcome: AuditOutcome) -> None:
         )
     more = f"<p>{len(flagged) - MAX_CARDS} more flagged samples are in the table below and in audit.csv.</p>" if len(flagged) > MAX_CARDS else ""
     failures = "".join(f"<li>{e(f['message'])}</li>" for f in summary.get("failures", [])[:200])
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary['dataset']['root']))}</title><style>{_CSS}</style></head><body>
-<h1>consist audit</h1><p>{e(str(summary['dataset'].get('csv') or summary['dataset']['root']))}</p>
-<p class="stats"><span><b>{c['samples']}</b> samples</span><span><b>{c['flagged']}</b> flagged</span><span><b>{c['suspect']}</b> suspect (retrieval only)</span><span><b>{c['ok']}</b> confirmed</span><span><b>{c['plausible']}</b> plausible (retrieval only)</span><span><b>{c['unverifiable']}</b> without neighbours</span><span><b>{c['unreadable']}</b> unreadable</span><span><b>{c['near_duplicate_pairs']}</b> near-duplicate pairs with different labels</span><span>{summary['timings'].get('total_s')} s</span></p>
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary["dataset"]["root"]))}</title><style>{_CSS}</style></head><body>
+<h1>consist audit</h1><p>{e(str(summary["dataset"].get("csv") or summary["dataset"]["root"]))}</p>
+<p class="stats"><span><b>{c["samples"]}</b> samples</span><span><b>{c["flagged"]}</b> flagged</span><span><b>{c["suspect"]}</b> suspect (retrieval only)</span><span><b>{c["ok"]}</b> confirmed</span><span><b>{c["plausible"]}</b> plausible (retrieval only)</span><span><b>{c["unverifiable"]}</b> without neighbours</span><span><b>{c["unreadable"]}</b> unreadable</span><span><b>{c["near_duplicate_pairs"]}</b> near-duplicate pairs with different labels</span><span>{summary["timings"].get("total_s")} s</span></p>
 <h2>Labels</h2><ul class="labels">{_label_findings(summary)}</ul>
-<div class="filters"><label>label <select id="f-label"><option value="">all</option>{''.join(f'<option value="{e(lab)}">{e(lab)}</option>' for lab in labels)}</select></label>
-<label>status <select id="f-status"><option value="">all</option>{''.join(f'<option value="{s}">{s}</option>' for s in STATUSES)}</select></label>
+<div class="filters"><label>label <select id="f-label"><option value="">all</option>{"".join(f'<option value="{e(lab)}">{e(lab)}</option>' for lab in labels)}</select></label>
+<label>status <select id="f-status"><option value="">all</option>{"".join(f'<option value="{s}">{s}</option>' for s in STATUSES)}</select></label>
 <label>confidence ≥ <input id="f-conf" type="range" min="0" max="1" step="0.05" value="0"> <span id="f-conf-v">0.00</span></label><span><span id="shown"></span> rows shown</span></div>
-<h2>Flagged samples</h2>{''.join(cards) or '<p>No sample was flagged.</p>'}{more}
-<h2>All samples</h2><table id="samples"><thead><tr>{''.join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{''.join(body)}</tbody></table>
-<h2>Problems</h2><ul>{failures or '<li>none</li>'}</ul>
+<h2>Flagged samples</h2>{"".join(cards) or "<p>No sample was flagged.</p>"}{more}
+<h2>All samples</h2><table id="samples"><thead><tr>{"".join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<h2>Problems</h2><ul>{failures or "<li>none</li>"}</ul>
 <script>{_JS}</script></body></html>"""
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(doc)

@@ -379,7 +379,19 @@ def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditCon
     return attrs.evolve(decisions, rows=tuple(sorted(decisions.rows, key=lambda r: order[r.sample])))
 
 
-def _summary(ds: Any, decisions: Decisions, failures: dict[str, str], timings: dict[str, float], cfg: AuditConfig, ex: Executor, store_uri: str, checkers: Sequence[str] | None, extracted: dict[str, int], verified_now: int, out_dir: Path) -> dict[str, Any]:
+def _summary(
+    ds: Any,
+    decisions: Decisions,
+    failures: dict[str, str],
+    timings: dict[str, float],
+    cfg: AuditConfig,
+    ex: Executor,
+    store_uri: str,
+    checkers: Sequence[str] | None,
+    extracted: dict[str, int],
+    verified_now: int,
+    out_dir: Path,
+) -> dict[str, Any]:
     from collections import Counter, defaultdict
 
     from consist._version import __version__

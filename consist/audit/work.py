@@ -218,7 +218,18 @@ def edges_from_votes(query_id: str, votes: Sequence[Vote], labels: Mapping[str, 
         if b == query_id:
             continue
         polygon = None if pair.neighbour_polygon is None else [[round(x, 1), round(y, 1)] for x, y in pair.neighbour_polygon]
-        e = {"a": query_id, "b": b, "b_label": labels.get(b), "inliers": pair.inliers, "verified": pair.verified, "checker": checker, "score": round(pair.score, 4), "polygon": polygon, "ratio": pair.inlier_ratio, "coverage": pair.coverage}
+        e = {
+            "a": query_id,
+            "b": b,
+            "b_label": labels.get(b),
+            "inliers": pair.inliers,
+            "verified": pair.verified,
+            "checker": checker,
+            "score": round(pair.score, 4),
+            "polygon": polygon,
+            "ratio": pair.inlier_ratio,
+            "coverage": pair.coverage,
+        }
         old = best.get(b)
         if old is None or (e["verified"], e["inliers"]) > (old["verified"], old["inliers"]):
             best[b] = e

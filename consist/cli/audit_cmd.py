@@ -30,8 +30,17 @@ def _checker_list(value: str | None) -> list[str] | None:
 
 @click.command("audit")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR", help="Folder for audit.csv, audit.jsonl, summary.json, report.html (and the feature cache).")
-@click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None, metavar="CSV", help="CSV path,label[,...] (paths relative to DATASET; extra columns kept); default: DATASET's class sub-folders.")
+@click.option(
+    "--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="DIR", help="Folder for audit.csv, audit.jsonl, summary.json, report.html (and the feature cache)."
+)
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="CSV",
+    help="CSV path,label[,...] (paths relative to DATASET; extra columns kept); default: DATASET's class sub-folders.",
+)
 @click.option("--path-column", default=None, metavar="NAME", help="CSV column of the image paths (default: path or file).")
 @click.option("--label-column", default=None, metavar="NAME", help="CSV column of the labels (default: label).")
 @click.option("--labels-from-names", is_flag=True, help="Label each image by its file name (Abyssinian_12.jpg -> Abyssinian: the name without a trailing number), images anywhere under DATASET.")
@@ -46,16 +55,54 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--apply", "apply_", is_flag=True, help="Write DIR/labels.corrected.csv and record the relabels in the store's history (the input is never modified).")
 @click.option("--fail-on-issues", is_flag=True, help="Exit 1 when the audit finds issues.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
-@click.option("--features", default=None, metavar="EXTRACTOR[+MATCHER]", help="Local features, by registered name: sift (default), aliked-n16+lightglue, disk+lightglue, xfeat+lightglue, ... (see consist plugins).")
+@click.option(
+    "--features",
+    default=None,
+    metavar="EXTRACTOR[+MATCHER]",
+    help="Local features, by registered name: sift (default), aliked-n16+lightglue, disk+lightglue, xfeat+lightglue, ... (see consist plugins).",
+)
 @click.option("--retriever", default=None, metavar="NAME", help="Registered retriever (default: asmk when installed, else vector).")
 @click.option("--device", default=None, metavar="cpu|cuda|auto", help="Where learned features run (default cpu).")
-@click.option("--generic-label", "generic_labels", multiple=True, metavar="LABEL", help="A label that names no particular object (a city, 'misc'): never suggested; its images get specific labels. Repeatable; such labels are also detected.")
+@click.option(
+    "--generic-label",
+    "generic_labels",
+    multiple=True,
+    metavar="LABEL",
+    help="A label that names no particular object (a city, 'misc'): never suggested; its images get specific labels. Repeatable; such labels are also detected.",
+)
 @click.option("--no-generic-detection", is_flag=True, help="Do not detect generic labels from the verified graph (only those given with --generic-label).")
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="--apply relabels only flags whose P(wrong) and suggestion posterior reach this (default 0.9).")
 @click.option("--min-witnesses", type=click.IntRange(0), default=None, help="--apply relabels only flags whose suggestion at least this many other verified views carry (default 2).")
 @click.option("--reporters", default=None, metavar="A,B", help="Reporters to run besides those enabled by default (see consist plugins).")
 @json_option
-def audit_command(dataset: Path, out: Path, labels_csv: Path | None, path_column: str | None, label_column: str | None, labels_from_names: bool, name_pattern: str | None, store_uri: str | None, checkers: str | None, executor: str, workers: int | None, k: int | None, chunk_size: int | None, resume: bool, apply_: bool, fail_on_issues: bool, no_report: bool, features: str | None, retriever: str | None, device: str | None, generic_labels: tuple[str, ...], no_generic_detection: bool, min_confidence: float | None, min_witnesses: int | None, reporters: str | None, as_json: bool) -> None:
+def audit_command(
+    dataset: Path,
+    out: Path,
+    labels_csv: Path | None,
+    path_column: str | None,
+    label_column: str | None,
+    labels_from_names: bool,
+    name_pattern: str | None,
+    store_uri: str | None,
+    checkers: str | None,
+    executor: str,
+    workers: int | None,
+    k: int | None,
+    chunk_size: int | None,
+    resume: bool,
+    apply_: bool,
+    fail_on_issues: bool,
+    no_report: bool,
+    features: str | None,
+    retriever: str | None,
+    device: str | None,
+    generic_labels: tuple[str, ...],
+    no_generic_detection: bool,
+    min_confidence: float | None,
+    min_witnesses: int | None,
+    reporters: str | None,
+    as_json: bool,
+) -> None:
     """Audit the labels of DATASET: flag the samples whose label the evidence
     contradicts, suggest the right one, and say how sure and why.
 
@@ -135,7 +182,9 @@ def print_audit(result: Any, out: Path) -> None:
     s = result.summary
     c = s["counts"]
     ds = s["dataset"]
-    click.echo(f"audited {c['samples']} images of {ds['labels']} labels in {ds['csv'] or ds['root']} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})")
+    click.echo(
+        f"audited {c['samples']} images of {ds['labels']} labels in {ds['csv'] or ds['root']} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})"
+    )
     n_flagged = c["flagged"] + c["suspect"]
     click.echo(
         f"  {click.style(str(n_flagged) + ' flagged', fg='red' if n_flagged else 'green', bold=True)} ({c['flagged']} on verified evidence, {c['suspect']} suspect from retrieval only), "
@@ -143,7 +192,9 @@ def print_audit(result: Any, out: Path) -> None:
     )
     for label, info in s["labels"]["generic"].items():
         where = ", ".join(f"{k} ({v})" for k, v in list(info["communities"].items())[:4])
-        click.echo(f"  generic label {click.style(label, fg='yellow')}: names no particular object ({info['connected']} of its images verify with others, {info['agreeing']} with its own label){'; its images show ' + where if where else ''}")
+        click.echo(
+            f"  generic label {click.style(label, fg='yellow')}: names no particular object ({info['connected']} of its images verify with others, {info['agreeing']} with its own label){'; its images show ' + where if where else ''}"
+        )
     for pair in s["labels"]["same_object"]:
         a, b = pair["labels"]
         click.echo(f"  labels {a!r} and {b!r} look like one object: {pair['cross_links']} verified links between them")
@@ -166,7 +217,9 @@ def print_audit(result: Any, out: Path) -> None:
         a = s["applied"]
         click.echo(f"applied {a['changed']} corrections -> {a['corrected_csv']} (changes: {a['changes_csv']}; undo any with consist undo SEQ --store {s['store']})")
         if a.get("flagged_below_min_confidence"):
-            click.echo(f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}, or fewer than {a['min_witnesses']} verified views carry the suggestion (--min-witnesses)")
+            click.echo(
+                f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}, or fewer than {a['min_witnesses']} verified views carry the suggestion (--min-witnesses)"
+            )
     report = out / "report.html"
     click.echo(f"report: {report.resolve() if report.exists() else '(not written)'}   table: {(out / 'audit.csv').resolve()}")
 

@@ -41,10 +41,7 @@ def run_demo(out: Path, *, say: Any = None) -> dict[str, Any]:
     embedder = plugins.embedders()["tiny"]
     with store.transaction():
         store.put(
-            [
-                consist.Sample(id=_short(str(p), out), uri=str(p), label=label, provenance="import", embedding=embedder.embed(p))
-                for p, label in data.references
-            ],
+            [consist.Sample(id=_short(str(p), out), uri=str(p), label=label, provenance="import", embedding=embedder.embed(p)) for p, label in data.references],
             reason="demo references",
         )
     names = sorted(registered_checkers(), key=lambda n: n)
@@ -56,7 +53,9 @@ def run_demo(out: Path, *, say: Any = None) -> dict[str, Any]:
     for path, truth in data.queries:
         decision = recognizer.predict(str(path))
         prediction_top = decision.predicted_label
-        results.append({"query": _short(str(path), out), "truth": truth, "decision": consist.records.to_dict(decision), "recognizer_correct": prediction_top == truth, "final_correct": decision.label == truth})
+        results.append(
+            {"query": _short(str(path), out), "truth": truth, "decision": consist.records.to_dict(decision), "recognizer_correct": prediction_top == truth, "final_correct": decision.label == truth}
+        )
     summary = {
         "queries": len(results),
         "recognizer_correct": sum(r["recognizer_correct"] for r in results),

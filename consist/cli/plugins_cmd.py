@@ -22,9 +22,16 @@ def plugins_command(as_json: bool, show_all: bool) -> None:
         emit_json(
             [
                 {
-                    "name": i.name, "version": i.version, "distribution": i.distribution, "builtin": i.builtin, "hooks": list(i.hooks),
-                    "checkers": list(i.checkers), "checker_descriptions": dict(i.descriptions),
-                    "retrievers": list(i.retrievers), "embedders": list(i.embedders), "reporters": list(i.reporters),
+                    "name": i.name,
+                    "version": i.version,
+                    "distribution": i.distribution,
+                    "builtin": i.builtin,
+                    "hooks": list(i.hooks),
+                    "checkers": list(i.checkers),
+                    "checker_descriptions": dict(i.descriptions),
+                    "retrievers": list(i.retrievers),
+                    "embedders": list(i.embedders),
+                    "reporters": list(i.reporters),
                 }
                 for i in infos
             ]

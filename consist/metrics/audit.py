@@ -45,9 +45,7 @@ def _bool_vector(values: Sequence[bool] | npt.ArrayLike, what: str) -> npt.NDArr
     if arr.ndim != 1:
         raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
     if arr.dtype != np.bool_:
-        if arr.size and not (
-            np.issubdtype(arr.dtype, np.number) and np.all(np.isin(arr, (0, 1)))
-        ):
+        if arr.size and not (np.issubdtype(arr.dtype, np.number) and np.all(np.isin(arr, (0, 1)))):
             raise ValueError(f"{what} must hold booleans (or 0/1)")
         arr = arr.astype(bool)
     return arr

@@ -187,10 +187,7 @@ def _per_query_rankings(rankings: Any, n_queries: int, query_axis: int) -> list[
             raise ValueError(f"query_axis must be 0 or 1, got {query_axis!r}")
         per_query = rankings if query_axis == 0 else rankings.T
         if per_query.shape[0] != n_queries:
-            raise ValueError(
-                f"rankings has {per_query.shape[0]} queries along axis {query_axis} "
-                f"but gnd has {n_queries}"
-            )
+            raise ValueError(f"rankings has {per_query.shape[0]} queries along axis {query_axis} but gnd has {n_queries}")
         return [_index_array(row, "ranking") for row in per_query]
     per_query_list = list(rankings)
     if len(per_query_list) != n_queries:

@@ -97,10 +97,7 @@ def _state(sample: Sample | None, deleted: bool = False) -> dict[str, Any] | Non
 #: History ``sample_id`` prefix of alias changes (``alias:<normalised name>``).
 ALIAS_KEY_PREFIX = "alias:"
 
-_ALIAS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, display TEXT NOT NULL, label TEXT NOT NULL, "
-    "provenance TEXT NOT NULL, updated REAL NOT NULL)"
-)
+_ALIAS_SCHEMA = "CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, display TEXT NOT NULL, label TEXT NOT NULL, provenance TEXT NOT NULL, updated REAL NOT NULL)"
 
 
 def _is_alias_state(state: dict[str, Any] | None) -> bool:
@@ -119,7 +116,17 @@ def _alias_key(name: str) -> str:
 class SQLiteStore:
     """SQLite-backed :class:`consist.stores.Store`. Thread-safe within a process."""
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0, synchronous: str = "normal", ann_threshold: int = DEFAULT_ANN_THRESHOLD, readonly: bool = False, create: bool = True, uri: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 10.0,
+        synchronous: str = "normal",
+        ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        readonly: bool = False,
+        create: bool = True,
+        uri: str | None = None,
+    ) -> None:
         self.path = str(path)
         self.uri = uri or (f"sqlite:///{self.path}" if self.path != ":memory:" else "memory://")
         self.timeout = float(timeout)
@@ -497,7 +504,9 @@ class SQLiteStore:
             if old.label == label and old.provenance == provenance:
                 return None
             if not self._may_replace(old, label, provenance, force):
-                raise LabelConflict(f"{self.uri}: sample {sample_id!r} has a {old.provenance.value} label {old.label!r}; a {provenance.value} relabel to {label!r} may not replace it (use force to override)")
+                raise LabelConflict(
+                    f"{self.uri}: sample {sample_id!r} has a {old.provenance.value} label {old.label!r}; a {provenance.value} relabel to {label!r} may not replace it (use force to override)"
+                )
             new = attrs.evolve(old, label=label, provenance=provenance)
             self._write_row(new, False, False)
             return self._record("relabel", sample_id, provenance, reason, _state(old), _state(new))
@@ -526,10 +535,16 @@ class SQLiteStore:
     def _row_to_entry(self, row: tuple[Any, ...]) -> HistoryEntry:
         seq, ts, action, sid, prov, reason, before, after, undoes, undone_by = row
         return HistoryEntry(
-            seq=seq, ts=ts, action=action, sample_id=sid, provenance=prov, reason=reason,
+            seq=seq,
+            ts=ts,
+            action=action,
+            sample_id=sid,
+            provenance=prov,
+            reason=reason,
             before=None if before is None else json.loads(before),
             after=None if after is None else json.loads(after),
-            undoes=undoes, undone_by=undone_by,
+            undoes=undoes,
+            undone_by=undone_by,
         )
 
     def history(self, *, sample_id: str | None = None, limit: int | None = 50, newest_first: bool = True, since: int | None = None) -> list[HistoryEntry]:
@@ -580,9 +595,7 @@ class SQLiteStore:
                 (target.sample_id, seq, seq),
             ).fetchall()
             if later and not force:
-                raise UndoConflict(
-                    f"{self.uri}: sample {target.sample_id!r} changed again after #{seq} (#{', #'.join(str(r[0]) for r in later)}); undo those first or force"
-                )
+                raise UndoConflict(f"{self.uri}: sample {target.sample_id!r} changed again after #{seq} (#{', #'.join(str(r[0]) for r in later)}); undo those first or force")
             current = self._fetch(target.sample_id, include_deleted=True)
             cur_state = None if current is None else _state(current[0], deleted=current[1])
             before = target.before
@@ -628,7 +641,16 @@ class SQLiteStore:
             n_vec = self._db.execute("SELECT COUNT(*) FROM samples WHERE deleted = 0 AND embedding IS NOT NULL").fetchone()[0]
             n_hist = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
             prov = dict(self._db.execute("SELECT provenance, COUNT(*) FROM samples WHERE deleted = 0 GROUP BY provenance").fetchall())
-        return {"uri": self.uri, "samples": int(n_live), "deleted": int(n_all - n_live), "embeddings": int(n_vec), "history": int(n_hist), "provenance": prov, "labels": len(self.labels()), "artefacts": self.artefact_kinds()}
+        return {
+            "uri": self.uri,
+            "samples": int(n_live),
+            "deleted": int(n_all - n_live),
+            "embeddings": int(n_vec),
+            "history": int(n_hist),
+            "provenance": prov,
+            "labels": len(self.labels()),
+            "artefacts": self.artefact_kinds(),
+        }
 
     # -------------------------------------------------- aliases and notes (added)
     # Personal names for labels ("Bluey" -> "mug_blue") live in their own table,
@@ -706,7 +728,7 @@ class SQLiteStore:
         ).fetchall()
         if later and not force:
             raise UndoConflict(f"{self.uri}: {target.sample_id!r} changed again after #{seq} (#{', #'.join(str(r[0]) for r in later)}); undo those first or force")
-        key = target.sample_id[len(ALIAS_KEY_PREFIX):]
+        key = target.sample_id[len(ALIAS_KEY_PREFIX) :]
         current = self._alias_state(key)
         self._write_alias(key, target.before)
         return self._record("undo", target.sample_id, Provenance.USER, f"undo #{seq} ({target.action})", current, target.before, undoes=seq)

@@ -43,7 +43,9 @@ def normalise(vec: np.ndarray) -> np.ndarray:
 class VectorIndex:
     """Id-addressed vectors with exact or approximate (IVF) top-k search."""
 
-    def __init__(self, dim: int | None = None, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD, probe_fraction: float = DEFAULT_PROBE_FRACTION, min_probes: int = DEFAULT_MIN_PROBES, retrain_growth: float = 4.0) -> None:
+    def __init__(
+        self, dim: int | None = None, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD, probe_fraction: float = DEFAULT_PROBE_FRACTION, min_probes: int = DEFAULT_MIN_PROBES, retrain_growth: float = 4.0
+    ) -> None:
         self.dim = dim
         self.ann_threshold = ann_threshold
         self.probe_fraction = probe_fraction

@@ -67,7 +67,12 @@ class ChatAnswer:
     cached: bool = attrs.field(default=False, eq=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "top": None if self.top_logprobs is None else [list(t) for t in self.top_logprobs], "chosen": None if self.chosen is None else list(self.chosen), "model": self.model}
+        return {
+            "text": self.text,
+            "top": None if self.top_logprobs is None else [list(t) for t in self.top_logprobs],
+            "chosen": None if self.chosen is None else list(self.chosen),
+            "model": self.model,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ChatAnswer:

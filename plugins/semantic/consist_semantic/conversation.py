@@ -337,5 +337,3 @@ def tell(store: Store, sentence: str, sample_id: str | None = None, *, backend: 
         image = encode_image(load_image(target, store=store))
     plan = understand(sentence, store, target, backend=backend, image=image)
     return plan, (apply_plan(store, plan) if apply else [])
-
-

@@ -56,7 +56,9 @@ class FrontalStats:
 class FrontalController:
     """Decides, per decision, whether an expensive (opt-in) checker should run."""
 
-    def __init__(self, *, min_margin: float = 2.0, min_confidence: float | None = None, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5, reflect_on_change: bool = True) -> None:
+    def __init__(
+        self, *, min_margin: float = 2.0, min_confidence: float | None = None, max_community_uncertainty: float = 1.0, min_recognizer_confidence: float | None = 0.5, reflect_on_change: bool = True
+    ) -> None:
         if min_margin < 0 or not (min_confidence is None or 0 <= min_confidence <= 1) or max_community_uncertainty < 0:
             raise ValueError("min_margin >= 0, 0 <= min_confidence <= 1 and max_community_uncertainty >= 0 are required")
         self.min_margin = float(min_margin)

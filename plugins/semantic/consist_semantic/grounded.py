@@ -65,7 +65,15 @@ class GroundedAnswer:
     model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"question": self.question, "answer": self.answer, "label": self.label, "confidence": round(self.confidence, 4), "model": self.model, "relied_on": [attrs.asdict(c) for c in self.context], "prompt": self.prompt}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "model": self.model,
+            "relied_on": [attrs.asdict(c) for c in self.context],
+            "prompt": self.prompt,
+        }
 
 
 def gather_context(decision: Decision, neighbours: Sequence[Neighbour], store: Store, *, limit: int = DEFAULT_K) -> tuple[ContextItem, ...]:
@@ -95,7 +103,9 @@ def gather_context(decision: Decision, neighbours: Sequence[Neighbour], store: S
     for n in chosen[:limit]:
         s = n.sample
         notes = tuple(str(x.get("text", x)) if isinstance(x, dict) else str(x) for x in s.meta.get("notes", []))
-        items.append(ContextItem(s.id, s.label, s.provenance.value, round(n.similarity, 4), tuple(verified.get(s.id, ())), tuple(by_label.get(s.label or "", ())), notes, dict(s.meta.get("attributes", {}))))
+        items.append(
+            ContextItem(s.id, s.label, s.provenance.value, round(n.similarity, 4), tuple(verified.get(s.id, ())), tuple(by_label.get(s.label or "", ())), notes, dict(s.meta.get("attributes", {})))
+        )
     return tuple(items)
 
 
@@ -110,7 +120,9 @@ def context_prompt(question: str, decision: Decision, context: Sequence[ContextI
     )
 
 
-def ask(store: Store, image: Any, question: str, *, backend: Any = None, k: int = DEFAULT_K, embedder: str = "tiny", checkers: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS) -> GroundedAnswer:
+def ask(
+    store: Store, image: Any, question: str, *, backend: Any = None, k: int = DEFAULT_K, embedder: str = "tiny", checkers: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS
+) -> GroundedAnswer:
     """Retrieve and verify the image's neighbours, then ask the LMM with that context.
 
     ``backend=None`` only gathers the context (``answer`` is ``None``): what would be

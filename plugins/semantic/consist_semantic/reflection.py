@@ -202,7 +202,15 @@ class ReflectionChecker(BaseChecker):
         yn = r.answer
         if yn is None:
             return None
-        evidence = {"question": r.question, "p_yes": round(yn.p_yes, 6), "coverage": None if yn.coverage is None else round(yn.coverage, 6), "token": yn.token, "method": yn.method, "cached": r.cached, "model": self.backend.model}
+        evidence = {
+            "question": r.question,
+            "p_yes": round(yn.p_yes, 6),
+            "coverage": None if yn.coverage is None else round(yn.coverage, 6),
+            "token": yn.token,
+            "method": yn.method,
+            "cached": r.cached,
+            "model": self.backend.model,
+        }
         lo, hi = 1.0 - cfg.max_support, cfg.max_support
         if yn.method == "text":
             support = cfg.text_support if yn.p_yes >= 0.5 else 1.0 - cfg.text_support

@@ -72,7 +72,14 @@ def completion(text: str, top: Sequence[tuple[str, float]] | None = None, *, cho
     if top is not None:
         first = chosen or (top[0] if top else (text, 0.0))
         choice["logprobs"] = {"content": [{"token": first[0], "logprob": first[1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model, "choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
+    }
 
 
 def yes_no_reply(p_yes: float, *, coverage: float = 0.98, yes: Sequence[str] = ("Yes",), no: Sequence[str] = ("No",), logprobs: bool = True, other: str = "The") -> Reply:

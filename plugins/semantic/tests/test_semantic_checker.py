@@ -216,7 +216,8 @@ def install_backend_plugin(tmp_path, monkeypatch):
 
     site = tmp_path / "site"
     site.mkdir()
-    (site / "echo_backend.py").write_text(textwrap.dedent('''
+    (site / "echo_backend.py").write_text(
+        textwrap.dedent("""
         import consist
         from consist_semantic import ChatAnswer
 
@@ -230,7 +231,8 @@ def install_backend_plugin(tmp_path, monkeypatch):
         @consist.hookimpl
         def consist_semantic_register_backends(register):
             register("echo", Echo)
-    '''))
+    """)
+    )
     dist = site / "echo_backend-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-backend\nVersion: 1.0\n")

@@ -63,7 +63,21 @@ def test_text_fallback_refuses_non_answers(text):
 
 @pytest.mark.parametrize(
     "words, art",
-    [("owl", "an"), ("cat", "a"), ("unicorn", "a"), ("umbrella", "an"), ("hour glass", "an"), ("horse", "a"), ("FBI van", "an"), ("NASA rocket", "a"), ("the Eiffel Tower", ""), ("8 ball", "an"), ("European city", "a"), ("one-way sign", "a"), ("utensil", "a")],
+    [
+        ("owl", "an"),
+        ("cat", "a"),
+        ("unicorn", "a"),
+        ("umbrella", "an"),
+        ("hour glass", "an"),
+        ("horse", "a"),
+        ("FBI van", "an"),
+        ("NASA rocket", "a"),
+        ("the Eiffel Tower", ""),
+        ("8 ball", "an"),
+        ("European city", "a"),
+        ("one-way sign", "a"),
+        ("utensil", "a"),
+    ],
 )
 def test_articles(words, art):
     assert article(words) == art
@@ -71,7 +85,7 @@ def test_articles(words, art):
 
 def test_render_reads_labels_as_words():
     assert render("radcliffe_camera") == "Does the picture show a radcliffe camera? Answer yes or no."
-    assert render("owl") .startswith("Does the picture show an owl?")
+    assert render("owl").startswith("Does the picture show an owl?")
     assert render("the_eiffel_tower").startswith("Does the picture show the eiffel tower?")
     assert render("x", "Is this {a} {label}?", text="Eiffel Tower") == "Is this an Eiffel Tower?"
     assert label_text("a--b__c") == "a b c"

@@ -181,9 +181,7 @@ class SpatialConfig:
     @property
     def feature_extractor(self) -> FeatureExtractor:
         """The extractor these options select (cheap: models load on first use)."""
-        return make_extractor(
-            self.extractor, max_keypoints=self.max_keypoints, max_side=self.max_side, device=self.device, weights_dir=self.weights_dir, rootsift=self.rootsift
-        )
+        return make_extractor(self.extractor, max_keypoints=self.max_keypoints, max_side=self.max_side, device=self.device, weights_dir=self.weights_dir, rootsift=self.rootsift)
 
     @property
     def feature_matcher(self) -> Any:
@@ -331,7 +329,9 @@ class SpatialChecker(BaseChecker):
             feats = feats.subset(_inside(query.region, feats.keypoints))
         return feats
 
-    def verify(self, query_features: LocalFeatures, sample: Sample, store: Store | None = None, *, cfg: SpatialConfig | None = None, region: Region | None = None, extractor: FeatureExtractor | None = None) -> Verification:
+    def verify(
+        self, query_features: LocalFeatures, sample: Sample, store: Store | None = None, *, cfg: SpatialConfig | None = None, region: Region | None = None, extractor: FeatureExtractor | None = None
+    ) -> Verification:
         """Verify query features against one stored sample (features from the cache)."""
         return self._verify(query_features, sample, store, cfg=cfg or self.config, region=region, extractor=extractor)[0]
 
@@ -391,7 +391,9 @@ class SpatialChecker(BaseChecker):
             reason=v.reason,
         )
 
-    def _verify(self, query_features: LocalFeatures, sample: Sample, store: Store | None, *, cfg: SpatialConfig, region: Region | None, extractor: FeatureExtractor | None) -> tuple[Verification, LocalFeatures]:
+    def _verify(
+        self, query_features: LocalFeatures, sample: Sample, store: Store | None, *, cfg: SpatialConfig, region: Region | None, extractor: FeatureExtractor | None
+    ) -> tuple[Verification, LocalFeatures]:
         feats = features_for(sample, store, extractor or cfg.feature_extractor)
         matches = cfg.feature_matcher.match(query_features, feats)
         result = verify_pair(

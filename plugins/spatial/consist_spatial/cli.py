@@ -77,17 +77,36 @@ def _embedder(name: str) -> Any:
 @store_option
 @click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None, metavar="CSV", help="CSV path,label[,...] (paths relative to DATASET); default: DATASET's class sub-folders.")
 @click.option("--embedder", default="tiny", show_default=True, help="Registered embedder for the store's vectors ('none' to skip).")
-@click.option("--extractor", type=click.Choice(_extractor_names()), default="sift", show_default=True, help="Local features cached per sample: sift (RootSIFT, CPU) or a learned one (the learned extra).")
+@click.option(
+    "--extractor", type=click.Choice(_extractor_names()), default="sift", show_default=True, help="Local features cached per sample: sift (RootSIFT, CPU) or a learned one (the learned extra)."
+)
 @click.option("--max-side", type=click.IntRange(0), default=1024, show_default=True, help="Long side features are extracted at (0: full size).")
 @click.option("--max-keypoints", type=click.IntRange(1), default=2048, show_default=True, help="Strongest keypoints kept per image.")
 @click.option("--no-asmk", is_flag=True, help="Do not build or update the ASMK retrieval index.")
-@click.option("--codebook", "codebook_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, metavar="FILE", help="Use these ASMK centroids (.npy/.npz, K x 128) instead of training.")
+@click.option(
+    "--codebook", "codebook_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, metavar="FILE", help="Use these ASMK centroids (.npy/.npz, K x 128) instead of training."
+)
 @click.option("--codebook-size", type=click.IntRange(1), default=None, help="Visual words when training (default min(1024, descriptors/50)).")
 @click.option("--retrain", is_flag=True, help="Retrain the ASMK codebook even if the store has one.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Samples written per transaction.")
 @click.option("--id-prefix", default="", help="Prefix of the sample ids (to index several datasets into one store).")
 @json_option
-def index_command(dataset: Path, store_uri: str, labels_csv: Path | None, embedder: str, extractor: str, max_side: int, max_keypoints: int, no_asmk: bool, codebook_file: Path | None, codebook_size: int | None, retrain: bool, batch_size: int, id_prefix: str, as_json: bool) -> None:
+def index_command(
+    dataset: Path,
+    store_uri: str,
+    labels_csv: Path | None,
+    embedder: str,
+    extractor: str,
+    max_side: int,
+    max_keypoints: int,
+    no_asmk: bool,
+    codebook_file: Path | None,
+    codebook_size: int | None,
+    retrain: bool,
+    batch_size: int,
+    id_prefix: str,
+    as_json: bool,
+) -> None:
     """Index the labelled images of DATASET into the store.
 
     DATASET is a folder of class sub-folders (DATASET/<label>/<image>), or any folder
@@ -250,12 +269,20 @@ def _print_index_summary(s: dict[str, Any]) -> None:
 @click.option("--polygon", "polygon_file", default=None, metavar="FILE", help="JSON [[x,y],...] outlining the object in the query.")
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True, help="Results shown.")
 @click.option("--retriever", default="asmk", show_default=True, help="asmk, vector, or any registered retriever.")
-@click.option("--rerank", type=click.Choice(["spatial", "none", "hp"]), default="spatial", show_default=True, help="Verify the short-list geometrically and re-rank by inliers; hp: then propagate through the store's matching graph (topological plugin).")
+@click.option(
+    "--rerank",
+    type=click.Choice(["spatial", "none", "hp"]),
+    default="spatial",
+    show_default=True,
+    help="Verify the short-list geometrically and re-rank by inliers; hp: then propagate through the store's matching graph (topological plugin).",
+)
 @click.option("--depth", type=click.IntRange(1), default=100, show_default=True, help="Retrieved results verified when re-ranking.")
 @click.option("--embedder", default="tiny", show_default=True, help="Embeds the query for --retriever vector.")
 @click.option("--overlay", type=click.Path(path_type=Path), default=None, metavar="OUT.png", help="Draw the query and the top results with outlines and inlier matches.")
 @json_option
-def query_command(image: Path, store_uri: str, region: str | None, polygon_file: str | None, top: int, retriever: str, rerank: str, depth: int, embedder: str, overlay: Path | None, as_json: bool) -> None:
+def query_command(
+    image: Path, store_uri: str, region: str | None, polygon_file: str | None, top: int, retriever: str, rerank: str, depth: int, embedder: str, overlay: Path | None, as_json: bool
+) -> None:
     """Find the stored images that show the object in IMAGE, and where.
 
     Ranked results: sample id, label, retrieval score, inliers, whether the match
@@ -393,7 +420,9 @@ def _poly(points: Sequence[Sequence[float]], scale: float, ox: int, oy: int) -> 
     return np.round((pts + 0.5) * scale - 0.5 + [ox, oy]).astype(np.int32).reshape(-1, 1, 2)
 
 
-def draw_overlay(query_pixels: Any, region: Any, results: Sequence[Any], store: Any, *, title: str = "query", tiles: int = OVERLAY_TILES, matches: int = OVERLAY_MATCHES, tile_w: int = 400, tile_h: int = 300) -> bytes:
+def draw_overlay(
+    query_pixels: Any, region: Any, results: Sequence[Any], store: Any, *, title: str = "query", tiles: int = OVERLAY_TILES, matches: int = OVERLAY_MATCHES, tile_w: int = 400, tile_h: int = 300
+) -> bytes:
     """One PNG: a row per result (up to ``tiles``), each the query (its region in
     yellow) beside the result with the localised outline (green: projected query
     region, orange: inlier hull) and up to ``matches`` inlier matches as lines.

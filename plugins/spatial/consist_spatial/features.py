@@ -40,6 +40,7 @@ __all__ = [
 
 log = structlog.get_logger("consist.spatial")
 
+
 def rootsift(descriptors: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """RootSIFT (Arandjelović & Zisserman, CVPR 2012): L1-normalise, square-root.
 

@@ -32,7 +32,6 @@ class LearnedUnavailable(ConsistError, ImportError):
     """torch/kornia are missing, too old, or the device asked for is absent."""
 
 
-
 def import_torch() -> Any:
     """The torch module, or :class:`LearnedUnavailable` saying how to install it."""
     try:
@@ -54,7 +53,6 @@ def kornia_feature(name: str) -> Any:
     if cls is None:
         raise LearnedUnavailable(f"kornia {kornia.__version__} has no kornia.feature.{name}: pip install -U 'kornia>=0.9'")
     return cls
-
 
 
 _CUDA = re.compile(r"cuda(:\d+)?")
@@ -105,7 +103,6 @@ def load_exactly(module: Any, state: dict[str, Any], path: Path, missing: set[st
         raise ConsistError(f"weight file {path} does not fit kornia's {type(module).__name__}: {first[-1].strip() if first else exc}") from exc
     if set(result.missing_keys) != missing or result.unexpected_keys:
         raise ConsistError(
-            f"weight file {path} does not fit kornia's {type(module).__name__}: missing {sorted(result.missing_keys)} "
-            f"(expected {sorted(missing)}), unexpected {sorted(result.unexpected_keys)[:5]}"
+            f"weight file {path} does not fit kornia's {type(module).__name__}: missing {sorted(result.missing_keys)} (expected {sorted(missing)}), unexpected {sorted(result.unexpected_keys)[:5]}"
         )
     return result

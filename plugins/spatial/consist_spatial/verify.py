@@ -395,8 +395,18 @@ def verify_pair(
         # scene): DEGENSAC then finds no model. Such a pair is explained by a
         # homography; if one verifies, report it (model="homography").
         planar = verify_pair(
-            f1, f2, matches, model="homography", estimator=estimator, confidence=confidence, max_iters=max_iters, seed=seed,
-            min_inliers=min_inliers, query_region=query_region, min_area_fraction=min_area_fraction, max_scale_change=max_scale_change,
+            f1,
+            f2,
+            matches,
+            model="homography",
+            estimator=estimator,
+            confidence=confidence,
+            max_iters=max_iters,
+            seed=seed,
+            min_inliers=min_inliers,
+            query_region=query_region,
+            min_area_fraction=min_area_fraction,
+            max_scale_change=max_scale_change,
         )
         if planar.verified:
             return planar

@@ -46,7 +46,6 @@ class WeightsNotFoundError(ConsistError, FileNotFoundError):
     """A weight file is in none of the places looked in (one-line message naming it)."""
 
 
-
 def _package_dir(package: str) -> Path | None:
     """The folder of an installed package, found without executing its ``__init__``."""
     try:

@@ -202,7 +202,13 @@ class CommunityVoteChecker(BaseChecker):
         shares = {lb: w / total for lb, w in mass.items()}
         context.signals[SIGNAL_LABELS] = {lb: round(v, 4) for lb, v in sorted(shares.items(), key=lambda kv: -kv[1])}
         strength = 1.0 - math.exp(-total / cfg.mass_scale)
-        common = {"community_size": sum(count.values()), "community_weight": round(total, 2), "community_uncertainty": round(hp.uncertainty, 4), "direct_links": len(links), "shares": context.signals[SIGNAL_LABELS]}
+        common = {
+            "community_size": sum(count.values()),
+            "community_weight": round(total, 2),
+            "community_uncertainty": round(hp.uncertainty, 4),
+            "direct_links": len(links),
+            "shares": context.signals[SIGNAL_LABELS],
+        }
         votes = []
         for lb, share in shares.items():
             if share < cfg.min_share:
@@ -221,7 +227,15 @@ class CommunityVoteChecker(BaseChecker):
         top = prediction.top.label
         top_share = shares.get(top, 0.0)
         if top_share < cfg.min_share:
-            votes.append(Vote(checker=self.name, label=top, support=0.5 - (0.5 - cfg.against_support) * strength * (1.0 - top_share), confidence=0.5 + 0.5 * strength, evidence={**common, "share": round(top_share, 4)}))
+            votes.append(
+                Vote(
+                    checker=self.name,
+                    label=top,
+                    support=0.5 - (0.5 - cfg.against_support) * strength * (1.0 - top_share),
+                    confidence=0.5 + 0.5 * strength,
+                    evidence={**common, "share": round(top_share, 4)},
+                )
+            )
         return votes
 
 
@@ -316,7 +330,16 @@ class TopologicalRansacChecker(BaseChecker):
                 failed[label] = failed.get(label, 0) + 1
         votes = []
         for label, (score, n, r) in best.items():
-            votes.append(Vote(checker=self.name, label=label, support=self.support_for(score, cfg), confidence=0.4 + 0.6 * (1.0 - math.exp(-r.regions / 2.0)) if r.regions else 0.4, evidence={**r.evidence(), "neighbour": n.sample.id, "polygon": r.evidence()["inlier_hull"]}, neighbour_id=n.sample.id))
+            votes.append(
+                Vote(
+                    checker=self.name,
+                    label=label,
+                    support=self.support_for(score, cfg),
+                    confidence=0.4 + 0.6 * (1.0 - math.exp(-r.regions / 2.0)) if r.regions else 0.4,
+                    evidence={**r.evidence(), "neighbour": n.sample.id, "polygon": r.evidence()["inlier_hull"]},
+                    neighbour_id=n.sample.id,
+                )
+            )
         candidates = {c.label for c in prediction.candidates}
         for label, tried in failed.items():
             if label not in best and label in candidates:

@@ -79,16 +79,39 @@ def eval_group() -> None:
 @eval_group.command("retrieval")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @store_option
-@click.option("--gnd", "gnd_file", type=click.Path(path_type=Path), default=None, metavar="PKL", help="revisitop ground truth (gnd_*.pkl); DATASET is then the folder of its jpg images. Default: DATASET is labelled folders (or a CSV), evaluated leave-one-out.")
+@click.option(
+    "--gnd",
+    "gnd_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PKL",
+    help="revisitop ground truth (gnd_*.pkl); DATASET is then the folder of its jpg images. Default: DATASET is labelled folders (or a CSV), evaluated leave-one-out.",
+)
 @click.option("--labels", "labels_csv", type=click.Path(path_type=Path), default=None, metavar="CSV", help="CSV path,label (labelled datasets only).")
-@click.option("--methods", default="asmk,spatial,hp,cs", show_default=True, help="Rankings to compare: asmk, spatial (re-ranking by inliers), hp (hypergraph propagation), cs (HP with community selection).")
+@click.option(
+    "--methods", default="asmk,spatial,hp,cs", show_default=True, help="Rankings to compare: asmk, spatial (re-ranking by inliers), hp (hypergraph propagation), cs (HP with community selection)."
+)
 @click.option("--k", "k", type=click.IntRange(1), default=200, show_default=True, help="Neighbours verified per database image in the matching graph (the paper's 200).")
 @click.option("--depth", type=click.IntRange(1), default=100, show_default=True, help="Short-list verified at query time for revisitop queries.")
 @click.option("--hops", type=click.IntRange(0), default=3, show_default=True, help="Propagation hops.")
-@click.option("--verifier", type=click.Choice(["homography", "tr"]), default="homography", show_default=True, help="What makes a pair a hyperedge: DEGENSAC homography inliers, or topological RANSAC's largest region.")
-@click.option("--spatial", "spatial_opts", multiple=True, metavar="KEY=VALUE", help="Spatial verification option for the graph and the query (SpatialConfig field), e.g. model=fundamental, min_inliers=12; repeatable.")
+@click.option(
+    "--verifier",
+    type=click.Choice(["homography", "tr"]),
+    default="homography",
+    show_default=True,
+    help="What makes a pair a hyperedge: DEGENSAC homography inliers, or topological RANSAC's largest region.",
+)
+@click.option(
+    "--spatial",
+    "spatial_opts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Spatial verification option for the graph and the query (SpatialConfig field), e.g. model=fundamental, min_inliers=12; repeatable.",
+)
 @json_option
-def retrieval_command(dataset: Path, store_uri: str, gnd_file: Path | None, labels_csv: Path | None, methods: str, k: int, depth: int, hops: int, verifier: str, spatial_opts: tuple[str, ...], as_json: bool) -> None:
+def retrieval_command(
+    dataset: Path, store_uri: str, gnd_file: Path | None, labels_csv: Path | None, methods: str, k: int, depth: int, hops: int, verifier: str, spatial_opts: tuple[str, ...], as_json: bool
+) -> None:
     """Retrieval mAP with the revisitop protocol (Easy/Medium/Hard with junk for a
     gnd file; leave-one-out for labelled folders): ASMK, spatial re-ranking, HP, CS.
 

@@ -234,7 +234,20 @@ class _Pipeline:
         return links
 
 
-def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "", verifier: str = "homography") -> RetrievalEvaluation:
+def evaluate_labelled(
+    store: Any,
+    items: Sequence[Any],
+    *,
+    methods: Sequence[str] = METHODS,
+    k: int = 200,
+    depth: int = 100,
+    spatial: dict[str, Any] | None = None,
+    hp: HpConfig | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    progress: Callable[[str, int], Any] | None = None,
+    name: str = "",
+    verifier: str = "homography",
+) -> RetrievalEvaluation:
     """Leave-one-out retrieval over labelled ``items`` (objects with ``id``, ``uri``, ``label``)."""
     samples = [Sample(it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT) for it in items]
     _ensure_samples(store, samples, f"consist eval retrieval {name}")
@@ -256,12 +269,37 @@ def evaluate_labelled(store: Any, items: Sequence[Any], *, methods: Sequence[str
             for kk in ks:
                 pk[m][kk].append(r.precision_at_k[kk])
     elapsed = time.perf_counter() - t0
-    results = {m: {"map": statistics.fmean(v) if v else float("nan"), "mp_at_k": {kk: statistics.fmean(pk[m][kk]) if pk[m][kk] else float("nan") for kk in ks}, "queries": len(v)} for m, v in aps.items()}
+    results = {
+        m: {"map": statistics.fmean(v) if v else float("nan"), "mp_at_k": {kk: statistics.fmean(pk[m][kk]) if pk[m][kk] else float("nan") for kk in ks}, "queries": len(v)} for m, v in aps.items()
+    }
     timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(samples)), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
-    return RetrievalEvaluation(name, "leave-one-out", len(samples), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})})
+    return RetrievalEvaluation(
+        name,
+        "leave-one-out",
+        len(samples),
+        len(samples),
+        results,
+        timings,
+        pipe.graph.stats(),
+        {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})},
+    )
 
 
-def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods: Sequence[str] = METHODS, k: int = 200, depth: int = 100, spatial: dict[str, Any] | None = None, hp: HpConfig | None = None, ks: Sequence[int] = DEFAULT_KS, progress: Callable[[str, int], Any] | None = None, name: str = "", verifier: str = "homography") -> RetrievalEvaluation:
+def evaluate_gnd(
+    store: Any,
+    gnd: dict[str, Any],
+    images: str | Path,
+    *,
+    methods: Sequence[str] = METHODS,
+    k: int = 200,
+    depth: int = 100,
+    spatial: dict[str, Any] | None = None,
+    hp: HpConfig | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    progress: Callable[[str, int], Any] | None = None,
+    name: str = "",
+    verifier: str = "homography",
+) -> RetrievalEvaluation:
     """revisitop evaluation: database = ``gnd['imlist']`` images under ``images``,
     queries = ``gnd['qimlist']`` cropped to their ``bbx``; Easy/Medium/Hard mAP."""
     folder = Path(images)
@@ -288,4 +326,13 @@ def evaluate_gnd(store: Any, gnd: dict[str, Any], images: str | Path, *, methods
         per = revisitop_protocols(rankings[m], gnd["gnd"], ks=ks, query_axis=0) if rankings[m] else {}
         results[m] = {p: {"map": per[p].map, "mp_at_k": per[p].mp_at_k} for p in PROTOCOLS if p in per}
     timings = {**pipe.timings, "query_s_mean": elapsed / max(1, len(gnd["qimlist"])), "propagation_ms_mean": 1e3 * statistics.fmean(pipe.prop_times) if pipe.prop_times else float("nan")}
-    return RetrievalEvaluation(name, "revisitop", len(gnd["qimlist"]), len(samples), results, timings, pipe.graph.stats(), {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})})
+    return RetrievalEvaluation(
+        name,
+        "revisitop",
+        len(gnd["qimlist"]),
+        len(samples),
+        results,
+        timings,
+        pipe.graph.stats(),
+        {"k": k, "depth": depth, "methods": list(methods), "verifier": verifier, "spatial": dict(spatial or {})},
+    )

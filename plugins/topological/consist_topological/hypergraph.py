@@ -674,7 +674,15 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
     def save(self, store: Any) -> None:
         """Write the graph's metadata (the history position it reflects, how it was
         built); the hyperedges are saved per sample as they are computed."""
-        meta = {"version": FORMAT_VERSION, "last_seq": self.last_seq, "k": self.config.k, "min_inliers": self.config.min_inliers, "spatial": dict(self.config.spatial), "verifier": self.config.verifier, "saved": time.time()}
+        meta = {
+            "version": FORMAT_VERSION,
+            "last_seq": self.last_seq,
+            "k": self.config.k,
+            "min_inliers": self.config.min_inliers,
+            "spatial": dict(self.config.spatial),
+            "verifier": self.config.verifier,
+            "saved": time.time(),
+        }
         try:
             store.put_artefact(GRAPH_SAMPLE_ID, meta_kind(self.features_kind, self.config.verifier), json.dumps(meta).encode())
         except StoreError as exc:
@@ -704,7 +712,16 @@ def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Retri
     if store is None:
         raise ConsistError("the matching graph needs a store")
     config = config or GraphConfig()
-    key = (config.k, config.min_inliers, config.verifier, config.tr_min_score, json.dumps(dict(config.spatial), sort_keys=True, default=str), config.features, config.verifier_checker, config.retriever)
+    key = (
+        config.k,
+        config.min_inliers,
+        config.verifier,
+        config.tr_min_score,
+        json.dumps(dict(config.spatial), sort_keys=True, default=str),
+        config.features,
+        config.verifier_checker,
+        config.retriever,
+    )
     graph = _GRAPHS.get(store, key)
     writable = not getattr(store, "readonly", False)
     if graph is None:

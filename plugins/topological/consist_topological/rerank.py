@@ -175,7 +175,9 @@ def localisations(result: HpResult) -> Mapping[str, Box | None]:
     return {n: result.propagation.regions[n] for n in result.propagation.order}
 
 
-def hp_for_query(query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None) -> HpResult:
+def hp_for_query(
+    query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None
+) -> HpResult:
     """HP re-ranking of a new query from its spatially re-ranked short-list
     (consist-spatial's ``spatial_rerank`` results), on the store's
     matching graph (built or synced on first use). ``ranking`` is the order the

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 def extractor_tag(extractor: FeatureExtractor) -> str:
     """The extractor part of the artefact kinds: its feature kind without ``features/``."""
     kind = extractor.kind
-    return kind[len("features/"):] if kind.startswith("features/") else kind.replace("/", "-")
+    return kind[len("features/") :] if kind.startswith("features/") else kind.replace("/", "-")
 
 
 def codebook_kind(extractor: FeatureExtractor) -> str:

@@ -71,7 +71,6 @@ def load_codebook_file(path: str | Path, dim: int | None = None) -> np.ndarray:
     return arr
 
 
-
 def codebook_from_array(centroids: Any) -> np.ndarray:
     """Given centroids as a contiguous float32 ``K x D`` array (checked)."""
     arr = np.ascontiguousarray(np.asarray(centroids), dtype=np.float32)

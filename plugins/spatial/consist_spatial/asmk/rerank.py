@@ -157,7 +157,7 @@ def spatial_rerank(
             pts = np.hstack([qf.keypoints[m[:, 0]], nf.keypoints[m[:, 1]]]).astype(np.float32)
         checked.append(Reranked(n, n.rank, v, pts))
     verified = sorted((r for r in checked if r.verified), key=lambda r: (-r.verification.score, r.retrieval_rank))
-    rest = [r for r in checked if not r.verified] + [Reranked(n, n.rank) for n in ordered[max(0, depth):]]
+    rest = [r for r in checked if not r.verified] + [Reranked(n, n.rank) for n in ordered[max(0, depth) :]]
     out = []
     for i, r in enumerate(verified + rest):
         out.append(attrs.evolve(r, neighbour=attrs.evolve(r.neighbour, rank=i)))

@@ -35,8 +35,6 @@ class AlikedExtractor(LearnedExtractor):
         return f"aliked-{self.variant}"
 
     def _detect(self, tensor: Any) -> tuple[Any, Any, Any]:
-        model = load_extractor_model(
-            self.name, self.device, self.weights_dir, max_num_keypoints=int(self.max_keypoints), detection_threshold=self.threshold
-        )
+        model = load_extractor_model(self.name, self.device, self.weights_dir, max_num_keypoints=int(self.max_keypoints), detection_threshold=self.threshold)
         (out,) = model(tensor)
         return out.keypoints, out.descriptors, out.keypoint_scores

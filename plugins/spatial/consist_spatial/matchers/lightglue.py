@@ -157,6 +157,7 @@ class LightGlueMatcher:
         s = out["scores"][0].float().cpu().numpy()
         return sorted_by_query(m, s)
 
+
 def lightglue_mismatch(extractor: str) -> str:
     """The one-line reason LightGlue cannot match ``extractor``'s features."""
     why = {
