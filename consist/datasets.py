@@ -82,7 +82,8 @@ class DatasetProblem:
 
     ``kind`` is one of ``missing_file``, ``duplicate``, ``empty_label``,
     ``empty_path``, ``not_a_file``, ``outside_class_folder``, ``bad_row``,
-    ``bad_name`` (a file name that is not UTF-8).
+    ``bad_name`` (a file name that is not UTF-8), ``symlink_loop`` (a linked folder
+    that leads back into the dataset or to a folder already read: not followed).
     ``message`` is one line naming the file (and the CSV line).
     """
 
@@ -234,8 +235,12 @@ def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
     items: list[DatasetItem] = []
     problems: list[DatasetProblem] = []
     ignored: list[str] = []
+    # folders already walked, by (device, inode): a symbolic link is followed only to
+    # a folder not seen before and outside the dataset (a link to a folder inside it,
+    # ``ln -s .. photos/a/loop``, is a loop or a second path to the same images)
+    visited: set[tuple[int, int]] = {_dir_key(base)}
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        dirnames[:] = _descend(base, Path(dirpath), sorted(d for d in dirnames if not _hidden(d)), visited, problems)
         rel_dir = Path(dirpath).relative_to(base)
         for name in sorted(filenames):
             if _hidden(name):
@@ -259,6 +264,38 @@ def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
             items.append(DatasetItem(id=rel, uri=str(full), label=label))
     items.sort(key=lambda it: it.id)
     return Dataset(root=str(base), layout="folders", items=tuple(items), problems=tuple(problems), ignored=tuple(sorted(ignored)))
+
+
+def _dir_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino)
+
+
+def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, int]], problems: list[DatasetProblem]) -> list[str]:
+    """The sub-folders of ``here`` to walk into: each folder once, no link loops."""
+    keep = []
+    for name in names:
+        full = here / name
+        rel = full.relative_to(base).as_posix()
+        try:
+            key = _dir_key(full)
+        except OSError as exc:
+            problems.append(DatasetProblem("not_a_file", rel, f"{full}: cannot open the folder ({exc.strerror or exc}; skipped)"))
+            continue
+        if full.is_symlink():
+            target = Path(os.path.realpath(full))
+            if target == base or base in target.parents:
+                problems.append(DatasetProblem("symlink_loop", rel, f"{full}: symbolic link to {target}, a folder inside the dataset (a loop or a second path to the same images; skipped)"))
+                continue
+            if key in visited:
+                problems.append(DatasetProblem("symlink_loop", rel, f"{full}: symbolic link to {target}, a folder already read (a loop; skipped)"))
+                continue
+        elif key in visited:  # a bind mount or a hard-linked folder back to an ancestor
+            problems.append(DatasetProblem("symlink_loop", rel, f"{full}: the same folder as one already read (a loop; skipped)"))
+            continue
+        visited.add(key)
+        keep.append(name)
+    return keep
 
 
 # ------------------------------------------------------------------- file names
