@@ -61,3 +61,59 @@ def test_symlink_loop_audit_finishes(tmp_path: Path) -> None:
 
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["counts"]["samples"] == 6
+
+
+# ---------------------------------------------------- 2. 16-bit and float images
+
+
+def _ramp16(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    a = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))
+    Image.fromarray(a).save(path)
+    return a
+
+
+def test_16bit_png_and_tiff_are_scaled_to_8_bits(tmp_path: Path) -> None:
+    from consist.images import load_gray, load_image
+
+    for name in ("deep.png", "deep.tif"):
+        a = _ramp16(tmp_path / name)
+        rgb = load_image(tmp_path / name)
+        assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+        assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255  # not all white
+        assert abs(int(rgb[0, 32, 0]) - int(a[0, 32]) // 257) <= 1
+        gray, size = load_gray(tmp_path / name)
+        assert size == (64, 48) and gray.min() == 0 and gray.max() == 255
+
+
+def test_float_tiff_is_scaled_to_8_bits(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from consist.images import load_gray, load_image
+
+    f = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+    Image.fromarray(f).save(tmp_path / "float.tif")
+    rgb = load_image(tmp_path / "float.tif")
+    assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255 and 120 <= rgb[0, 32, 0] <= 135  # not all black
+    g = np.tile(np.linspace(-5.0, 300.0, 64, dtype=np.float32), (48, 1))
+    Image.fromarray(g).save(tmp_path / "wide.tif")
+    gray, _ = load_gray(tmp_path / "wide.tif")
+    assert gray.min() == 0 and gray.max() == 255
+
+
+def test_16bit_images_audit_as_readable(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        for i in range(2):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 65535, (64, 64), dtype=np.uint16)).save(root / label / f"{i}.png")
+    proc = _cli("audit", str(root), "--out", str(tmp_path / "out"), "--workers", "1", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["counts"].get("unreadable", 0) == 0
