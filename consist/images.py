@@ -37,10 +37,47 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
-    if img.mode not in ("RGB", "L") or img.mode == "L":
+    img = _eight_bit(img, name)
+    if img.mode != "RGB":
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.uint8)
     return arr
+
+
+def _eight_bit(img: Any, name: str) -> Any:
+    """A 16-bit, 32-bit or float single-channel image scaled to 8 bits (Pillow's own
+    conversion clips: a 16-bit PNG or TIFF turned all white, a float TIFF in [0, 1]
+    all black). Integers keep their range (``I;16``: /257; values that fit in 8
+    bits are kept); floats in [0, 1] are * 255, other floats are stretched from
+    their minimum to their maximum; non-finite values become 0."""
+    from PIL import Image
+
+    mode = img.mode
+    if not (mode.startswith("I") or mode == "F"):
+        return img
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise ImageError(f"{name}: unsupported pixel format {mode} (convert it to 8-bit RGB)")
+    if mode == "F" or np.issubdtype(arr.dtype, np.floating):
+        a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo >= 0.0 and hi <= 1.0:
+            out = a * 255.0
+        elif hi > lo:
+            out = (a - lo) * (255.0 / (hi - lo))
+        else:
+            out = np.zeros_like(a)
+    else:
+        a = arr.astype(np.int64)
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if lo >= 0 and hi <= 255:
+            out = a.astype(np.float64)
+        elif lo >= 0 and hi <= 65535:
+            out = a / 257.0
+        else:
+            out = (a - lo) * (255.0 / max(1, hi - lo))
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="L")
+
 
 
 def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndarray:
@@ -158,6 +195,7 @@ def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEF
             img.draft("L", want)
         img = ImageOps.exif_transpose(img)
         img.load()
+        img = _eight_bit(img, name)
         if img.mode != "L":  # the same route as load_image's pixels, then grey
             img = (img if img.mode == "RGB" else img.convert("RGB")).convert("L")
     except (OSError, SyntaxError, ValueError) as exc:
