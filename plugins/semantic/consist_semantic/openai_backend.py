@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from consist_semantic.chat import ChatAnswer, ChatRequest, LMMError
-from consist_semantic.redact import mask, redact
+from consist_semantic.redact import mask, redact, redact_snippet
 from consist_semantic.yesno import top_from_openai
 
 __all__ = ["RETRY_STATUS", "OpenAIChatBackend"]
@@ -179,7 +179,8 @@ class OpenAIChatBackend:
         if resp.getheader("Connection", "").lower() == "close":
             self._drop_connection()
         status = resp.status
-        snippet = self._redact(raw[:300].decode("utf-8", "replace")).replace("\n", " ")
+        # redact the body first, then cut it: a key cut in two would leak its first part
+        snippet = redact_snippet(raw[:65536].decode("utf-8", "replace"), [self._api_key], 300)
         if status in RETRY_STATUS:
             after = resp.getheader("Retry-After")
             try:
@@ -217,7 +218,7 @@ class OpenAIChatBackend:
             wait = min(max(0.0, wait), self.max_backoff_s)
             log.warning("lmm_retry", base_url=self.base_url, model=self.model, attempt=attempt + 1, wait_s=round(wait, 3), error=last)
             time.sleep(wait)
-        raise LMMError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}")
+        raise LMMError(self._redact(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}"))
 
     # ------------------------------------------------------------------- answer
 
@@ -230,7 +231,8 @@ class OpenAIChatBackend:
             if isinstance(text, list):  # some servers return content parts
                 text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise LMMError(f"{self.base_url}: answer without choices[0].message: {self._redact(json.dumps(data)[:200])}") from exc
+            raise LMMError(f"{self.base_url}: answer without choices[0].message: {redact_snippet(json.dumps(data), [self._api_key], 200)}") from exc
         parsed = top_from_openai(choice.get("logprobs"))
         top, chosen = (None, None) if parsed is None else (tuple(parsed[0]), parsed[1])
-        return ChatAnswer(text=str(text), top_logprobs=top, chosen=chosen, model=str(data.get("model") or self.model))
+        # an answer that echoes the key is shown redacted like an error (it may be printed)
+        return ChatAnswer(text=self._redact(str(text)), top_logprobs=top, chosen=chosen, model=self._redact(str(data.get("model") or self.model)))

@@ -1,0 +1,83 @@
+"""Misbehaving OpenAI-compatible servers on 127.0.0.1 (issue 12): a key echoed
+back in any spelling, absurd log-probabilities, a server that drips its answer, a
+dead port. The API key is never printed; a time-out is a deadline; a bad answer
+is an abstention, never a confident vote."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from consist_semantic import ChatRequest, LMMError, OpenAIChatBackend
+from consist_semantic.redact import redact, redact_snippet
+from consist_semantic.testing import Reply, completion
+
+KEY = "sk-live-AbCdEf123456"
+
+
+def backend(server, **kw):
+    kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("max_retries", 0)
+    return OpenAIChatBackend(server.base_url, "scripted-vlm", KEY, **kw)
+
+
+def _leaks(text: str) -> bool:
+    """Any 6 consecutive characters of the key (in any case) in ``text``."""
+    low = text.lower()
+    return any(KEY[i : i + 6].lower() in low for i in range(len(KEY) - 5))
+
+
+def _forms(key: str) -> dict[str, str]:
+    return {
+        "plain": key,
+        "json-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
+        "json-escaped-upper": "".join(f"\\u{ord(c):04X}" for c in key),
+        "mixed": key[:3] + "".join(f"\\u{ord(c):04x}" for c in key[3:8]) + key[8:],
+        "percent": "".join(f"%{ord(c):02X}" for c in key),
+        "html": "".join(f"&#{ord(c)};" for c in key),
+    }
+
+
+@pytest.mark.parametrize("form", sorted(_forms(KEY)))
+@pytest.mark.parametrize("offset", [0, 280, 290, 296])
+def test_an_echoed_key_is_redacted_in_every_form_and_before_the_cut(server, form, offset):
+    spelled = _forms(KEY)[form]
+    # the raw body: the key starts near character 300, where the error is cut
+    body = ("x" * offset + spelled + " tail").encode()
+    server.script = lambda req: Reply(400, raw=body)
+    with pytest.raises(LMMError) as info:
+        backend(server).chat(ChatRequest("q?"))
+    msg = str(info.value)
+    assert "HTTP 400" in msg
+    assert not _leaks(msg), msg
+    # nor a prefix cut by the limit: the snippet never ends with the key's start
+    assert not any(msg.endswith(KEY[:n]) or msg.endswith(KEY[:n] + "...") for n in range(2, len(KEY)))
+
+
+def test_a_json_error_body_escaping_the_key_is_redacted(server):
+    # a server echoing the Authorization header as JSON with \u escapes (json.dumps, ensure_ascii)
+    escaped = "".join(f"\\u{ord(c):04x}" for c in KEY)
+    for raw in ('{"error": "bad key ' + escaped + '"}', json.dumps({"error": "bad key " + escaped})):  # escaped once, twice
+        server.script = lambda req, raw=raw: Reply(401, raw=raw.encode())
+        with pytest.raises(LMMError) as info:
+            backend(server).chat(ChatRequest("q?"))
+        assert not _leaks(str(info.value)) and "***" in str(info.value), str(info.value)
+
+
+def test_retried_errors_and_answers_that_echo_the_key_are_redacted(server):
+    server.script = lambda req: Reply(500, raw=("e" * 295 + KEY).encode())
+    with pytest.raises(LMMError) as info:
+        backend(server, max_retries=1).chat(ChatRequest("q?"))
+    assert not _leaks(str(info.value))
+    server.script = lambda req: Reply(json=completion(f"your key is {KEY}"))
+    answer = backend(server).chat(ChatRequest("q?"))
+    assert not _leaks(answer.text) and "***" in answer.text
+
+
+def test_redact_snippet_redacts_then_cuts():
+    text = "a" * 290 + KEY
+    assert not _leaks(redact_snippet(text, [KEY], 300))
+    # the old order (cut, then redact) leaked the key's first ten characters
+    assert KEY[:10] in redact(text[:300], [KEY])
