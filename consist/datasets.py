@@ -82,7 +82,8 @@ class DatasetProblem:
 
     ``kind`` is one of ``missing_file``, ``duplicate``, ``empty_label``,
     ``empty_path``, ``not_a_file``, ``outside_class_folder``, ``bad_row``,
-    ``bad_name`` (a file name that is not UTF-8), ``symlink_loop`` (a linked folder
+    ``bad_name`` (a file name that is not UTF-8), ``outside_root`` (a CSV row or a
+    symbolic link naming a file outside the dataset folder), ``symlink_loop`` (a linked folder
     that leads back into the dataset or to a folder already read: not followed).
     ``message`` is one line naming the file (and the CSV line).
     """
@@ -174,6 +175,7 @@ def read_dataset(
     path_column: str | None = None,
     label_column: str | None = None,
     name_pattern: str | None = None,
+    allow_outside: bool = False,
 ) -> Dataset:
     """Read the dataset at ``path``.
 
@@ -191,6 +193,11 @@ def read_dataset(
             extension (:data:`NAME_PATTERN`, ``radcliffe_camera_03.jpg`` ->
             ``radcliffe_camera``); images anywhere under ``path``. Names it does not
             match are reported and skipped.
+        allow_outside: read files outside the dataset folder too: CSV rows naming
+            ``../other/x.jpg`` or ``/abs/path.jpg``, symbolic links leading out of the
+            folder. By default they are reported (``outside_root``) and skipped: a
+            label file must not make the audit read, thumbnail and publish any file
+            of the machine.
 
     Raises:
         DatasetError: missing folder or CSV, CSV without ``path``/``label`` columns,
@@ -210,18 +217,18 @@ def read_dataset(
     if name_pattern is not None:
         if labels is not None:
             raise DatasetError(f"{labels}: give either a label CSV or a file-name pattern, not both")
-        ds = _read_names(base, name_pattern)
+        ds = _read_names(base, name_pattern, allow_outside)
         if not ds.items:
             detail = f" ({len(ds.problems)} skipped; first: {ds.problems[0].message})" if ds.problems else ""
             raise DatasetError(f"{path}: no image whose file name gives a label with the pattern {name_pattern!r}{detail}")
         return ds
     if labels is not None:
-        ds = _read_csv(base, Path(labels), path_column, label_column)
+        ds = _read_csv(base, Path(labels), path_column, label_column, allow_outside)
         if not ds.items:
             detail = f" ({len(ds.problems)} rows skipped; first: {ds.problems[0].message})" if ds.problems else ""
             raise DatasetError(f"{labels}: no usable image rows{detail}")
         return ds
-    ds = _read_folders(base)
+    ds = _read_folders(base, allow_outside=allow_outside)
     if not ds.items:
         detail = f" ({len(ds.problems)} skipped; first: {ds.problems[0].message})" if ds.problems else ""
         raise DatasetError(f"{path}: no images found in class sub-folders (expected {path}/<label>/<image>.jpg|png|..., or a CSV path,label){detail}")
@@ -231,7 +238,11 @@ def read_dataset(
 # ---------------------------------------------------------------------- folders
 
 
-def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
+def _inside(base: Path, real: Path) -> bool:
+    return real == base or base in real.parents
+
+
+def _read_folders(base: Path, *, allow_top_level: bool = False, allow_outside: bool = False) -> Dataset:
     items: list[DatasetItem] = []
     problems: list[DatasetProblem] = []
     ignored: list[str] = []
@@ -240,7 +251,7 @@ def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
     # ``ln -s .. photos/a/loop``, is a loop or a second path to the same images)
     visited: set[tuple[int, int]] = {_dir_key(base)}
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames[:] = _descend(base, Path(dirpath), sorted(d for d in dirnames if not _hidden(d)), visited, problems)
+        dirnames[:] = _descend(base, Path(dirpath), sorted(d for d in dirnames if not _hidden(d)), visited, problems, allow_outside)
         rel_dir = Path(dirpath).relative_to(base)
         for name in sorted(filenames):
             if _hidden(name):
@@ -257,6 +268,9 @@ def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
             if not full.is_file():  # a dangling link, a fifo
                 problems.append(DatasetProblem("not_a_file", rel, f"{full}: not a regular file (skipped)"))
                 continue
+            if not allow_outside and full.is_symlink() and not _inside(base, Path(os.path.realpath(full))):
+                problems.append(DatasetProblem("outside_root", rel, f"{full}: symbolic link to {os.path.realpath(full)}, outside the dataset folder {base} (skipped; --allow-outside reads it)"))
+                continue
             if rel_dir == Path(".") and not allow_top_level:
                 problems.append(DatasetProblem("outside_class_folder", rel, f"{full}: image outside any class sub-folder, so it has no label (skipped)"))
                 continue
@@ -271,7 +285,7 @@ def _dir_key(path: Path) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, int]], problems: list[DatasetProblem]) -> list[str]:
+def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, int]], problems: list[DatasetProblem], allow_outside: bool = False) -> list[str]:
     """The sub-folders of ``here`` to walk into: each folder once, no link loops."""
     keep = []
     for name in names:
@@ -284,11 +298,14 @@ def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, i
             continue
         if full.is_symlink():
             target = Path(os.path.realpath(full))
-            if target == base or base in target.parents:
+            if _inside(base, target):
                 problems.append(DatasetProblem("symlink_loop", rel, f"{full}: symbolic link to {target}, a folder inside the dataset (a loop or a second path to the same images; skipped)"))
                 continue
             if key in visited:
                 problems.append(DatasetProblem("symlink_loop", rel, f"{full}: symbolic link to {target}, a folder already read (a loop; skipped)"))
+                continue
+            if not allow_outside:
+                problems.append(DatasetProblem("outside_root", rel, f"{full}: symbolic link to {target}, outside the dataset folder {base} (skipped; --allow-outside reads it)"))
                 continue
         elif key in visited:  # a bind mount or a hard-linked folder back to an ancestor
             problems.append(DatasetProblem("symlink_loop", rel, f"{full}: the same folder as one already read (a loop; skipped)"))
@@ -307,7 +324,7 @@ def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, i
 NAME_PATTERN = r"^(.*?\D.*?)[\s_.()\[\]-]*\d*[)\]]?$"
 
 
-def _read_names(base: Path, pattern: str) -> Dataset:
+def _read_names(base: Path, pattern: str, allow_outside: bool = False) -> Dataset:
     """Every image under ``base``, labelled by the first group of ``pattern`` on its stem."""
     import re
 
@@ -317,7 +334,7 @@ def _read_names(base: Path, pattern: str) -> Dataset:
         raise DatasetError(f"file-name pattern {pattern!r} is not a regular expression: {exc}") from exc
     if rx.groups < 1:
         raise DatasetError(f"file-name pattern {pattern!r} needs a group (...) around the label")
-    folders = _read_folders(base, allow_top_level=True)
+    folders = _read_folders(base, allow_top_level=True, allow_outside=allow_outside)
     items: list[DatasetItem] = []
     problems = list(folders.problems)
     for it in folders.items:
@@ -366,7 +383,7 @@ def _find_column(lowered: list[str], names: list[str], wanted: str | None, alias
     raise DatasetError(f"{csv_path}: no {what!r} column in the header line (found {found}); the first line must name the columns, e.g. path,label, or name the column with {option}")
 
 
-def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_column: str | None = None) -> Dataset:
+def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_column: str | None = None, allow_outside: bool = False) -> Dataset:
     if not csv_path.exists():
         raise DatasetError(f"{csv_path}: no such file")
     if csv_path.is_dir():
@@ -395,6 +412,7 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
     items: list[DatasetItem] = []
     problems: list[DatasetProblem] = []
     seen: dict[str, DatasetItem] = {}
+    seen_real: dict[str, DatasetItem] = {}
     line = 1
     try:
         for row in rows:
@@ -409,10 +427,15 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
             if not rel:
                 problems.append(DatasetProblem("empty_path", "", f"{csv_path}:{line}: empty path (skipped)", line))
                 continue
-            full = Path(rel) if rel.startswith("/") else base / rel
-            sid = _item_id(base, rel)
+            # ``cat/../cat/x.jpg`` is ``cat/x.jpg``: ids are taken from the path with ``..`` resolved
+            full = Path(os.path.normpath(rel if rel.startswith("/") else base / rel))
+            sid = full.relative_to(base).as_posix() if _inside(base, full) else _item_id(base, rel)
             if not label:
                 problems.append(DatasetProblem("empty_label", sid, f"{csv_path}:{line}: {full}: empty label (skipped)", line))
+                continue
+            real = os.path.realpath(full)
+            if not allow_outside and not _inside(base, Path(real)):
+                problems.append(DatasetProblem("outside_root", sid, f"{csv_path}:{line}: {row[i_path].strip()}: outside the dataset folder {base} (skipped; --allow-outside reads it)", line))
                 continue
             if sid in seen:
                 first = seen[sid]
@@ -425,9 +448,14 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
             if not full.is_file():
                 problems.append(DatasetProblem("not_a_file", sid, f"{csv_path}:{line}: {full}: not a regular file (skipped)", line))
                 continue
+            if real in seen_real:
+                first = seen_real[real]
+                problems.append(DatasetProblem("duplicate", sid, f"{csv_path}:{line}: {sid} is the same file as {first.id} (line {first.line} kept)", line))
+                continue
             meta = {n: row[i].strip() for i, n in extra if i < len(row) and row[i].strip() != ""}
             item = DatasetItem(id=sid, uri=str(full.resolve()), label=label, meta=meta, line=line)
             seen[sid] = item
+            seen_real[real] = item
             items.append(item)
     except csv.Error as exc:
         raise DatasetError(f"{csv_path}:{rows.line_num}: not a readable CSV ({exc})") from None

@@ -117,3 +117,62 @@ def test_16bit_images_audit_as_readable(tmp_path: Path) -> None:
 
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["counts"].get("unreadable", 0) == 0
+
+
+# ------------------------------------------------- 3. paths outside the dataset
+
+
+def _outside_case(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "photos"
+    for i in range(3):
+        _photo(root / "cat" / f"c{i}.png", i)
+        _photo(root / "dog" / f"d{i}.png", 10 + i)
+    secret = _photo(tmp_path / "private" / "secret.png", 99)
+    rows = ["path,label"] + [f"cat/c{i}.png,cat" for i in range(3)] + [f"dog/d{i}.png,dog" for i in range(3)]
+    rows += ["../../../../../../../../etc/passwd,cat", "/etc/shadow,dog", "/proc/self/environ,dog", f"{secret},cat", "../private/secret.png,dog", "cat/../cat/c0.png,dog"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root, secret
+
+
+def test_csv_rows_outside_the_dataset_are_refused_and_reported(tmp_path: Path) -> None:
+    root, _ = _outside_case(tmp_path)
+    ds = read_dataset(root, root / "labels.csv")
+    assert sorted(it.id for it in ds) == ["cat/c0.png", "cat/c1.png", "cat/c2.png", "dog/d0.png", "dog/d1.png", "dog/d2.png"]
+    outside = [p for p in ds.problems if p.kind == "outside_root"]
+    assert len(outside) == 5 and all("outside the dataset folder" in p.message and "labels.csv" in p.message for p in outside)
+    dup = [p for p in ds.problems if p.kind == "duplicate"]
+    assert len(dup) == 1 and "cat/c0.png" in dup[0].message  # cat/../cat/c0.png is cat/c0.png: audited once
+    opened = read_dataset(root, root / "labels.csv", allow_outside=True)
+    assert any(it.uri.endswith("secret.png") for it in opened)
+
+
+def test_audit_does_not_read_or_publish_outside_files(tmp_path: Path) -> None:
+    root, _ = _outside_case(tmp_path)
+    out = tmp_path / "out"
+    proc = _cli("audit", str(root), "--labels", str(root / "labels.csv"), "--out", str(out), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "/etc/shadow: outside the dataset folder" in proc.stderr and "--allow-outside" in proc.stderr
+    for name in ("audit.csv", "audit.jsonl"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "secret" not in text and "passwd" not in text and "shadow" not in text
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("secret.png") == html.count("secret.png: outside the dataset folder") == 2  # listed as refused, no card
+    import json
+
+    assert json.loads((out / "summary.json").read_text())["counts"]["samples"] == 6
+    proc = _cli("audit", str(root), "--labels", str(root / "labels.csv"), "--out", str(tmp_path / "out2"), "--workers", "1", "--no-report", "--allow-outside")
+    assert proc.returncode == 0, proc.stderr
+    assert "secret.png" in (tmp_path / "out2" / "audit.csv").read_text(encoding="utf-8")
+
+
+def test_symlinked_file_outside_the_dataset_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for i in range(2):
+        _photo(root / "cat" / f"c{i}.png", i)
+    secret = _photo(tmp_path / "private" / "s.png", 5)
+    os.symlink(secret, root / "cat" / "link.png")
+    os.symlink(secret.parent, root / "dog")
+    ds = read_dataset(root)
+    assert [it.id for it in ds] == ["cat/c0.png", "cat/c1.png"]
+    assert sorted(p.path for p in ds.problems if p.kind == "outside_root") == ["cat/link.png", "dog"]
+    assert len(read_dataset(root, allow_outside=True)) == 4

@@ -41,6 +41,7 @@ def audit(
     reporters: Sequence[str] | None = None,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    allow_outside: bool = False,
     **options: Any,
 ) -> Any:
     """Audit the labels of ``dataset`` and write the results to ``out``.
@@ -65,6 +66,9 @@ def audit(
         report: write ``report.html`` (the ``html`` reporter).
         reporters: names of registered reporters to run besides those enabled by
             default (a plugin's reporter with ``enabled_by_default = False``).
+        allow_outside: read files outside the dataset folder (CSV rows such as
+            ``../x.jpg`` or ``/abs/x.jpg``, symbolic links out of it); by default they
+            are reported and skipped.
         config: :class:`AuditConfig`; ``**options`` override single fields (``k=20``,
             ``features="aliked-n16+lightglue"``).
 
@@ -93,6 +97,7 @@ def audit(
         reporters_named=reporters,
         progress=progress,
         say=say,
+        allow_outside=allow_outside,
     )
 
 

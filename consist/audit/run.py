@@ -122,6 +122,7 @@ def run_audit(
     reporters_named: Sequence[str] | None = None,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
+    allow_outside: bool = False,
 ) -> AuditResult:
     """Audit the labels of ``dataset``; see :func:`consist.audit` for the arguments."""
     from consist.datasets import read_dataset
@@ -138,7 +139,7 @@ def run_audit(
 
     check_executor_spec(executor)
     t0 = time.perf_counter()
-    ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern)
+    ds = read_dataset(dataset, labels, path_column=path_column, label_column=label_column, name_pattern=name_pattern, allow_outside=allow_outside)
     for p in ds.problems:
         say(f"warning: {p.message}")
     timings["read_s"] = time.perf_counter() - t0
