@@ -212,6 +212,8 @@ class ReflectionChecker(BaseChecker):
             "model": self.backend.model,
         }
         lo, hi = 1.0 - cfg.max_support, cfg.max_support
+        if yn.method == "invalid":  # not a distribution (e.g. +50 for "yes"): abstain
+            return None
         if yn.method == "text":
             support = cfg.text_support if yn.p_yes >= 0.5 else 1.0 - cfg.text_support
             return self.vote(r.label, support, min(1.0, cfg.text_confidence * cfg.weight), evidence=evidence)
@@ -268,7 +270,12 @@ class ReflectionChecker(BaseChecker):
             if v is None:
                 with self._lock:
                     self.low_coverage += 1
-                cov = "no yes/no in the text" if r.answer is None else f"coverage {r.answer.coverage:.2f} < {cfg.min_coverage:g}"
+                if r.answer is None:
+                    cov = "no yes/no in the text"
+                elif r.answer.method == "invalid":
+                    cov = f"invalid log-probabilities ({r.answer.problem})"
+                else:
+                    cov = f"coverage {r.answer.coverage:.2f} < {cfg.min_coverage:g}"
                 silent.append(f"{label}: {cov}")
                 continue
             votes.append(v)

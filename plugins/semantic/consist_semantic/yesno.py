@@ -11,6 +11,12 @@ likewise for no:
   at all: a model that starts with "The", "<think>" or "I cannot" has low coverage,
   and its "answer" is no answer (the checker abstains below ``min_coverage``).
 
+Log-probabilities are validated first: a server (or a proxy) that returns a
+positive log-probability, a NaN, more alternatives than any server lists
+(:data:`MAX_ALTERNATIVES`), or alternatives whose probabilities sum past 1 (100,000
+copies of "yes") has not given a distribution, and its answer is ``"invalid"``:
+the checker abstains instead of voting with full confidence.
+
 Servers that give no log-probabilities (some hosted APIs, old Ollama) fall back to
 parsing the text: a plain "yes"/"no" is a hard answer with no coverage figure, which
 the checker turns into a vote of fixed, modest strength.
@@ -24,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-__all__ = ["NO_SPELLINGS", "YES_SPELLINGS", "YesNo", "normalise_token", "yes_no_from_logprobs", "yes_no_from_text"]
+__all__ = ["MAX_ALTERNATIVES", "NO_SPELLINGS", "YES_SPELLINGS", "YesNo", "check_logprobs", "normalise_token", "yes_no_from_logprobs", "yes_no_from_text"]
 
 #: Spellings of yes after :func:`normalise_token` (case-folded, markers and punctuation
 #: stripped). ``y``/``ye`` are the prefixes a tokeniser may split "Yes" into: with a
@@ -32,6 +38,12 @@ __all__ = ["NO_SPELLINGS", "YES_SPELLINGS", "YesNo", "normalise_token", "yes_no_
 YES_SPELLINGS = frozenset({"yes", "ye", "y", "yeah", "yep", "yea", "true"})
 #: Spellings of no; ``n`` is the split prefix of "No".
 NO_SPELLINGS = frozenset({"no", "n", "nope", "nah", "false"})
+
+#: Alternatives of one token accepted at most (OpenAI allows 20, vLLM's default cap
+#: is 20; a few hundred leaves room for any server configured higher).
+MAX_ALTERNATIVES = 256
+#: Slack for rounding: a log-probability up to this above 0, total mass up to 1 + this.
+_TOLERANCE = 1e-3
 
 # SentencePiece (▁), GPT-2 byte-level BPE (Ġ, Ċ) word markers, quotes, punctuation
 _STRIP = re.compile(r"^[\s▁Ġ\u0120\u010a\"'`*(\[]+|[\s\"'`*.,!?:;)\]]+$")
@@ -61,10 +73,26 @@ class YesNo:
     coverage: float | None
     token: str
     method: str
+    problem: str | None = None  # why the log-probabilities were refused (method "invalid")
 
     @property
     def answered(self) -> bool:
-        return self.method == "text" or (self.coverage or 0.0) > 0.0
+        return self.method == "text" or (self.method == "logprobs" and (self.coverage or 0.0) > 0.0)
+
+
+def check_logprobs(entries: Sequence[tuple[str, float]]) -> str | None:
+    """Why ``entries`` are not the top of a probability distribution (``None``: they are)."""
+    if len(entries) > MAX_ALTERNATIVES:
+        return f"{len(entries)} alternatives for one token (more than {MAX_ALTERNATIVES})"
+    total = 0.0
+    for token, logprob in entries:
+        if logprob is None or math.isnan(logprob) or logprob > _TOLERANCE:
+            return f"log-probability {logprob!r} of {token[:20]!r} is not <= 0"
+        if math.isfinite(logprob):
+            total += math.exp(logprob)
+    if total > 1.0 + _TOLERANCE:
+        return f"the alternatives' probabilities sum to {total:.3g} > 1"
+    return None
 
 
 def yes_no_from_logprobs(top: Iterable[tuple[str, float]], chosen: tuple[str, float] | None = None) -> YesNo:
@@ -78,6 +106,10 @@ def yes_no_from_logprobs(top: Iterable[tuple[str, float]], chosen: tuple[str, fl
     entries = list(top)
     if chosen is not None and all(t != chosen[0] for t, _ in entries):
         entries.append(chosen)
+    first = chosen[0] if chosen is not None else (entries[0][0] if entries else "")
+    problem = check_logprobs(entries) or (None if chosen is None else check_logprobs([chosen]))
+    if problem is not None:
+        return YesNo(0.5, 0.0, first, "invalid", problem)
     p_yes = p_no = 0.0
     for token, logprob in entries:
         if logprob is None or not math.isfinite(logprob):
@@ -88,7 +120,6 @@ def yes_no_from_logprobs(top: Iterable[tuple[str, float]], chosen: tuple[str, fl
         elif kind == "no":
             p_no += math.exp(logprob)
     coverage = min(1.0, p_yes + p_no)
-    first = chosen[0] if chosen is not None else (entries[0][0] if entries else "")
     if p_yes + p_no <= 0.0:
         return YesNo(0.5, 0.0, first, "logprobs")
     return YesNo(p_yes / (p_yes + p_no), coverage, first, "logprobs")
@@ -120,7 +151,10 @@ def top_from_openai(choice_logprobs: object) -> tuple[list[tuple[str, float]], t
     if isinstance(first.get("token"), str) and isinstance(first.get("logprob"), (int, float)):
         chosen = (first["token"], float(first["logprob"]))
     top = []
-    for alt in first.get("top_logprobs") or ():
+    alternatives = first.get("top_logprobs") or ()
+    if not isinstance(alternatives, Sequence):
+        alternatives = ()
+    for alt in alternatives[: MAX_ALTERNATIVES + 1]:  # one more than accepted: flagged, not parsed whole
         if isinstance(alt, dict) and isinstance(alt.get("token"), str) and isinstance(alt.get("logprob"), (int, float)):
             top.append((alt["token"], float(alt["logprob"])))
     if not top and chosen is None:

@@ -6,10 +6,11 @@ is an abstention, never a confident vote."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from consist_semantic import ChatRequest, LMMError, OpenAIChatBackend
+from consist_semantic import ChatRequest, LMMError, OpenAIChatBackend, ReflectionChecker, encode_image
 from consist_semantic.redact import redact, redact_snippet
 from consist_semantic.testing import Reply, completion
 
@@ -81,3 +82,43 @@ def test_redact_snippet_redacts_then_cuts():
     assert not _leaks(redact_snippet(text, [KEY], 300))
     # the old order (cut, then redact) leaked the key's first ten characters
     assert KEY[:10] in redact(text[:300], [KEY])
+
+
+# ------------------------------------------------------------ absurd logprobs
+
+
+def _logprobs_reply(alternatives, chosen=("Yes", 0.0)):
+    body = completion(chosen[0], [(chosen[0], chosen[1])])
+    body["choices"][0]["logprobs"] = {"content": [{"token": chosen[0], "logprob": chosen[1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in alternatives]}]}
+    return Reply(json=body)
+
+
+ABSURD = {
+    "positive": ([("Yes", 50.0), ("No", -3.0)], ("Yes", 50.0)),
+    "duplicates": ([("Yes", -0.01)] * 100_000, ("Yes", -0.01)),
+    "mass-over-one": ([("Yes", -0.1), (" yes", -0.1), ("YES", -0.2), ("No", -5.0)], ("Yes", -0.1)),
+    "nan": ([("Yes", float("nan")), ("No", -3.0)], ("No", -3.0)),
+    "infinity": ([("Yes", float("inf")), ("No", -3.0)], ("No", -3.0)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABSURD))
+def test_absurd_logprobs_make_the_checker_abstain(server, photo, case):
+    alternatives, chosen = ABSURD[case]
+    reply = _logprobs_reply(alternatives, chosen)
+    if case in ("nan", "infinity"):  # json.dumps writes NaN / Infinity, which Python's json (and so the client) reads
+        reply = Reply(raw=json.dumps(reply.json).encode())
+    server.script = lambda req: reply
+    checker = ReflectionChecker(backend(server, timeout=30.0))
+    r = checker.reflect(encode_image(photo), "cat")
+    assert r.answer is not None and r.answer.method == "invalid" and r.answer.problem
+    assert not r.answer.answered
+    assert checker.vote_for(r, checker.config) is None  # no vote, let alone a full-confidence one
+
+
+def test_sane_logprobs_still_vote(server, photo):
+    server.script = lambda req: _logprobs_reply([("Yes", math.log(0.7)), ("No", math.log(0.25))], ("Yes", math.log(0.7)))
+    checker = ReflectionChecker(backend(server))
+    r = checker.reflect(encode_image(photo), "cat")
+    v = checker.vote_for(r, checker.config)
+    assert v is not None and v.support == pytest.approx(0.7 / 0.95) and v.confidence == pytest.approx(0.95)

@@ -45,9 +45,11 @@ def test_no_yes_no_mass_means_zero_coverage():
     assert yn.coverage == 0.0 and yn.p_yes == 0.5
 
 
-def test_non_finite_logprobs_are_ignored():
-    yn = yes_no_from_logprobs([("Yes", float("-inf")), ("No", lp(0.5)), ("yes", float("nan"))])
+def test_minus_infinity_is_zero_mass_and_nan_is_invalid():
+    yn = yes_no_from_logprobs([("Yes", float("-inf")), ("No", lp(0.5))])
     assert yn.p_yes == 0.0 and yn.coverage == pytest.approx(0.5)
+    yn = yes_no_from_logprobs([("Yes", float("-inf")), ("No", lp(0.5)), ("yes", float("nan"))])
+    assert yn.method == "invalid" and not yn.answered  # not a distribution: the checker abstains
 
 
 @pytest.mark.parametrize("text, p", [("Yes", 1.0), ("no.", 0.0), ("Yes, it is a cat.", 1.0), ("<think>hmm</think> No", 0.0), ("NO", 0.0)])
