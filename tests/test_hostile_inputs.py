@@ -176,3 +176,29 @@ def test_symlinked_file_outside_the_dataset_is_refused(tmp_path: Path) -> None:
     assert [it.id for it in ds] == ["cat/c0.png", "cat/c1.png"]
     assert sorted(p.path for p in ds.problems if p.kind == "outside_root") == ["cat/link.png", "dog"]
     assert len(read_dataset(root, allow_outside=True)) == 4
+
+
+# ------------------------------------------ 4. --resume after pixels changed
+
+
+def test_resume_reverifies_images_whose_file_changed(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from audit_data import build
+
+    root, _ = build(tmp_path / "photos")
+    out = tmp_path / "out"
+    proc = _cli("audit", str(root), "--out", str(out), "--workers", "1", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    target = root / "cat" / "cat0.jpg"
+    shutil.copyfile(root / "hubble" / "hub0.jpg", target)  # other pixels, same name and label
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 5_000_000_000))
+    proc = _cli("audit", str(root), "--out", str(out), "--workers", "1", "--no-report", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 images changed" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["features"]["extracted"] == 1
+    assert summary["verified_this_run"] >= 1
+    rec = next(json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines() if json.loads(line)["sample"] == "cat/cat0.jpg")
+    assert any(n["id"].startswith("hubble/") for n in rec["neighbours"][:2])  # verified with its new pixels

@@ -162,6 +162,12 @@ def run_audit(
         say(f"note: no checker that reads pixels is enabled ({', '.join(voting) or 'none'}): every image will be unverifiable; install consist-spatial (and check {_plugins.ENV_VAR})")
     reporters = choose_reporters(reporters_named, report)
     fp = _fingerprint(ds, cfg, checkers, store_uri)
+    # what each image's file is now (size, modification time): an image whose file
+    # changed since the last run in this folder is extracted and verified again
+    contents = _contents(ds)
+    changed = _changed(state / CONTENTS_FILE, contents)
+    if changed:
+        say(f"{len(changed)} images changed since the last run in {out_dir}: extracting and verifying them again")
     run_file = state / "run.json"
     if resume and run_file.exists():
         old = json.loads(run_file.read_text(encoding="utf-8"))
@@ -181,7 +187,7 @@ def run_audit(
     try:
         # 2. features
         t0 = time.perf_counter()
-        extracted = _extract(ds, st, ex, cfg, failures, progress, say)
+        extracted = _extract(ds, st, ex, cfg, failures, progress, say, changed=changed)
         timings["extract_s"] = time.perf_counter() - t0
         # 3. retrieval index, and what checkers share across queries
         t0 = time.perf_counter()
@@ -199,6 +205,9 @@ def run_audit(
     # 4. leave-one-out verification, journaled
     t0 = time.perf_counter()
     todo_items = [it for it in ds.items if it.id not in failures]
+    if resume and changed:
+        _drop_stale(state / "verified.jsonl", changed)
+    write_json(state / CONTENTS_FILE, contents)
     journal = Journal(state / "verified.jsonl", resume=resume)
     already = sum(1 for it in todo_items if it.id in journal.done)
     if resume and already:
@@ -306,8 +315,9 @@ def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str],
             log.warning("checker_prepare_failed", checker=getattr(c, "name", "?"), error=f"{type(exc).__name__}: {exc}")
 
 
-def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None]) -> dict[str, int]:
-    """Cache features and embeddings for the samples that lack them; record failures."""
+def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None], *, changed: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Cache features and embeddings for the samples that lack them or whose file
+    changed (``changed``); record failures."""
     from consist.records import Provenance, Sample
 
     extractor = make_feature_extractor(cfg)
@@ -318,7 +328,7 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
     for batch in _chunks(items, 256):
         existing = st.get_many([it.id for it in batch])
         for it, old in zip(batch, existing):
-            have = old is not None and old.uri == it.uri and old.embedding is not None and (kind is None or st.get_artefact(it.id, kind) is not None)
+            have = it.id not in changed and old is not None and old.uri == it.uri and old.embedding is not None and (kind is None or st.get_artefact(it.id, kind) is not None)
             if have:
                 cached += 1
             else:
@@ -339,6 +349,10 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
                     say(f"warning: {r['error']}")
                     continue
                 vec = None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float32)
+                prior = st.get(it.id) if it.id in changed else None
+                if prior is not None and prior.uri == it.uri:  # new pixels: the stored label and its provenance stay
+                    pending.append((attrs.evolve(prior, embedding=vec), r["features"]))
+                    continue
                 pending.append((Sample(id=it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT, embedding=vec, meta=dict(it.meta)), r["features"]))
             bar.update(len(results))
             if len(pending) >= WRITE_BATCH:
@@ -348,6 +362,46 @@ def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[st
     finally:
         bar.close()
     return {"cached": cached, "extracted": done}
+
+
+#: Each image's file as the last run in this folder saw it: ``{id: "size:mtime_ns"}``.
+CONTENTS_FILE = "contents.json"
+
+
+def _contents(ds: Any) -> dict[str, str]:
+    out = {}
+    for it in ds.items:
+        try:
+            st = os.stat(it.uri)
+            out[it.id] = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            out[it.id] = ""
+    return out
+
+
+def _changed(path: Path, contents: Mapping[str, str]) -> frozenset[str]:
+    """Ids whose file differs from what the last run in this folder recorded."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return frozenset()
+    if not isinstance(old, dict):
+        return frozenset()
+    return frozenset(i for i, sig in contents.items() if i in old and old[i] != sig)
+
+
+def _drop_stale(journal_path: Path, changed: frozenset[str]) -> None:
+    """Remove from the journal the samples whose file changed, and those verified
+    against one of them, so that ``--resume`` verifies them again."""
+    from consist.audit.journal import read_journal
+    from consist.audit.outputs import atomic_open
+
+    if not journal_path.exists():
+        return
+    keep = [rec for rec in read_journal(journal_path) if rec.get("id") not in changed and not any(n.get("id") in changed for n in rec.get("neighbours") or ())]
+    with atomic_open(journal_path, "w", encoding="utf-8") as fh:
+        for rec in keep:
+            fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _write(st: Store, pending: list[tuple[Any, bytes | None]], kind: str | None, ds: Any) -> int:
