@@ -22,6 +22,9 @@ __all__ = ["ARTEFACT_SCHEME", "DEFAULT_MAX_PIXELS", "encode_png", "image_id", "l
 #: Images with more pixels than this are refused (decompression bombs): 100 MP
 #: covers any camera; a 40k x 40k PNG of a few kB does not get decoded.
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Image files larger than this are refused unread (512 MiB: a 100 MP TIFF of 16-bit
+#: RGB is 600 MB, a photo a few MB).
+DEFAULT_MAX_BYTES = 512 * 2**20
 #: URIs of images kept inside a store (queries that came as pixels, not files).
 ARTEFACT_SCHEME = "artefact://"
 
@@ -31,6 +34,7 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
 
     w, h = img.size
     if w * h > max_pixels:
+        img.close()
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
     try:
         img = ImageOps.exif_transpose(img)
@@ -128,15 +132,42 @@ def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndar
                 raise ImageError(f"{name}: no such file")
             if path.is_dir():
                 raise ImageError(f"{name}: is a folder, not an image")
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+            return _open_file(path, name)
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with our own message
     try:
         img = Image.open(io.BytesIO(data))
+    except Exception as exc:  # PIL raises UnidentifiedImageError, and others on garbage
+        raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
+    return img, name
+
+
+def _open_file(path: Path, name: str) -> tuple[Any, str]:
+    """A regular file of at most :data:`DEFAULT_MAX_BYTES`, opened lazily: only its
+    header is read here, the pixels when decoded, after the pixel-count check (a
+    device such as ``/dev/zero`` or a fifo would be read forever: refused)."""
+    from PIL import Image
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{name}: not a regular file (a device, a fifo or a socket is never read)")
+    if st.st_size == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if st.st_size > DEFAULT_MAX_BYTES:
+        raise ImageError(f"{name}: file is {st.st_size / 2**20:.0f} MiB, over the {DEFAULT_MAX_BYTES / 2**20:.0f} MiB limit for an image")
+    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with our own message
+    try:
+        img = Image.open(path)  # Pillow owns the file and closes it once decoded
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+        raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
     except Exception as exc:  # PIL raises UnidentifiedImageError, and others on garbage
         raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
     return img, name
@@ -180,6 +211,7 @@ def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEF
 
     w, h = img.size
     if w * h > max_pixels:
+        img.close()
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
     try:
         orientation = img.getexif().get(0x0112, 1)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import attrs
 import numpy as np
@@ -142,9 +142,14 @@ class SQLiteStore:
                     raise StoreError(f"{self.path}: cannot create the store's folder: {exc.strerror or exc}") from exc
             elif not Path(self.path).exists():
                 raise StoreError(f"{self.path}: no such store")
+        existing = self.path != ":memory:" and Path(self.path).exists()
+        if existing:
+            self._refuse_foreign_file(create and not readonly)
         try:
-            target = f"file:{self.path}?mode=ro" if readonly else self.path
+            target = f"file:{quote(self.path)}?mode=ro" if readonly else self.path
             self._db = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=readonly)
+            if existing and Path(self.path).stat().st_size > 0 and not self._schema_present():
+                self._refuse_foreign_database(create and not readonly)
             self._db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:" and not readonly and not self._schema_present():
                 # new store: 8 KiB pages hold two 512-d samples each (4 KiB pages hold one)
@@ -169,6 +174,40 @@ class SQLiteStore:
         self._index_version: int | None = None  # vectors_version the index reflects
 
     # ---------------------------------------------------------------- plumbing
+
+    def _refuse_foreign_file(self, create: bool) -> None:
+        """Refuse, before anything is written, a file that is not a consist store:
+        a folder, an empty file (unless a store is being created), a file that is
+        not SQLite. Opening must never turn someone's file into a store."""
+        p = Path(self.path)
+        if p.is_dir():
+            raise StoreError(f"{self.path}: is a folder, not a consist store")
+        try:
+            size = p.stat().st_size
+            with p.open("rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read the store: {exc.strerror or exc}") from exc
+        if size == 0:
+            if not create:
+                raise StoreError(f"{self.path}: an empty file (0 bytes), not a consist store; left untouched")
+            return  # a command that builds a store may fill an empty file
+        if head != b"SQLite format 3\x00":
+            raise StoreError(f"{self.path}: not a consist store (not an SQLite database); left untouched")
+
+    def _refuse_foreign_database(self, create: bool) -> None:
+        """An SQLite database without consist's schema: refused (untouched) when it
+        holds tables of its own, or when the command only reads."""
+        try:
+            tables = [r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a consist store or corrupt: {exc}") from exc
+        if tables or not create:
+            self._db.close()
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            what = f"an SQLite database with other tables ({shown})" if tables else "an empty SQLite database"
+            raise StoreError(f"{self.path}: not a consist store ({what}); left untouched")
 
     @classmethod
     def from_uri(cls, uri: str, **kwargs: Any) -> SQLiteStore:

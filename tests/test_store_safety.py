@@ -1,0 +1,94 @@
+"""The store refuses what it must not touch, and says so in one line (issue 12,
+items 9-11): real SQLite files, the real command line in a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consist.errors import StoreError
+from consist.records import Provenance, Sample
+from consist.stores.sqlite import SQLiteStore
+
+
+def consist_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "consist.cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Every file of ``folder`` (the store and any -wal/-shm it grew) by content."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def _foreign_db(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.parametrize("kind", ["foreign-sqlite", "empty-file", "empty-sqlite", "text-file"])
+@pytest.mark.parametrize("command", [["store", "info"], ["history"], ["history", "--json"], ["undo", "--last"]])
+def test_read_only_commands_leave_a_foreign_file_byte_for_byte_untouched(tmp_path, kind, command):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    path = folder / "their.db"
+    if kind == "foreign-sqlite":
+        _foreign_db(path)
+    elif kind == "empty-file":
+        path.write_bytes(b"")
+    elif kind == "empty-sqlite":
+        sqlite3.connect(path).execute("VACUUM").connection.close()
+    else:
+        path.write_text("name,label\na.jpg,cat\n")
+    before = _digest(folder)
+    proc = consist_cli(*command, "--store", str(path))
+    _one_line_error(proc, str(path), "not a consist store")
+    assert _digest(folder) == before  # same bytes, no -wal/-shm grew
+    if kind == "foreign-sqlite":
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+
+
+def test_a_command_that_builds_a_store_refuses_a_foreign_database(tmp_path):
+    path = tmp_path / "their.db"
+    _foreign_db(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a consist store .*invoices"):
+        SQLiteStore(path, create=True)
+    assert path.read_bytes() == before and not Path(str(path) + "-wal").exists()
+
+
+def test_an_empty_file_may_become_a_store_when_one_is_built(tmp_path):
+    path = tmp_path / "new.db"
+    path.write_bytes(b"")
+    with SQLiteStore(path, create=True) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT, embedding=np.ones(4, np.float32))])
+    with SQLiteStore(path, create=False) as store:
+        assert store.get("a").label == "cat"
+
+
+def test_a_consist_store_still_opens_for_reading_and_writing(tmp_path):
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT)])
+    proc = consist_cli("store", "info", "--store", str(path))
+    assert proc.returncode == 0, proc.stderr
+    with SQLiteStore(path, readonly=True) as store:
+        assert store.get("a").label == "cat"
