@@ -8,11 +8,14 @@ replaces it. Every write is a history entry (``consist history``/``consist undo`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from consist.errors import SampleNotFound
 from consist.images import ARTEFACT_SCHEME, encode_png
 from consist.records import Decision, HistoryEntry, Prediction, Provenance, Region, RunStatus, Sample
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["DEFAULT_ADAPT_THRESHOLD", "adapt_decision", "correct"]
 
@@ -20,7 +23,7 @@ __all__ = ["DEFAULT_ADAPT_THRESHOLD", "adapt_decision", "correct"]
 DEFAULT_ADAPT_THRESHOLD = 0.9
 
 
-def _query_uri(prediction: Prediction, store: Any) -> str | None:
+def _query_uri(prediction: Prediction, store: Store) -> str | None:
     q = prediction.query
     if q.uri is not None:
         return q.uri
@@ -30,7 +33,7 @@ def _query_uri(prediction: Prediction, store: Any) -> str | None:
     return f"{ARTEFACT_SCHEME}{q.id}/image"
 
 
-def adapt_decision(decision: Decision, prediction: Prediction, store: Any, *, threshold: float = DEFAULT_ADAPT_THRESHOLD) -> str:
+def adapt_decision(decision: Decision, prediction: Prediction, store: Store, *, threshold: float = DEFAULT_ADAPT_THRESHOLD) -> str:
     """Write a verified decision back; return what was done, or why not."""
     if decision.confidence < threshold:
         return f"not adapted: confidence {decision.confidence:.3f} < {threshold:g}"
@@ -58,7 +61,7 @@ def adapt_decision(decision: Decision, prediction: Prediction, store: Any, *, th
 
 
 def correct(
-    store: Any,
+    store: Store,
     sample_id: str,
     label: str | None = None,
     *,

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 
 from consist.records import Candidate, Prediction
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["Resolution", "alias_map", "canonicalise", "canonicalise_prediction", "normalise", "resolve_label"]
 
@@ -31,7 +34,7 @@ def normalise(name: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[_\-]+", " ", name)).strip().casefold()
 
 
-def alias_map(store: Any) -> dict[str, str]:
+def alias_map(store: Store | Mapping[str, str] | None) -> dict[str, str]:
     """Normalised alias -> label from a store (empty for stores without aliases or
     ``None``); a mapping passes through, normalised."""
     if store is None:
@@ -44,12 +47,12 @@ def alias_map(store: Any) -> dict[str, str]:
     return {normalise(k): v for k, v in get().items()}
 
 
-def canonicalise(label: str, store: Any) -> str:
+def canonicalise(label: str, store: Store | Mapping[str, str] | None) -> str:
     """The canonical label for ``label`` (itself when it is no alias)."""
     return alias_map(store).get(normalise(label), label)
 
 
-def canonicalise_prediction(prediction: Prediction, store: Any) -> Prediction:
+def canonicalise_prediction(prediction: Prediction, store: Store | Mapping[str, str] | None) -> Prediction:
     """``prediction`` with aliased candidate labels replaced by their canonical
     labels (the same object when nothing changes). Two candidates that become one
     label keep the higher score, at the better rank."""
@@ -83,7 +86,7 @@ class Resolution:
     how: str
 
 
-def resolve_label(name: str, store: Any = None, labels: Iterable[str] | None = None) -> Resolution:
+def resolve_label(name: str, store: Store | None = None, labels: Iterable[str] | None = None) -> Resolution:
     """Resolve a name a person used to a label of the store."""
     text = re.sub(r"\s+", " ", name).strip().strip(".,;:!?\"'")
     known = list(labels) if labels is not None else (list(store.labels()) if store is not None and hasattr(store, "labels") else [])

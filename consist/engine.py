@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -36,6 +36,9 @@ from consist.contracts.retrieval import Retriever
 from consist.controller import ControllerConfig, ControllerState
 from consist.errors import ConsistError
 from consist.records import CheckerRun, Decision, Localisation, Neighbour, Prediction, Region, RunStatus, Vote
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["Engine", "EngineConfig"]
 
@@ -140,7 +143,7 @@ class Engine:
         self,
         checkers: Sequence[str | Checker] | None = None,
         *,
-        store: Any = None,
+        store: Store | None = None,
         config: EngineConfig | None = None,
         retriever: str | Any = "vector",
         plugin_manager: Any = None,

@@ -38,7 +38,7 @@ def _source_of(item: Sample | Query) -> str:
     return str(item.uri or "")
 
 
-def _load_pixels(item: Sample | Query, store: Any) -> np.ndarray:
+def _load_pixels(item: Sample | Query, store: Store | None) -> np.ndarray:
     """A query's pixels, or the image at its/the sample's URI (``ImageError`` if none)."""
     return load_image(item, store=store)
 

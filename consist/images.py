@@ -11,11 +11,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from consist.errors import ImageError
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["ARTEFACT_SCHEME", "DEFAULT_MAX_PIXELS", "encode_png", "image_id", "load_gray", "load_image"]
 
@@ -83,8 +86,7 @@ def _eight_bit(img: Any, name: str) -> Any:
     return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="L")
 
 
-
-def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndarray:
+def _open(source: Any, max_pixels: int, store: Store | None) -> tuple[Any, str] | np.ndarray:
     """A lazily decoded PIL image and its name for error messages, or the pixels
     themselves when ``source`` already is an array."""
     from PIL import Image
@@ -123,9 +125,10 @@ def _open(source: Any, max_pixels: int, store: Any) -> tuple[Any, str] | np.ndar
             if store is None:
                 raise ImageError(f"{name}: image kept in a store, but no store was given")
             sid, _, kind = name[len(ARTEFACT_SCHEME) :].rpartition("/")
-            data = store.get_artefact(sid, kind)
-            if data is None:
+            stored = store.get_artefact(sid, kind)
+            if stored is None:
                 raise ImageError(f"{name}: no such image in {store.uri}")
+            data = stored
         else:
             path = Path(name)
             if not path.exists():
@@ -173,7 +176,7 @@ def _open_file(path: Path, name: str) -> tuple[Any, str]:
     return img, name
 
 
-def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> np.ndarray:
+def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Store | None = None) -> np.ndarray:
     """Decode ``source`` to an ``HxWx3`` uint8 RGB array.
 
     ``source`` may be a path, an ``artefact://`` URI (an image kept in ``store``),
@@ -190,7 +193,7 @@ def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any 
 _TRANSPOSING = {5, 6, 7, 8}
 
 
-def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, store: Any = None) -> tuple[np.ndarray, tuple[int, int]]:
+def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, store: Store | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``source`` to one uint8 grey channel, fast, for feature extraction.
 
     Returns ``(pixels, (width, height))`` where the size is that of the full,

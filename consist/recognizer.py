@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from consist.errors import ConsistError
 from consist.images import image_id, load_image
 from consist.records import Candidate, Decision, HistoryEntry, Prediction, Query, Region
 from consist.stores.uri import open_store
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["KNNRecognizer", "SelfCorrectingRecognizer", "to_candidates", "wrap"]
 
@@ -76,7 +79,7 @@ class KNNRecognizer:
     from a handful of neighbours (``alpha``, 1.0).
     """
 
-    def __init__(self, store: Any, embedder: Any = "tiny", *, k: int = 10, alpha: float = 1.0, name: str = "knn-recognizer") -> None:
+    def __init__(self, store: str | Store, embedder: Any = "tiny", *, k: int = 10, alpha: float = 1.0, name: str = "knn-recognizer") -> None:
         self.store = open_store(store)
         self.embedder = _resolve_embedder(embedder)
         self.k = k
@@ -123,7 +126,7 @@ class SelfCorrectingRecognizer:
         self.scores = scores
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store | None:
         return self.engine.store
 
     def prediction(self, image: Any, *, id: str | None = None, region: Region | None = None, meta: Mapping[str, Any] | None = None) -> Prediction:
@@ -165,7 +168,7 @@ class SelfCorrectingRecognizer:
 
 def wrap(
     recognizer: Callable[[Any], Any] | None,
-    store: Any = "memory://",
+    store: str | Store = "memory://",
     *,
     embedder: Any = "tiny",
     checkers: Sequence[Any] | None = None,

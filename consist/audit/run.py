@@ -315,7 +315,7 @@ def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str],
             log.warning("checker_prepare_failed", checker=getattr(c, "name", "?"), error=f"{type(exc).__name__}: {exc}")
 
 
-def _extract(ds: Any, st: Any, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None], *, changed: frozenset[str] = frozenset()) -> dict[str, int]:
+def _extract(ds: Any, st: Store, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None], *, changed: frozenset[str] = frozenset()) -> dict[str, int]:
     """Cache features and embeddings for the samples that lack them or whose file
     changed (``changed``); record failures."""
     from consist.records import Provenance, Sample

@@ -7,12 +7,15 @@ replace them (``firstresult`` hooks) or add reasons (``consist_skip_checker``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consist.adapt import adapt_decision
 from consist.aggregate import AggregateResult, AggregationConfig, aggregate
 from consist.contracts.hookspecs import hookimpl
 from consist.records import Decision, Prediction, Vote
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 
 @hookimpl(trylast=True)
@@ -21,7 +24,7 @@ def consist_aggregate(prediction: Prediction, votes: Sequence[Vote], config: Agg
 
 
 @hookimpl(trylast=True)
-def consist_adapt(decision: Decision, prediction: Prediction, store: Any, config: Any) -> str:
+def consist_adapt(decision: Decision, prediction: Prediction, store: Store, config: Any) -> str:
     return adapt_decision(decision, prediction, store, threshold=getattr(config, "adapt_threshold", 0.9))
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consist.contracts.hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    from consist.stores.sqlite import SQLiteStore
 
-def _open_sqlite(uri: str, **kwargs: Any) -> Any:
+
+def _open_sqlite(uri: str, **kwargs: Any) -> SQLiteStore:
     from consist.stores.sqlite import SQLiteStore
 
     return SQLiteStore.from_uri(uri, **kwargs)

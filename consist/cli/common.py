@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from consist.errors import ConsistError
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = ["DEFAULT_STORE_ENV", "emit_json", "fail", "json_option", "open_store_or_fail", "store_option"]
 
@@ -35,13 +38,13 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit 2 (bad invocation or bad input)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
-def open_store_or_fail(uri: str, *, create: bool = False) -> Any:
+def open_store_or_fail(uri: str, *, create: bool = False) -> Store:
     """Open the store named by ``--store``; a missing SQLite file is an error unless
     ``create`` (a typo must not silently become a new, empty store)."""
     from consist.stores.uri import open_store

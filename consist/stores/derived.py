@@ -29,11 +29,14 @@ import abc
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
 
 from consist.records import HistoryEntry, Sample
+
+if TYPE_CHECKING:
+    from consist.contracts.store import Store
 
 __all__ = [
     "DerivedIndex",
@@ -183,7 +186,7 @@ class DerivedIndex(abc.ABC, Generic[R]):
         self.lock = threading.RLock()
         self._report_type = report_type
 
-    def sync(self, store: HistoryStore, *args: Any, **options: Any) -> R:
+    def sync(self, store: Store, *args: Any, **options: Any) -> R:
         """Bring the index up to date with ``store``; ``options`` go to the hooks."""
         with self.lock:
             newest = newest_seq(store)
@@ -207,15 +210,15 @@ class DerivedIndex(abc.ABC, Generic[R]):
             self.last_seq = None
 
     @abc.abstractmethod
-    def save(self, store: Any) -> None:
+    def save(self, store: Store) -> None:
         """Write the index, with :attr:`last_seq`, into ``store``."""
 
     @abc.abstractmethod
-    def _sync_all(self, store: Any, *args: Any, **options: Any) -> R:
+    def _sync_all(self, store: Store, *args: Any, **options: Any) -> R:
         """Compare the index with every sample of ``store`` and apply the difference."""
 
     @abc.abstractmethod
-    def _sync_changes(self, store: Any, changes: StoreChanges, *args: Any, **options: Any) -> R:
+    def _sync_changes(self, store: Store, changes: StoreChanges, *args: Any, **options: Any) -> R:
         """Apply ``changes`` (the history after the old :attr:`last_seq`)."""
 
 

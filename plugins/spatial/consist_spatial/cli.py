@@ -11,11 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, store_option
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["draw_overlay", "index_command", "query_command", "register"]
 
@@ -162,7 +165,7 @@ def index_command(
         fail(f"{dataset}: none of the {len(failed)} images could be read")
 
 
-def _index_items(store: Any, ds: Any, ext: Any, emb: Any, prefix: str, batch_size: int) -> tuple[dict[str, int], list[dict[str, str]]]:
+def _index_items(store: Store, ds: Any, ext: Any, emb: Any, prefix: str, batch_size: int) -> tuple[dict[str, int], list[dict[str, str]]]:
     """Write the dataset's samples in batches; ``(counts, failed images)``."""
     import attrs
 
@@ -226,7 +229,7 @@ def _index_items(store: Any, ds: Any, ext: Any, emb: Any, prefix: str, batch_siz
     return counts, failed
 
 
-def _was_deleted(store: Any, sample_id: str) -> bool:
+def _was_deleted(store: Store, sample_id: str) -> bool:
     """The sample exists in the store's history but is deleted (or its add undone)."""
     history = getattr(store, "history", None)
     if history is None:
@@ -421,7 +424,7 @@ def _poly(points: Sequence[Sequence[float]], scale: float, ox: int, oy: int) -> 
 
 
 def draw_overlay(
-    query_pixels: Any, region: Any, results: Sequence[Any], store: Any, *, title: str = "query", tiles: int = OVERLAY_TILES, matches: int = OVERLAY_MATCHES, tile_w: int = 400, tile_h: int = 300
+    query_pixels: Any, region: Any, results: Sequence[Any], store: Store, *, title: str = "query", tiles: int = OVERLAY_TILES, matches: int = OVERLAY_MATCHES, tile_w: int = 400, tile_h: int = 300
 ) -> bytes:
     """One PNG: a row per result (up to ``tiles``), each the query (its region in
     yellow) beside the result with the localised outline (green: projected query

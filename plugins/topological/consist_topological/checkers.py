@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -38,6 +38,9 @@ from consist_topological.propagation import CS_DEPTH, CS_TOP, MAX_HOPS, MIN_PASS
 from consist_topological.providers import DEFAULT_VERIFIER, pair_verifier, query_features
 from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph
 from consist_topological.tr import TrParams, topological_ransac
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["SIGNAL_LABELS", "SIGNAL_UNCERTAINTY", "CommunityConfig", "CommunityVoteChecker", "TopologicalRansacChecker", "TrCheckerConfig"]
 
@@ -136,16 +139,16 @@ class CommunityVoteChecker(BaseChecker):
         cfg = _options(CommunityConfig, self.config, options, "community")
         cfg.graph_config.validate()  # unknown verifier options fail now
 
-    def graph(self, store: Any, cfg: CommunityConfig) -> MatchingHypergraph:
+    def graph(self, store: Store, cfg: CommunityConfig) -> MatchingHypergraph:
         return graph_for(store, cfg.graph_config)
 
-    def prepare(self, store: Any, options: Mapping[str, Any] | None = None, progress: Any = None) -> MatchingHypergraph:  # type: ignore[override]  # also hands the graph to direct callers; the engine ignores it
+    def prepare(self, store: Store, options: Mapping[str, Any] | None = None, progress: Any = None) -> MatchingHypergraph:  # type: ignore[override]  # also hands the graph to direct callers; the engine ignores it
         """Build (or load and sync) the store's matching graph ahead of the queries,
         once per process: what an audit or a batch does before fanning out, so that
         no worker builds it on its first query. Saved in the store."""
         return self.graph(store, _options(CommunityConfig, self.config, options, "community"))
 
-    def _links(self, prediction: Prediction, neighbours: Sequence[Neighbour], store: Any, graph: MatchingHypergraph, cfg: CommunityConfig) -> list[QueryLink]:
+    def _links(self, prediction: Prediction, neighbours: Sequence[Neighbour], store: Store, graph: MatchingHypergraph, cfg: CommunityConfig) -> list[QueryLink]:
         q = prediction.query
         stored = store.get(q.id)
         if q.id in graph and stored is not None and q.image is None and q.uri in (None, stored.uri) and q.region is None:

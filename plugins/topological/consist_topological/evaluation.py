@@ -26,7 +26,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -43,6 +43,9 @@ from consist_topological.hypergraph import GraphConfig, MatchingHypergraph
 from consist_topological.rerank import HpConfig, QueryLink, hp_rerank, links_from_graph
 from consist_topological.rerankers import links_from_pairs
 from consist_topological.tr import topological_ransac
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["METHODS", "RetrievalEvaluation", "evaluate_gnd", "evaluate_labelled", "load_gnd"]
 
@@ -111,7 +114,7 @@ def _find_image(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _ensure_samples(store: Any, samples: Sequence[Sample], reason: str) -> int:
+def _ensure_samples(store: Store, samples: Sequence[Sample], reason: str) -> int:
     """Put the samples the store lacks (or has with another uri)."""
     have = store.get_many([s.id for s in samples]) if hasattr(store, "get_many") else [store.get(s.id) for s in samples]
     todo = [s for s, old in zip(samples, have) if old is None or old.uri != s.uri or old.label != s.label]
@@ -141,7 +144,7 @@ class _Pipeline:
     and features (see :meth:`MatchingHypergraph.inputs`), the re-ranker named like the
     verifier (``spatial``) for a new query's short-list."""
 
-    def __init__(self, store: Any, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
+    def __init__(self, store: Store, *, k: int, depth: int, spatial: dict[str, Any] | None, hp: HpConfig, progress: Callable[[str, int], Any] | None, verifier: str = "homography") -> None:
         self.store = store
         self.depth = depth
         self.hp = hp
@@ -235,7 +238,7 @@ class _Pipeline:
 
 
 def evaluate_labelled(
-    store: Any,
+    store: Store,
     items: Sequence[Any],
     *,
     methods: Sequence[str] = METHODS,
@@ -286,7 +289,7 @@ def evaluate_labelled(
 
 
 def evaluate_gnd(
-    store: Any,
+    store: Store,
     gnd: dict[str, Any],
     images: str | Path,
     *,

@@ -605,7 +605,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
                     log.debug("topology_edges_not_saved", sample=s.id, error=str(exc))
         return GraphSyncReport(added=added, verified_pairs=pairs, failed=tuple(failed))
 
-    def _load_saved(self, sample: Sample, store: Any) -> bool:
+    def _load_saved(self, sample: Sample, store: Store) -> bool:
         blob = store.get_artefact(sample.id, edges_kind(self.features_kind, self.config.verifier))
         if blob is None:
             return False
@@ -622,7 +622,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
         self._attach(sample.id, sample.uri or "", meta.get("tried", []), edges)
         return True
 
-    def build(self, store: Any, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def build(self, store: Store, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Load every sample's saved hyperedges and compute the missing ones."""
         with self.lock:
             seq = newest_seq(store)
@@ -648,16 +648,16 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             log.info("topology_graph_built", nodes=len(self), edges=self.n_edges, computed=report.added, pairs=report.verified_pairs)
             return report
 
-    def sync(self, store: Any, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def sync(self, store: Store, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         """Follow the store's history since the last build/sync: add the hyperedges
         of new samples (or samples with new pixels), drop deleted ones. Relabels
         change nothing here (labels are read from the store when voting)."""
         return super().sync(store, retriever=retriever, progress=progress, save=save)
 
-    def _sync_all(self, store: Any, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def _sync_all(self, store: Store, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         return self.build(store, retriever=retriever, progress=progress, save=save)
 
-    def _sync_changes(self, store: Any, changes: StoreChanges, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
+    def _sync_changes(self, store: Store, changes: StoreChanges, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> GraphSyncReport:
         gone = [sid for sid in changes.deleted if sid in self.g] + [s.id for s in changes.changed if s.uri is None and s.id in self.g]
         for sid in gone:
             self.remove_node(sid)
@@ -671,7 +671,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 
     # ----------------------------------------------------------- persistence
 
-    def save(self, store: Any) -> None:
+    def save(self, store: Store) -> None:
         """Write the graph's metadata (the history position it reflects, how it was
         built); the hyperedges are saved per sample as they are computed."""
         meta = {
@@ -689,7 +689,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
             log.debug("topology_meta_not_saved", error=str(exc))
 
     @classmethod
-    def load(cls, store: Any, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> MatchingHypergraph:
+    def load(cls, store: Store, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None, save: bool = True) -> MatchingHypergraph:
         """The store's graph: saved hyperedges read back, the rest computed, synced."""
         graph = cls(config)
         graph.build(store, retriever=retriever, progress=progress, save=save and not getattr(store, "readonly", False))
@@ -702,7 +702,7 @@ class MatchingHypergraph(DerivedIndex[GraphSyncReport]):
 _GRAPHS: PerStoreCache[tuple[Any, ...], MatchingHypergraph] = PerStoreCache("topology graph")
 
 
-def graph_for(store: Any, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None) -> MatchingHypergraph:
+def graph_for(store: Store, config: GraphConfig | None = None, *, retriever: Retriever | None = None, progress: Progress | None = None) -> MatchingHypergraph:
     """The (process-wide cached) matching graph of ``store``, synced with it.
 
     The first call per store loads the saved hyperedges and computes the missing

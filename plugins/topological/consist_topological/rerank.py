@@ -13,7 +13,7 @@ rest follow in the given order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -30,6 +30,9 @@ from consist_topological.propagation import (
     community_uncertainty,
     propagate,
 )
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["CS_MIN_INLIERS", "HpConfig", "HpResult", "QueryLink", "hp_rerank", "links_from_graph", "links_from_reranked"]
 
@@ -176,7 +179,7 @@ def localisations(result: HpResult) -> Mapping[str, Box | None]:
 
 
 def hp_for_query(
-    query_id: str, reranked: Sequence[Any], store: Any, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None
+    query_id: str, reranked: Sequence[Any], store: Store, *, ranking: Sequence[str] | None = None, config: HpConfig | None = None, graph: MatchingHypergraph | None = None, retriever: Any = None
 ) -> HpResult:
     """HP re-ranking of a new query from its spatially re-ranked short-list
     (consist-spatial's ``spatial_rerank`` results), on the store's

@@ -12,7 +12,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -21,6 +21,9 @@ from consist.errors import ConsistError, ImageError
 from consist.records import Sample
 from consist_spatial.asmk.params import AsmkParams, Progress, default_codebook_size
 from consist_spatial.features import FeatureExtractor, features_for
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["KMEANS_ITERATIONS", "KMEANS_SEED", "codebook_digest", "codebook_from_array", "kmeans", "load_codebook_file", "train_centroids"]
 
@@ -94,7 +97,7 @@ def kmeans(points: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(faiss.vector_float_to_array(clus.centroids), dtype=np.float32).reshape(clus.k, clus.d)
 
 
-def train_centroids(pool: Sequence[Sample], store: Any, extractor: FeatureExtractor, params: AsmkParams, progress: Progress | None) -> tuple[np.ndarray, dict[str, Any]]:
+def train_centroids(pool: Sequence[Sample], store: Store, extractor: FeatureExtractor, params: AsmkParams, progress: Progress | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Centroids trained on at most ``params.train_descriptors`` descriptors sampled
     evenly over ``pool``'s images, and how they were made (the codebook's meta).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -18,6 +18,9 @@ from consist.errors import ConsistError
 from consist_spatial.asmk.artefacts import ASMK_SAMPLE_ID, codebook_kind, read_npz
 from consist_spatial.extractors.registry import make_extractor
 from consist_spatial.features import FeatureExtractor, SiftExtractor
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["detect_extractor", "extractor_from_spec", "extractor_spec", "sift_from_feature_kinds"]
 
@@ -49,7 +52,7 @@ def extractor_from_spec(spec: dict[str, Any]) -> FeatureExtractor | None:
     return None
 
 
-def detect_extractor(store: Any) -> FeatureExtractor | None:
+def detect_extractor(store: Store) -> FeatureExtractor | None:
     """The extractor of the store's ASMK codebook, else of its cached SIFT features
     (one kind only); ``None`` when neither tells.
 

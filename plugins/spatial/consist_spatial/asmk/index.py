@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -34,6 +34,9 @@ from consist_spatial.asmk.detect import detect_extractor, extractor_spec
 from consist_spatial.asmk.params import AsmkParams, Progress
 from consist_spatial.asmk.query import query_features
 from consist_spatial.features import FeatureExtractor, LocalFeatures, SiftExtractor, features_for
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["AsmkIndex"]
 
@@ -117,7 +120,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
     @classmethod
     def train(
         cls,
-        store: Any,
+        store: Store,
         extractor: FeatureExtractor | None = None,
         params: AsmkParams | None = None,
         *,
@@ -164,7 +167,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
         _des, word_ids = self.codebook.quantize(des, multiple_assignment=ma)
         return aggregate_residuals(des, word_ids, self.codebook.centroids, binary=self.kernel.binary)
 
-    def add(self, samples: Iterable[Sample], store: Any = None, *, progress: Progress | None = None, chunk: int = 64) -> SyncReport:
+    def add(self, samples: Iterable[Sample], store: Store | None = None, *, progress: Progress | None = None, chunk: int = 64) -> SyncReport:
         """Index ``samples`` (features from the store's cache, extracted if missing).
 
         A sample already indexed with the same uri is left alone; with another uri
@@ -231,18 +234,18 @@ class AsmkIndex(DerivedIndex[SyncReport]):
 
     # ----------------------------------------------------------------- sync
 
-    def sync(self, store: Any, *, progress: Progress | None = None) -> SyncReport:
+    def sync(self, store: Store, *, progress: Progress | None = None) -> SyncReport:
         """Bring the index up to date with the store: add new samples or samples
         with new pixels, hide deleted ones. Reads only the history entries newer
         than the index (stores without a history are compared in full)."""
         return super().sync(store, progress=progress)
 
-    def _sync_all(self, store: Any, progress: Progress | None = None) -> SyncReport:
+    def _sync_all(self, store: Store, progress: Progress | None = None) -> SyncReport:
         live = {s.id: s for s in store.samples() if s.uri is not None}
         gone = [sid for sid in self.current if sid not in live]
         return self._apply(store, gone, [s for s in live.values() if self._is_new(s)], progress)
 
-    def _sync_changes(self, store: Any, changes: StoreChanges, progress: Progress | None = None) -> SyncReport:
+    def _sync_changes(self, store: Store, changes: StoreChanges, progress: Progress | None = None) -> SyncReport:
         gone = [sid for sid in changes.deleted if sid in self.current] + [s.id for s in changes.changed if s.uri is None and s.id in self.current]
         return self._apply(store, gone, [s for s in changes.changed if s.uri is not None and self._is_new(s)], progress)
 
@@ -251,7 +254,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
         imid = self.current.get(sample.id)
         return imid is None or self.sources[imid] != sample.uri
 
-    def _apply(self, store: Any, gone: list[str], todo: list[Sample], progress: Progress | None) -> SyncReport:
+    def _apply(self, store: Store, gone: list[str], todo: list[Sample], progress: Progress | None) -> SyncReport:
         removed = self.remove(gone)
         report = self.add(todo, store, progress=progress)
         if report.added or removed:
@@ -302,7 +305,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
             hits = sorted(((self.ids[i], float(scores[i])) for i in order), key=lambda h: (-h[1], h[0]))
             return hits if k is None else hits[:k]
 
-    def retrieve(self, query: Query, store: Any, k: int, *, features: LocalFeatures | None = None) -> list[Neighbour]:
+    def retrieve(self, query: Query, store: Store, k: int, *, features: LocalFeatures | None = None) -> list[Neighbour]:
         """Neighbours of a query, best first (``similarity`` = ASMK score)."""
         feats = features if features is not None else query_features(query, store, self.extractor)
         hits = self.search(feats.descriptors, k + 8, exclude=(query.id,))
@@ -318,7 +321,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
 
     # ---------------------------------------------------------- persistence
 
-    def save(self, store: Any) -> None:
+    def save(self, store: Store) -> None:
         """Write the codebook (if not there yet) and a snapshot of the inverted file."""
         with self.lock:
             cb_kind = codebook_kind(self.extractor)
@@ -389,7 +392,7 @@ class AsmkIndex(DerivedIndex[SyncReport]):
         self.last_seq = meta.get("last_seq")
 
     @classmethod
-    def load(cls, store: Any, extractor: FeatureExtractor | None = None, params: AsmkParams | None = None, *, progress: Progress | None = None) -> AsmkIndex | None:
+    def load(cls, store: Store, extractor: FeatureExtractor | None = None, params: AsmkParams | None = None, *, progress: Progress | None = None) -> AsmkIndex | None:
         """The store's index for ``extractor`` (default: :func:`detect_extractor`, else
         SIFT defaults); ``None`` when it has no codebook. A missing or mismatched
         inverted-file snapshot is rebuilt from the store (no retraining)."""

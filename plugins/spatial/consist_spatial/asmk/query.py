@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from consist.records import Query, Region
 from consist_spatial.features import FeatureExtractor, LocalFeatures, features_for
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["query_features"]
 
@@ -25,7 +28,7 @@ def _inside(region: Region, xy: np.ndarray) -> np.ndarray:
     return shapely.contains_xy(poly, xy[:, 0], xy[:, 1]) | shapely.intersects_xy(poly.boundary, xy[:, 0], xy[:, 1])
 
 
-def query_features(query: Query, store: Any, extractor: FeatureExtractor) -> LocalFeatures:
+def query_features(query: Query, store: Store | None, extractor: FeatureExtractor) -> LocalFeatures:
     """The query's features restricted to its region (if any).
 
     A query whose id is a stored sample with the same uri (leave-one-out, a stored

@@ -5,7 +5,7 @@ baseline), with where the query is in each of them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import numpy as np
@@ -14,6 +14,9 @@ import structlog
 from consist.errors import ImageError
 from consist.records import Neighbour, Query
 from consist_spatial.features import FeatureExtractor, LocalFeatures, SiftExtractor, features_for
+
+if TYPE_CHECKING:
+    from consist.contracts import Store
 
 __all__ = ["DEFAULT_RERANK_DEPTH", "Reranked", "spatial_config_for", "spatial_rerank"]
 
@@ -116,7 +119,7 @@ def spatial_config_for(extractor: FeatureExtractor, **options: Any) -> Any:
 def spatial_rerank(
     query: Query,
     neighbours: Sequence[Neighbour],
-    store: Any,
+    store: Store,
     *,
     depth: int = DEFAULT_RERANK_DEPTH,
     checker: Any = None,

@@ -28,7 +28,7 @@ __all__ = ["AsmkRetriever", "open_asmk_index", "update_asmk_index"]
 log = structlog.get_logger("consist.spatial")
 
 
-def open_asmk_index(store: Any, extractor: FeatureExtractor | None = None, params: AsmkParams | None = None, *, build: bool = True, progress: Progress | None = None) -> AsmkIndex:
+def open_asmk_index(store: Store, extractor: FeatureExtractor | None = None, params: AsmkParams | None = None, *, build: bool = True, progress: Progress | None = None) -> AsmkIndex:
     """The store's ASMK index, synced with the store; trained now if it has none
     and ``build`` (else :class:`ConsistError`)."""
     index = AsmkIndex.load(store, extractor, params, progress=progress)
@@ -42,7 +42,7 @@ def open_asmk_index(store: Any, extractor: FeatureExtractor | None = None, param
 
 
 def update_asmk_index(
-    store: Any,
+    store: Store,
     extractor: FeatureExtractor | None = None,
     params: AsmkParams | None = None,
     *,
@@ -75,7 +75,7 @@ def update_asmk_index(
     return index, {"action": action, "added": report.added, "failed": [{"id": sid, "error": err} for sid, err in report.failed], **index.stats()}
 
 
-def _writable(store: Any) -> bool:
+def _writable(store: Store) -> bool:
     """Whether the index may be saved into ``store`` (not opened read-only)."""
     return not getattr(store, "readonly", False)
 
@@ -128,7 +128,7 @@ class AsmkRetriever:
         update_asmk_index(store, self._extractor_for(features), self.params, progress=step)
         INDEXES.invalidate(store)
 
-    def index_for(self, store: Any, features: FeatureSpec | None = None) -> AsmkIndex:
+    def index_for(self, store: Store, features: FeatureSpec | None = None) -> AsmkIndex:
         """The (cached) index of ``store``, synced with it."""
         extractor = self._extractor_for(features) or DETECTED.get(store, "detected")
         if extractor is None:
@@ -152,7 +152,7 @@ class AsmkRetriever:
                 log.debug("asmk_autosave_failed", store=store.uri, error=str(exc))
         return index
 
-    def retrieve(self, query: Query, store: Any, k: int, *, exclude: Iterable[str] = (), features: FeatureSpec | None = None) -> list[Neighbour]:
+    def retrieve(self, query: Query, store: Store, k: int, *, exclude: Iterable[str] = (), features: FeatureSpec | None = None) -> list[Neighbour]:
         """The query's ``k`` nearest samples by ASMK score, best first (never the
         query itself, nor an id in ``exclude``)."""
         if store is None:
