@@ -37,7 +37,6 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
 
     w, h = img.size
     if w * h > max_pixels:
-        img.close()
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
     try:
         img = ImageOps.exif_transpose(img)
@@ -135,7 +134,7 @@ def _open(source: Any, max_pixels: int, store: Store | None) -> tuple[Any, str] 
                 raise ImageError(f"{name}: no such file")
             if path.is_dir():
                 raise ImageError(f"{name}: is a folder, not an image")
-            return _open_file(path, name)
+            data = _read_file(path, name, max_pixels)
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with our own message
@@ -146,10 +145,10 @@ def _open(source: Any, max_pixels: int, store: Store | None) -> tuple[Any, str] 
     return img, name
 
 
-def _open_file(path: Path, name: str) -> tuple[Any, str]:
-    """A regular file of at most :data:`DEFAULT_MAX_BYTES`, opened lazily: only its
-    header is read here, the pixels when decoded, after the pixel-count check (a
-    device such as ``/dev/zero`` or a fifo would be read forever: refused)."""
+def _read_file(path: Path, name: str, max_pixels: int) -> bytes:
+    """The bytes of a regular file of at most :data:`DEFAULT_MAX_BYTES` whose header
+    says at most ``max_pixels`` pixels: the header is read first, the rest only then
+    (a device such as ``/dev/zero`` or a fifo would be read forever: refused)."""
     from PIL import Image
 
     try:
@@ -166,14 +165,18 @@ def _open_file(path: Path, name: str) -> tuple[Any, str]:
         raise ImageError(f"{name}: file is {st.st_size / 2**20:.0f} MiB, over the {DEFAULT_MAX_BYTES / 2**20:.0f} MiB limit for an image")
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit, with our own message
     try:
-        img = Image.open(path)  # Pillow owns the file and closes it once decoded
+        with path.open("rb") as fh:
+            try:
+                with Image.open(fh) as img:  # the header only
+                    w, h = img.size
+            except Exception as exc:  # PIL raises UnidentifiedImageError, and others on garbage
+                raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
+            if w * h > max_pixels:
+                raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
+            fh.seek(0)
+            return fh.read(DEFAULT_MAX_BYTES + 1)[:DEFAULT_MAX_BYTES]
     except OSError as exc:
-        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-            raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
-        raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
-    except Exception as exc:  # PIL raises UnidentifiedImageError, and others on garbage
-        raise ImageError(f"{name}: not an image Pillow can read ({type(exc).__name__})") from exc
-    return img, name
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
 
 
 def load_image(source: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS, store: Store | None = None) -> np.ndarray:
@@ -214,7 +217,6 @@ def load_gray(source: Any, *, max_side: int | None = None, max_pixels: int = DEF
 
     w, h = img.size
     if w * h > max_pixels:
-        img.close()
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
     try:
         orientation = img.getexif().get(0x0112, 1)

@@ -92,3 +92,41 @@ def test_a_consist_store_still_opens_for_reading_and_writing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with SQLiteStore(path, readonly=True) as store:
         assert store.get("a").label == "cat"
+
+
+# ------------------------------------------------------------ undo --last
+
+
+def test_undo_last_steps_back_through_history(tmp_path):
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT)])  # #1
+        store.relabel("a", "dog")  # #2
+        store.relabel("a", "bird")  # #3
+    seen = []
+    for _ in range(3):
+        proc = consist_cli("undo", "--last", "--store", str(path))
+        assert proc.returncode == 0, proc.stderr
+        with SQLiteStore(path, create=False) as store:
+            got = store.get("a")
+            seen.append(None if got is None else got.label)
+    assert seen == ["dog", "cat", None]  # back, back, before the add: no toggling
+    proc = consist_cli("undo", "--last", "--store", str(path))
+    assert proc.returncode == 2 and "nothing to undo" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_undo_last_after_a_redo_undoes_the_redo(tmp_path):
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT)])  # #1
+        store.relabel("a", "dog")  # #2
+        u = store.undo(2)  # #3: cat
+        store.undo(u.seq)  # #4: redo, dog
+    proc = consist_cli("undo", "--last", "--store", str(path))
+    assert proc.returncode == 0, proc.stderr
+    with SQLiteStore(path, create=False) as store:
+        assert store.get("a").label == "cat"
+    proc = consist_cli("undo", "--last", "--store", str(path))
+    assert proc.returncode == 0, proc.stderr
+    with SQLiteStore(path, create=False) as store:
+        assert store.get("a") is None  # then the add

@@ -56,6 +56,34 @@ def history_command(store_uri: str, sample_id: str | None, limit: int, oldest_fi
             click.echo(f"        {e.reason}")
 
 
+def last_undoable(entries: list[HistoryEntry]) -> int | None:
+    """The entry ``undo --last`` reverts: it steps back through history.
+
+    The newest change (not an undo, not a refused ``conflict``) that is still in
+    effect is reverted; undo entries are skipped, so repeating ``--last`` goes on
+    back instead of redoing what the previous ``--last`` undid. A change that was
+    undone and redone (its undo undone) is in effect: the newest undo of its chain
+    is the one reverted. ``None`` when nothing is left.
+    """
+    by_seq = {e.seq: e for e in entries}
+
+    def in_effect(e: HistoryEntry) -> bool:
+        depth = 0  # undone, redone, undone, ...: in effect after an even number of undos
+        while e.undone_by is not None and e.undone_by in by_seq:
+            e = by_seq[e.undone_by]
+            depth += 1
+        return depth % 2 == 0
+
+    for e in sorted(entries, key=lambda x: -x.seq):
+        if e.action in ("undo", "conflict") or not in_effect(e):
+            continue
+        tail = e
+        while tail.undone_by is not None and tail.undone_by in by_seq:
+            tail = by_seq[tail.undone_by]
+        return tail.seq
+    return None
+
+
 @click.command("undo")
 @click.argument("seq", type=int, required=False)
 @store_option
@@ -68,10 +96,9 @@ def undo_command(seq: int | None, store_uri: str, last: bool, force: bool, as_js
     if seq is None:
         if not last:
             raise click.UsageError("give a history entry number, or --last")
-        candidates = [e for e in store.history(limit=None) if e.undone_by is None and e.action not in ("conflict",)]
-        if not candidates:
+        seq = last_undoable(store.history(limit=None))
+        if seq is None:
             raise click.UsageError("nothing to undo")
-        seq = candidates[0].seq
     entry = store.undo(seq, force=force)
     if as_json:
         emit_json(to_dict(entry))
