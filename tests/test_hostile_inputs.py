@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from consist.datasets import read_dataset
 
@@ -202,3 +203,44 @@ def test_resume_reverifies_images_whose_file_changed(tmp_path: Path) -> None:
     assert summary["verified_this_run"] >= 1
     rec = next(json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines() if json.loads(line)["sample"] == "cat/cat0.jpg")
     assert any(n["id"].startswith("hubble/") for n in rec["neighbours"][:2])  # verified with its new pixels
+
+
+# ---------------------------------------------------------- 5. bounded reads
+
+
+def test_devices_and_fifos_are_refused_unread(tmp_path: Path) -> None:
+    from consist.errors import ImageError
+    from consist.images import load_gray, load_image
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opening it would block forever: never opened
+    for source in ("/dev/zero", str(fifo)):
+        for load in (load_image, load_gray):
+            with pytest.raises(ImageError, match="not a regular file"):
+                load(source)
+
+
+def test_huge_header_is_refused_before_the_pixels_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from consist import images
+    from consist.errors import ImageError
+
+    path = tmp_path / "big.png"
+    Image.new("L", (4000, 3000)).save(path)
+    monkeypatch.setattr(images, "DEFAULT_MAX_BYTES", 10**9)
+    with pytest.raises(ImageError, match=r"12 MP, over the 1 MP limit"):
+        images.load_image(path, max_pixels=1_000_000)
+    monkeypatch.setattr(images, "DEFAULT_MAX_BYTES", 100)
+    with pytest.raises(ImageError, match=r"over the .* MiB limit"):
+        images.load_image(path)
+
+
+def test_query_of_dev_zero_exits_2_at_once(tmp_path: Path) -> None:
+    from consist.stores.uri import open_store
+
+    store = tmp_path / "s.db"
+    open_store(f"sqlite:///{store}", create=True).close()
+    proc = _cli("query", "/dev/zero", "--store", str(store), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "/dev/zero" in proc.stderr and "not a regular file" in proc.stderr
