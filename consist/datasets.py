@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 
+from consist.csvcells import read_csv_cell
 from consist.errors import ConsistError
 
 __all__ = [
@@ -394,7 +395,9 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DatasetError(f"{csv_path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8") from None
-    rows = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""))
+    # a cell consist wrote as '=x (a formula neutralised for spreadsheets) reads back as =x
+    rows = ([read_csv_cell(c) for c in r] for r in reader)
     try:
         header = next(rows)
     except StopIteration:
@@ -416,7 +419,7 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
     line = 1
     try:
         for row in rows:
-            line = rows.line_num
+            line = reader.line_num
             if not row or all(not c.strip() for c in row):
                 continue  # blank line
             if len(row) <= max(i_path, i_label):
@@ -458,5 +461,5 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
             seen_real[real] = item
             items.append(item)
     except csv.Error as exc:
-        raise DatasetError(f"{csv_path}:{rows.line_num}: not a readable CSV ({exc})") from None
+        raise DatasetError(f"{csv_path}:{reader.line_num}: not a readable CSV ({exc})") from None
     return Dataset(root=str(base), layout="csv", items=tuple(items), problems=tuple(problems), csv=str(csv_path))

@@ -13,7 +13,7 @@ from typing import Any
 
 from consist.audit.config import AuditConfig
 from consist.audit.decide import AuditRow
-from consist.audit.outputs import atomic_open
+from consist.audit.outputs import atomic_open, safe_csv_row
 
 __all__ = ["CHANGES_CSV", "CORRECTED_CSV", "applicable", "apply_corrections"]
 
@@ -35,11 +35,11 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
     extra = sorted({k for it in ds.items for k in it.meta})
     with atomic_open(out_dir / CORRECTED_CSV, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "label", *extra])
+        w.writerow(safe_csv_row(["path", "label", *extra]))
         for it in ds.items:
             r = by_id.get(it.id)
             label = r.suggested_label if r is not None and r in changes else it.label
-            w.writerow([it.id, label, *(it.meta.get(k, "") for k in extra)])
+            w.writerow(safe_csv_row([it.id, label, *(it.meta.get(k, "") for k in extra)]))
     applied, kept = [], []
     store = open_store(store_uri, create=False)
     try:
@@ -61,7 +61,7 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
         w = csv.writer(fh)
         w.writerow(["path", "previous_label", "label", "confidence", "history_seq", "reason"])
         for r, seq in applied:
-            w.writerow([r.sample, r.given_label, r.suggested_label, r.confidence, "" if seq is None else seq, r.reason])
+            w.writerow(safe_csv_row([r.sample, r.given_label, r.suggested_label, r.confidence, "" if seq is None else seq, r.reason]))
     return {
         "corrected_csv": str(out_dir / CORRECTED_CSV),
         "changes_csv": str(out_dir / CHANGES_CSV),

@@ -16,8 +16,10 @@ from typing import IO, Any
 import attrs
 
 from consist.audit.decide import STATUSES, AuditRow
+from consist.csvcells import FORMULA_TRIGGERS, csv_cell, read_csv_cell, safe_csv_row
 
-__all__ = ["CSV_COLUMNS", "JsonlWriter", "atomic_open", "report_order", "row_to_csv", "write_csv", "write_json"]
+__all__ = ["CSV_COLUMNS", "FORMULA_TRIGGERS", "JsonlWriter", "atomic_open", "csv_cell", "read_csv_cell", "report_order", "row_to_csv", "safe_csv_row", "write_csv", "write_json"]
+
 
 #: The fixed columns of ``audit.csv``; the dataset's extra CSV columns follow.
 CSV_COLUMNS = (
@@ -81,9 +83,9 @@ def _extra_header(extra: Sequence[str]) -> list[str]:
 def write_csv(path: Path, rows: Iterable[AuditRow], extra: Sequence[str]) -> None:
     with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow([*CSV_COLUMNS, *_extra_header(extra)])
+        w.writerow(safe_csv_row([*CSV_COLUMNS, *_extra_header(extra)]))
         for row in rows:
-            w.writerow(row_to_csv(row, extra))
+            w.writerow(safe_csv_row(row_to_csv(row, extra)))
 
 
 def write_json(path: Path, data: Any) -> None:
