@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from consist.cli.common import emit_json, fail, json_option
+from consist.cli.common import emit_json, fail, json_option, safe
 
 __all__ = ["audit_command", "print_audit", "register"]
 
@@ -139,7 +139,7 @@ def audit_command(
     for name, value in (("features", features), ("retriever", retriever), ("device", device)):
         if value is not None:
             cfg = cfg.with_options(**{name: value})
-    say = (lambda m: click.echo(m, err=True)) if not as_json else (lambda m: click.echo(m, err=True) if m.startswith("warning") else None)
+    say = (lambda m: click.echo(safe(m), err=True)) if not as_json else (lambda m: click.echo(safe(m), err=True) if m.startswith("warning") else None)
     try:
         result = audit(
             dataset,
@@ -186,7 +186,7 @@ def print_audit(result: Any, out: Path) -> None:
     c = s["counts"]
     ds = s["dataset"]
     click.echo(
-        f"audited {c['samples']} images of {ds['labels']} labels in {ds['csv'] or ds['root']} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})"
+        f"audited {c['samples']} images of {ds['labels']} labels in {safe(ds['csv'] or ds['root'])} in {s['timings']['total_s']:.1f} s ({s['executor']['kind']}, {s['executor']['workers']} workers; checkers: {', '.join(s['checkers'])})"
     )
     n_flagged = c["flagged"] + c["suspect"]
     click.echo(
@@ -194,37 +194,37 @@ def print_audit(result: Any, out: Path) -> None:
         f"{c['ok']} confirmed, {c['plausible']} plausible (retrieval only), {c['unverifiable']} without neighbours, {c['unreadable']} unreadable"
     )
     for label, info in s["labels"]["generic"].items():
-        where = ", ".join(f"{k} ({v})" for k, v in list(info["communities"].items())[:4])
+        where = ", ".join(f"{safe(k)} ({v})" for k, v in list(info["communities"].items())[:4])
         click.echo(
-            f"  generic label {click.style(label, fg='yellow')}: names no particular object ({info['connected']} of its images verify with others, {info['agreeing']} with its own label){'; its images show ' + where if where else ''}"
+            f"  generic label {click.style(safe(label), fg='yellow')}: names no particular object ({info['connected']} of its images verify with others, {info['agreeing']} with its own label){'; its images show ' + where if where else ''}"
         )
     for pair in s["labels"]["same_object"]:
         a, b = pair["labels"]
-        click.echo(f"  labels {a!r} and {b!r} look like one object: {pair['cross_links']} verified links between them")
+        click.echo(f"  labels {safe(repr(a))} and {safe(repr(b))} look like one object: {pair['cross_links']} verified links between them")
     flagged = sorted(result.flagged, key=lambda r: (-(r.confidence or 0), r.sample))
     for r in flagged[:SHOWN]:
         sc = "" if r.suggestion_confidence is None else f", suggestion {r.suggestion_confidence:.2f}"
-        click.echo(f"  {r.sample}: {click.style(r.given_label, fg='red')} -> {click.style(str(r.suggested_label), fg='green')}  (P(wrong) {r.confidence:.2f}{sc})  {r.reason}")
+        click.echo(f"  {safe(r.sample)}: {click.style(safe(r.given_label), fg='red')} -> {click.style(safe(r.suggested_label), fg='green')}  (P(wrong) {r.confidence:.2f}{sc})  {safe(r.reason)}")
     if len(flagged) > SHOWN:
         click.echo(f"  ... and {len(flagged) - SHOWN} more in audit.csv")
     for a, b in s["near_duplicates"][:SHOWN]:
-        click.echo(f"  near-duplicates with different labels: {a} and {b}")
+        click.echo(f"  near-duplicates with different labels: {safe(a)} and {safe(b)}")
     if s["singleton_labels"]:
-        names = ", ".join(s["singleton_labels"][:10]) + (" ..." if len(s["singleton_labels"]) > 10 else "")
+        names = ", ".join(safe(n) for n in s["singleton_labels"][:10]) + (" ..." if len(s["singleton_labels"]) > 10 else "")
         click.echo(f"  {len(s['singleton_labels'])} labels have a single image (nothing of the same label can confirm it): {names}")
     if s["failures"]:
         click.echo(f"  {len(s['failures'])} problems with the input (listed in summary.json):")
         for f in s["failures"][:SHOWN]:
-            click.echo(f"    {f['message']}")
+            click.echo(f"    {safe(f['message'])}")
     if s.get("applied"):
         a = s["applied"]
-        click.echo(f"applied {a['changed']} corrections -> {a['corrected_csv']} (changes: {a['changes_csv']}; undo any with consist undo SEQ --store {s['store']})")
+        click.echo(f"applied {a['changed']} corrections -> {safe(a['corrected_csv'])} (changes: {safe(a['changes_csv'])}; undo any with consist undo SEQ --store {safe(s['store'])})")
         if a.get("flagged_below_min_confidence"):
             click.echo(
                 f"  {a['flagged_below_min_confidence']} flagged labels were left for review: P(wrong) or the suggestion's posterior is below --min-confidence {a['min_confidence']}, or fewer than {a['min_witnesses']} verified views carry the suggestion (--min-witnesses)"
             )
     report = out / "report.html"
-    click.echo(f"report: {report.resolve() if report.exists() else '(not written)'}   table: {(out / 'audit.csv').resolve()}")
+    click.echo(f"report: {safe(report.resolve()) if report.exists() else '(not written)'}   table: {safe((out / 'audit.csv').resolve())}")
 
 
 def register(group: click.Group) -> None:

@@ -13,7 +13,7 @@ from consist.errors import ConsistError
 if TYPE_CHECKING:
     from consist.contracts.store import Store
 
-__all__ = ["DEFAULT_STORE_ENV", "emit_json", "fail", "json_option", "open_store_or_fail", "store_option"]
+__all__ = ["DEFAULT_STORE_ENV", "emit_json", "fail", "json_option", "open_store_or_fail", "safe", "store_option"]
 
 #: The store used when ``--store`` is not given.
 DEFAULT_STORE_ENV = "CONSIST_STORE"
@@ -38,9 +38,36 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
+#: Bidirectional-text controls: they reorder what a terminal shows (U+202E turns
+#: ``gpj.exe`` into ``exe.jpg``).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def safe(text: object) -> str:
+    """``text`` fit for a terminal: control characters (ANSI escape sequences, a
+    newline, a carriage return, a bell, DEL, C1 controls), line and paragraph
+    separators and bidirectional controls are shown escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``) instead of acting. Every user string a command prints (labels,
+    sample ids, file names, reasons, error messages) goes through it; ``--json``
+    output is JSON-escaped anyway."""
+    import unicodedata
+
+    s = str(text)
+    if s.isprintable() and not _BIDI.intersection(s):
+        return s
+    out = []
+    for ch in s:
+        if ch in _BIDI or unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def fail(message: str) -> NoReturn:
-    """Print a one-line error and exit 2 (bad invocation or bad input)."""
-    click.echo(f"error: {message}", err=True)
+    """Print a one-line error and exit 2 (bad invocation or bad input); a newline or
+    an escape sequence in a file name or label is shown escaped (:func:`safe`)."""
+    click.echo(f"error: {safe(message)}", err=True)
     sys.exit(2)
 
 

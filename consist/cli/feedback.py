@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, store_option
+from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, safe, store_option
 from consist.records import Region, to_dict
 
 
@@ -62,10 +62,10 @@ def correct_command(sample_id: str, label: str | None, store_uri: str, box: str 
     if as_json:
         emit_json([to_dict(e) for e in entries])
     elif not entries:
-        click.echo(f"{sample_id}: nothing changed")
+        click.echo(f"{safe(sample_id)}: nothing changed")
     else:
         for e in entries:
-            click.echo(f"#{e.seq} {e.action} {e.sample_id} (user)")
+            click.echo(f"#{e.seq} {e.action} {safe(e.sample_id)} (user)")
 
 
 def register(group: click.Group) -> None:

@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except ConsistError as exc:
-        click.echo(f"error: {exc}", err=True)
+        from consist.cli.common import safe
+
+        click.echo(f"error: {safe(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
