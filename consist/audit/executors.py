@@ -11,12 +11,15 @@ with any dask-jobqueue / dask-kubernetes deployment.
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from consist.errors import ConsistError
 
-__all__ = ["IN_FLIGHT_PER_WORKER", "DaskExecutor", "Executor", "InlineExecutor", "LocalExecutor", "available_cores", "check_executor_spec", "make_executor"]
+__all__ = ["IN_FLIGHT_PER_WORKER", "DaskExecutor", "Executor", "InlineExecutor", "LocalExecutor", "available_cores", "check_executor_spec", "make_executor", "sigterm_as_interrupt"]
 
 #: Tasks queued per worker: enough to keep every worker busy, few enough that an
 #: interrupted run has little work in flight and results do not pile up in memory.
@@ -50,8 +53,61 @@ class InlineExecutor:
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+#: Seconds between a worker's checks that its parent is alive.
+PARENT_POLL_S = 0.5
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM shut this process down like Ctrl-C (``KeyboardInterrupt``: the
+    interrupted-run message, exit 130, worker processes stopped), unless someone
+    installed their own SIGTERM handler. Only from the main thread."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _die_with_parent(parent_pid: int, pdeathsig: bool) -> None:
+    """A worker never outlives the process that started it.
+
+    Linux: the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``; only
+    when the pool was started by the parent's main thread, since the signal follows
+    the *thread* that forked). Everywhere: a daemon thread polls the parent's pid and
+    exits the worker when it changed (the parent died: kill -9 included).
+    """
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no prctl: the watchdog below suffices
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            threading.Event().wait(PARENT_POLL_S)
+
+    threading.Thread(target=watch, name="consist-parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent_pid: int, pdeathsig: bool) -> None:
+    """Worker initialiser: die with the parent; Ctrl-C is the parent's to handle (it
+    stops the workers), so a terminal's SIGINT to the whole process group does not
+    print a traceback per worker; OpenCV's own thread pool to one thread."""
+    _die_with_parent(parent_pid, pdeathsig)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _single_threaded_worker()
+
+
 def _single_threaded_worker() -> None:
-    """Worker initialiser: OpenCV's own thread pool to one thread (see ``_get_pool``)."""
+    """OpenCV's own thread pool to one thread (see ``_get_pool``)."""
     if os.environ.get("OMP_NUM_THREADS") == "1":
         try:
             import cv2
@@ -91,7 +147,12 @@ class LocalExecutor:
             for var in added:
                 os.environ[var] = "1"
             try:
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded_worker)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(os.getpid(), threading.current_thread() is threading.main_thread()),
+                )
                 for fut in [self._pool.submit(os.getpid) for _ in range(self.workers)]:
                     fut.result()
             finally:
@@ -120,9 +181,29 @@ class LocalExecutor:
                 for fut in done:
                     yield fut.result()
         except BaseException:
-            for fut in pending:
-                fut.cancel()
+            if any(not fut.done() for fut in pending):
+                # interrupted (Ctrl-C, SIGTERM) or abandoned with tasks in flight: stop the
+                # workers now rather than wait for their tasks (a fresh pool serves any
+                # later map). The futures are left to the pool, which fails them all:
+                # cancelling them first races its manager thread (InvalidStateError).
+                self._stop_workers()
             raise
+
+    def _stop_workers(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        # the workers are gone: the pool's manager thread sees it and ends at once (a
+        # shutdown without waiting would leave it to write to a closed pipe at exit)
+        pool.shutdown(wait=True)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     _early_logging(args)
+    from consist.audit.executors import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # kill -TERM stops like Ctrl-C: workers stopped, exit 130
     try:
         _add_plugin_commands()
         cli.main(args=args, prog_name="consist", standalone_mode=False)

@@ -1,0 +1,86 @@
+"""No process outlives its command (issue 12): ``consist audit`` killed with
+SIGTERM or SIGKILL leaves no worker behind; SIGTERM stops it like Ctrl-C. Real
+subprocesses, real signals, the process table read from /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("consist_spatial")
+psutil = pytest.importorskip("psutil")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import audit_data  # noqa: E402
+
+
+def _start_audit(root: Path, out: Path, workers: int = 2) -> subprocess.Popen[str]:
+    env = {**os.environ, "CONSIST_PLUGINS": "spatial"}
+    cmd = [sys.executable, "-m", "consist.cli.main", "audit", str(root), "--out", str(out), "--workers", str(workers), "--chunk-size", "1", "--no-report"]
+    # a new session: the signal goes to the parent only, as `kill PID` does (not Ctrl-C to a group)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def _wait_for_workers(proc: subprocess.Popen[str], n: int, timeout: float = 120) -> list[int]:
+    end = time.monotonic() + timeout
+    parent = psutil.Process(proc.pid)
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"audit ended early: {proc.returncode} {proc.stderr.read() if proc.stderr else ''}")
+        kids = [c.pid for c in parent.children(recursive=True) if "multiprocessing" in " ".join(_cmdline(c))]
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.1)
+    raise AssertionError("the audit never started its workers")
+
+
+def _cmdline(p: object) -> list[str]:
+    try:
+        return list(p.cmdline())  # type: ignore[attr-defined]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and _alive(pids):
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_audit_leaves_no_worker_alive(tmp_path, sig):
+    root, _truth = audit_data.build(tmp_path / "photos")
+    proc = _start_audit(root, tmp_path / "out")
+    try:
+        workers = _wait_for_workers(proc, 2)
+        time.sleep(0.2)  # the workers are busy (or blocked waiting for tasks)
+        os.kill(proc.pid, sig)
+        _out, err = proc.communicate(timeout=60)
+        left = _wait_gone(workers)
+        assert not left, f"workers still alive after {sig.name}: {left}"
+        if sig == signal.SIGTERM:  # shuts down like Ctrl-C: the resume hint, exit 130, no traceback
+            assert proc.returncode == 130, err
+            assert "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _alive([c.pid for c in psutil.Process().children(recursive=True)]):
+            os.kill(pid, signal.SIGKILL)  # never leave a process of this test behind
