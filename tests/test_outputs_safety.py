@@ -128,3 +128,46 @@ def test_audit_prints_labels_and_file_names_escaped(tmp_path: Path) -> None:
     assert proc.returncode == 2
     _clean(proc.stderr)
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+# ------------------------------------------- 8. report.html's label filter
+
+
+def test_report_label_filter_matches_labels_with_spaces_and_newlines(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    from audit_data import build
+
+    root, truth = build(tmp_path / "photos")
+    odd = {"cat": "big   cat", "coffee": "coffee\ncup", "hubble": '"hub" <b>&amp;'}
+    rows = ["path,label"] + [f'{rel},"{odd.get(rel.split("/")[0], rel.split("/")[0]).replace(chr(34), chr(34) * 2)}"' for rel in sorted(truth)]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    proc = _cli("audit", str(root), "--labels", str(root / "labels.csv"), "--out", str(out), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.select: str | None = None
+            self.options: list[str | None] = []
+            self.row_labels: set[str] = set()
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "select":
+                self.select = a.get("id")
+            elif tag == "option" and self.select == "f-label":
+                self.options.append(a.get("value"))
+            elif tag == "tr" and "data-label" in a:
+                self.row_labels.add(a["data-label"] or "")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "select":
+                self.select = None
+
+    page = Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert None not in page.options  # every option has a value= attribute
+    values = set(page.options) - {""}
+    assert page.row_labels <= values and {"big   cat", "coffee\ncup", '"hub" <b>&amp;'} <= values
