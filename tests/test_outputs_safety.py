@@ -171,3 +171,61 @@ def test_report_label_filter_matches_labels_with_spaces_and_newlines(tmp_path: P
     assert None not in page.options  # every option has a value= attribute
     values = set(page.options) - {""}
     assert page.row_labels <= values and {"big   cat", "coffee\ncup", '"hub" <b>&amp;'} <= values
+
+
+# ------------------------------------------- 12. the store is the one truth
+
+
+def _labels_csv(path: Path) -> dict[str, str]:
+    return {read_csv_cell(r[0]): read_csv_cell(r[1]) for r in _cells(path)[1:]}
+
+
+def test_apply_writes_labels_from_the_store_and_export_follows_undo(tmp_path: Path) -> None:
+    import json
+
+    from audit_data import build
+
+    root, truth = build(tmp_path / "photos")
+    out = tmp_path / "out"
+    store = f"sqlite:///{out / 'store.db'}"
+    args = ("audit", str(root), "--out", str(out), "--workers", "1", "--no-report", "--min-witnesses", "1", "--min-confidence", "0.5")
+    proc = _cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    # a person relabels two samples while (before) the audit applies: one it would change, one it would not
+    flagged = [r[0] for r in _cells(out / "audit.csv")[1:] if r[3] == "true"]
+    assert flagged
+    user_flagged, user_plain = flagged[0], next(s for s in sorted(truth) if s not in flagged)
+    for sid, label in ((user_flagged, "mine"), (user_plain, "also mine")):
+        assert _cli("correct", sid, label, "--store", store).returncode == 0
+    proc = _cli(*args, "--apply")
+    assert proc.returncode == 0, proc.stderr
+    corrected = _labels_csv(out / "labels.corrected.csv")
+    assert corrected[user_flagged] == "mine" and corrected[user_plain] == "also mine"  # the person's label wins in the CSV too
+    changes = _cells(out / "label_changes.csv")[1:]
+    assert changes and all(r[4] for r in changes)
+    first = {r[0]: r[4] for r in changes}
+    exported = tmp_path / "exported.csv"
+    proc = _cli("export", "--store", store, "--out", str(exported), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["samples"] == len(truth)
+    assert _labels_csv(exported) == corrected  # one truth
+    # a second --apply keeps the undo pointers of the first
+    proc = _cli(*args, "--apply")
+    assert proc.returncode == 0, proc.stderr
+    assert {r[0]: r[4] for r in _cells(out / "label_changes.csv")[1:]} == first
+    # undo one change: export follows the store
+    sid, seq = next(iter(first.items()))
+    assert _cli("undo", seq, "--store", store).returncode == 0
+    proc = _cli("export", "--store", store, "--out", str(exported))
+    assert proc.returncode == 0 and "exported" in proc.stdout
+    after = _labels_csv(exported)
+    assert after[sid] == sid.split("/")[0] and after[sid] != corrected[sid]
+
+
+def test_export_refuses_bad_targets_with_one_line(tmp_path: Path) -> None:
+    from consist.stores.uri import open_store
+
+    open_store(f"sqlite:///{tmp_path / 's.db'}", create=True).close()
+    for target in (tmp_path, tmp_path / "nope" / "x.csv"):
+        proc = _cli("export", "--store", str(tmp_path / "s.db"), "--out", str(target))
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
