@@ -6,10 +6,14 @@ plugin light and its behaviour (retries, time-outs, redaction) ours to test.
 
 Robustness, each a named parameter:
 
-* ``timeout`` (60 s) per request; ``max_retries`` (3) on connection errors,
-  time-outs, HTTP 429 and 5xx and malformed bodies, with exponential back-off
-  (``backoff_s`` 0.5 s doubling, up to ``max_backoff_s`` 20 s, +-20 % jitter;
-  ``Retry-After`` is honoured up to the same cap); 400/401/403/404 are not retried;
+* ``timeout`` (60 s): a deadline for the whole call, retries and back-off
+  included. It is not a per-read socket time-out (a server dripping one byte a
+  second would defeat that): when the deadline passes, the socket is shut down
+  under the blocked read, and no retry starts after it;
+* ``max_retries`` (3) on connection errors, time-outs, HTTP 429 and 5xx and
+  malformed bodies, with exponential back-off (``backoff_s`` 0.5 s doubling, up to
+  ``max_backoff_s`` 20 s, +-20 % jitter; ``Retry-After`` is honoured up to the same
+  cap), within the deadline; 400/401/403/404 are not retried;
 * ``max_concurrency`` (4) requests in flight per back-end, whatever the number of
   threads asking (a local vLLM batches them; a hosted API rate-limits beyond);
 * one keep-alive connection per thread (a connection the server closed while idle
@@ -133,14 +137,16 @@ class OpenAIChatBackend:
         body.update(self.extra_body)
         return body
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, remaining: float) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self.timeout)
+            conn = cls(self._host, self._port, timeout=remaining)
             conn.connect()
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small requests
             self._local.conn = conn
+        elif conn.sock is not None:
+            conn.sock.settimeout(remaining)
         return conn
 
     def _drop_connection(self) -> None:
@@ -155,13 +161,31 @@ class OpenAIChatBackend:
     def _redact(self, text: str) -> str:
         return redact(text, [self._api_key])
 
-    def _post_once(self, payload: bytes) -> dict[str, Any]:
+    def _post_once(self, payload: bytes, deadline: float) -> dict[str, Any]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         reused = getattr(self._local, "conn", None) is not None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Retryable(f"no answer within {self.timeout:g} s")
+        expired = threading.Event()
+        conn: http.client.HTTPConnection | None = None
+
+        def cut() -> None:  # the deadline: abort whatever read or write is blocked
+            expired.set()
+            sock = None if conn is None else conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(remaining, cut)
+        timer.daemon = True  # never keeps the process alive
         try:
-            conn = self._connection()
+            conn = self._connection(remaining)
+            timer.start()
             conn.request("POST", self._path, body=payload, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
@@ -170,12 +194,20 @@ class OpenAIChatBackend:
             raise _Retryable(f"no answer within {self.timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
             self._drop_connection()
+            if expired.is_set():
+                raise _Retryable(f"no complete answer within {self.timeout:g} s (the server was still sending)") from exc
             if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
                 # the server closed an idle keep-alive connection (uvicorn: after 5 s):
                 # not a failure, reconnect at once (the new connection is not reused)
+                timer.cancel()
                 self.calls += 1
-                return self._post_once(payload)
+                return self._post_once(payload, deadline)
             raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            timer.cancel()
+        if expired.is_set():  # the read ended exactly as the deadline cut the socket
+            self._drop_connection()
+            raise _Retryable(f"no complete answer within {self.timeout:g} s (the server was still sending)")
         if resp.getheader("Connection", "").lower() == "close":
             self._drop_connection()
         status = resp.status
@@ -202,23 +234,33 @@ class OpenAIChatBackend:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
+        deadline = time.monotonic() + self.timeout  # for the whole call, retries included
         last = ""
+        attempts = 0
         for attempt in range(self.max_retries + 1):
-            with self._slots:
+            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                last = last or f"no free request slot within {self.timeout:g} s ({self.max_concurrency} in flight)"
+                break
+            try:
                 self.calls += 1
-                try:
-                    return self._post_once(payload)
-                except _Retryable as exc:
-                    last = str(exc)
-                    wait = exc.retry_after
-            if attempt == self.max_retries:
+                attempts += 1
+                return self._post_once(payload, deadline)
+            except _Retryable as exc:
+                last = str(exc)
+                wait = exc.retry_after
+            finally:
+                self._slots.release()
+            left = deadline - time.monotonic()
+            if attempt == self.max_retries or left <= 0:
                 break
             if wait is None:
                 wait = self.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
             wait = min(max(0.0, wait), self.max_backoff_s)
+            if wait >= left:  # the next attempt could not start before the deadline
+                break
             log.warning("lmm_retry", base_url=self.base_url, model=self.model, attempt=attempt + 1, wait_s=round(wait, 3), error=last)
             time.sleep(wait)
-        raise LMMError(self._redact(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}"))
+        raise LMMError(self._redact(f"{self.base_url}: failed after {attempts} attempt{'s' if attempts != 1 else ''}: {last}"))
 
     # ------------------------------------------------------------------- answer
 

@@ -234,10 +234,20 @@ class ReflectionChecker(BaseChecker):
 
         if len(labels) == 1:
             return [one(labels[0])]
-        from concurrent.futures import ThreadPoolExecutor
+        # daemon threads, not a ThreadPoolExecutor: its workers are joined at exit, so
+        # one stuck in a socket read (a back-end without a deadline) would keep the
+        # process alive after the engine gave up on the checker
+        out: list[Reflection | BaseException] = [LMMError("no answer")] * len(labels)
 
-        with ThreadPoolExecutor(max_workers=len(labels), thread_name_prefix="consist-reflection") as pool:
-            return list(pool.map(one, labels))
+        def run(i: int) -> None:
+            out[i] = one(labels[i])
+
+        threads = [threading.Thread(target=run, args=(i,), name="consist-reflection", daemon=True) for i in range(len(labels))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
 
     # ------------------------------------------------------------------- check
 

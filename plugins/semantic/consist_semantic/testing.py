@@ -63,6 +63,7 @@ class Reply:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay_s: float = 0.0
     close_after: bool = False  # close the connection after answering, without saying so (an idle keep-alive time-out)
+    drip_s: float = 0.0  # send the body one byte at a time, this many seconds apart (a socket time-out per read never fires)
 
 
 def completion(text: str, top: Sequence[tuple[str, float]] | None = None, *, chosen: tuple[str, float] | None = None, model: str = "scripted") -> dict[str, Any]:
@@ -142,7 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in reply.headers.items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(data)
+            if reply.drip_s > 0:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    if self.server.stopping.wait(reply.drip_s):
+                        break
+            else:
+                self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out)
             pass
         if reply.close_after:
@@ -154,6 +162,7 @@ class _Server(ThreadingHTTPServer):
     script: Callable[[Request], Reply]
     requests: list[Request]
     lock: threading.Lock
+    stopping: threading.Event
 
 
 class ScriptedServer:
@@ -164,6 +173,7 @@ class ScriptedServer:
         self._server.script = script
         self._server.requests = []
         self._server.lock = threading.Lock()
+        self._server.stopping = threading.Event()
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-lmm", daemon=True)
 
     @property
@@ -188,5 +198,6 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.server_close()

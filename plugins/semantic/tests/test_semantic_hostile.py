@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -122,3 +123,70 @@ def test_sane_logprobs_still_vote(server, photo):
     r = checker.reflect(encode_image(photo), "cat")
     v = checker.vote_for(r, checker.config)
     assert v is not None and v.support == pytest.approx(0.7 / 0.95) and v.confidence == pytest.approx(0.95)
+
+
+# ------------------------------------------------------------ a dripping server
+
+
+def _yes_body() -> bytes:
+    return json.dumps(completion("Yes", [("Yes", -0.1), ("No", -2.4)])).encode()
+
+
+def test_a_dripping_server_does_not_defeat_the_timeout(server):
+    server.script = lambda req: Reply(raw=_yes_body(), drip_s=0.5)  # a byte every 0.5 s: ~3 minutes of body
+    b = backend(server, timeout=2.0, max_retries=3)
+    t0 = time.monotonic()
+    with pytest.raises(LMMError, match="within 2 s"):
+        b.chat(ChatRequest("q?"))
+    assert time.monotonic() - t0 < 3.5  # a deadline for the whole call, retries included
+
+
+def test_the_reflection_checker_returns_at_the_deadline_with_several_labels(server, photo):
+    server.script = lambda req: Reply(raw=_yes_body(), drip_s=0.5)
+    checker = ReflectionChecker(backend(server, timeout=1.5, max_retries=2))
+    t0 = time.monotonic()
+    outcomes = checker._ask_all(encode_image(photo), ["cat", "dog", "owl"], checker.config, None)
+    assert time.monotonic() - t0 < 3.0
+    assert all(isinstance(o, LMMError) for o in outcomes)
+
+
+def _photo_file(tmp_path, photo):
+    from PIL import Image
+
+    path = tmp_path / "q.png"
+    Image.fromarray(photo).save(path)
+    return path
+
+
+def _store_with_one_photo(tmp_path, photo):
+    from consist import plugins
+    from consist.records import Sample
+    from consist.stores.uri import open_store
+
+    path = _photo_file(tmp_path, photo)
+    s = open_store(str(tmp_path / "s.db"))
+    s.put([Sample("cat0", uri=str(path), label="cat", embedding=plugins.embedders()["tiny"].embed(photo))])
+    s.close()
+    return path
+
+
+def _run_cli(args, env, timeout):
+    import os
+    import subprocess
+    import sys
+
+    full = {**os.environ, **env, "CONSIST_PLUGINS": "semantic"}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "consist.cli.main", *args], capture_output=True, text=True, timeout=timeout, env=full)
+    return proc, time.monotonic() - t0
+
+
+def test_consist_ask_against_a_dripping_server_exits_at_the_deadline(server, photo, tmp_path):
+    server.script = lambda req: Reply(raw=_yes_body(), drip_s=1.5)
+    path = _store_with_one_photo(tmp_path, photo)
+    env = {"CONSIST_LMM_BASE_URL": server.base_url, "CONSIST_LMM_MODEL": "m", "CONSIST_LMM_API_KEY": KEY, "CONSIST_LMM_TIMEOUT": "3"}
+    proc, elapsed = _run_cli(["ask", str(path), "what is it?", "--store", str(tmp_path / "s.db")], env, timeout=60)
+    assert elapsed < 20, elapsed  # start-up + the 3 s deadline, not minutes
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "within 3 s" in proc.stderr
+    assert not _leaks(proc.stdout + proc.stderr)
