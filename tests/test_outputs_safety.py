@@ -229,3 +229,49 @@ def test_export_refuses_bad_targets_with_one_line(tmp_path: Path) -> None:
     for target in (tmp_path, tmp_path / "nope" / "x.csv"):
         proc = _cli("export", "--store", str(tmp_path / "s.db"), "--out", str(target))
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------- 13. one audit per --out
+
+
+def test_second_audit_on_the_same_out_is_refused_with_one_line(tmp_path: Path) -> None:
+    from audit_data import build
+
+    root, _ = build(tmp_path / "photos")
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "consist.cli.main", "audit", str(root), "--out", str(out), "--workers", "1", "--no-report"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CONSIST_PLUGINS": "spatial"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import time
+
+    lock = out / ".audit" / "lock"
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = _cli("audit", str(root), "--out", str(out), "--workers", "1", "--no-report")
+    running = first.poll() is None
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err
+    if running:  # the normal case: the first was still writing
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith("error: ") and len(second.stderr.strip().splitlines()) == 1
+        assert "another consist audit is writing to this folder" in second.stderr and f"pid {first.pid}" in second.stderr
+    assert (out / "audit.csv").exists()
+    again = _cli("audit", str(root), "--out", str(out), "--workers", "1", "--no-report")
+    assert again.returncode == 0, again.stderr  # the lock went with the first process
+
+
+def test_output_lock_is_refused_while_held(tmp_path: Path) -> None:
+    from consist.audit.run import _locked_out
+
+    code = "import sys; from pathlib import Path; from consist.audit.run import _locked_out\nwith _locked_out(Path(sys.argv[1])): print('got it')"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with _locked_out(tmp_path):
+        holder = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+        assert holder.returncode != 0 and f"another consist audit is writing to this folder (pid {os.getpid()})" in holder.stderr
+    holder = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert holder.returncode == 0 and "got it" in holder.stdout

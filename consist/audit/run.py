@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from consist.contracts.reporter import AuditOutcome
 from consist.contracts.store import Store
 from consist.errors import ConsistError
 
-__all__ = ["STATE_DIR", "AuditResult", "ResumeMismatch", "run_audit"]
+__all__ = ["STATE_DIR", "AuditResult", "OutputLocked", "ResumeMismatch", "run_audit"]
 
 log = structlog.get_logger("consist.audit")
 
@@ -103,7 +104,54 @@ def _fingerprint(ds: Any, cfg: AuditConfig, checkers: Sequence[str] | None, stor
     return h.hexdigest()
 
 
-def run_audit(
+class OutputLocked(ConsistError):
+    """Another audit is writing to the same output folder."""
+
+
+#: The lock file of a running audit, in the output folder's state folder.
+LOCK_FILE = "lock"
+
+
+@contextmanager
+def _locked_out(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir`` for the whole audit: a second audit on
+    the same ``--out`` (whose temporary files and journal would collide) is refused
+    with one line. The lock is released when the audit ends, or its process dies."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    state = out_dir / STATE_DIR
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        fh = open(state / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held until the audit ends
+    except OSError as exc:
+        raise ConsistError(f"{out_dir}: cannot write the output folder ({exc.strerror or exc})") from exc
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip()
+            raise OutputLocked(f"{out_dir}: another consist audit is writing to this folder{f' (pid {holder})' if holder else ''}; wait for it to finish or give another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def run_audit(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **kwargs: Any) -> AuditResult:
+    """Audit the labels of ``dataset``; see :func:`consist.audit` for the arguments.
+    The output folder is locked for the run (:class:`OutputLocked` for a second one)."""
+    with _locked_out(Path(out)):
+        return _run_audit(dataset, out, **kwargs)
+
+
+def _run_audit(
     dataset: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
