@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -76,6 +77,15 @@ def _freeze_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value or {})
 
 
+def _finite(value: Any) -> bool:
+    """A coordinate that is a finite number (1e309 reads as infinity: refused, it would
+    make the history's JSON invalid)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 @attrs.frozen
 class Region:
     """A region of an image in pixel coordinates: a box, a polygon, or both.
@@ -95,6 +105,8 @@ class Region:
         if len(value) != 4:
             raise ValueError(f"box needs 4 numbers x0,y0,x1,y1, got {len(value)}")
         x0, y0, x1, y1 = value
+        if not all(_finite(v) for v in value):
+            raise ValueError(f"box {tuple(value)} has a coordinate that is not a finite number")
         if not (x1 > x0 and y1 > y0):
             raise ValueError(f"box {tuple(value)} is empty: need x1 > x0 and y1 > y0")
 
@@ -102,6 +114,8 @@ class Region:
     def _check_polygon(self, _attr: Any, value: Any) -> None:
         if value is not None and len(value) < 3:
             raise ValueError(f"polygon needs at least 3 vertices, got {len(value)}")
+        if value is not None and not all(_finite(c) for p in value for c in p):
+            raise ValueError("polygon has a coordinate that is not a finite number")
 
     def __attrs_post_init__(self) -> None:
         if self.box is None and self.polygon is None:

@@ -244,3 +244,45 @@ def test_query_of_dev_zero_exits_2_at_once(tmp_path: Path) -> None:
     proc = _cli("query", "/dev/zero", "--store", str(store), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "/dev/zero" in proc.stderr and "not a regular file" in proc.stderr
+
+
+# ------------------------------------------- 19. consist correct's inputs
+
+
+def test_correct_refuses_folders_non_images_and_infinite_boxes(tmp_path: Path) -> None:
+    import json
+
+    from consist.records import Region
+    from consist.stores.uri import open_store
+
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    open_store(store, create=True).close()
+    img = _photo(tmp_path / "a.png", 1)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    before = (tmp_path / "s.db").read_bytes()
+    for args, what in (
+        (("--image", str(tmp_path)), "is a folder"),
+        (("--image", str(tmp_path / "notes.jpg")), "not an image"),
+        (("--image", "/dev/zero"), "not a regular file"),
+        (("--image", str(img), "--box", "0,0,1e309,10"), "not a finite number"),
+        (("--image", str(img), "--box", "-1e309,0,10,10"), "not a finite number"),
+        (("--image", str(img), "--box", "0,0,nan,10"), "not a finite number"),
+    ):
+        proc = _cli("correct", "s1", "cat", "--store", store, *args, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1 and what in proc.stderr, proc.stderr
+    poly = tmp_path / "p.json"
+    poly.write_text("[[0, 0], [1e309, 0], [5, 5]]")
+    proc = _cli("correct", "s1", "cat", "--store", store, "--image", str(img), "--polygon", str(poly), timeout=60)
+    assert proc.returncode == 2 and "not a finite number" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "s.db").read_bytes() == before or not json.loads(_cli("history", "--store", store, "--json").stdout)
+    with pytest.raises(ValueError, match="finite"):
+        Region(box=(0.0, 0.0, float("inf"), 1.0))
+    proc = _cli("correct", "s1", "cat", "--store", store, "--image", str(img), "--box", "1,2,30,40", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+    def no_constants(c: str) -> None:
+        raise ValueError(f"invalid JSON constant {c}")
+
+    history = json.loads(_cli("history", "--store", store, "--json").stdout, parse_constant=no_constants)  # strict JSON
+    assert history[0]["after"]["region"]["box"] == [1.0, 2.0, 30.0, 40.0]

@@ -52,12 +52,21 @@ def correct_command(sample_id: str, label: str | None, store_uri: str, box: str 
 
     if box and polygon_file:
         raise click.UsageError("give --box or --polygon, not both")
-    region = parse_box(box) if box else parse_polygon_file(polygon_file) if polygon_file else None
+    try:
+        region = parse_box(box) if box else parse_polygon_file(polygon_file) if polygon_file else None
+    except click.BadParameter as exc:
+        fail(f"{'--box' if box else '--polygon'}: {exc.message}")
     if label is None and region is None:
         raise click.UsageError("give a LABEL, a --box/--polygon, or both")
     store = open_store_or_fail(store_uri)
-    if uri is not None and not Path(uri).exists():
-        fail(f"{uri}: no such file")
+    if uri is not None:
+        from consist.errors import ImageError
+        from consist.images import load_image
+
+        try:
+            load_image(uri)  # a folder, a device, a text file or a broken image is refused here
+        except ImageError as exc:
+            fail(f"--image {exc}")
     entries = correct(store, sample_id, label, region=region, uri=uri, reason=reason)
     if as_json:
         emit_json([to_dict(e) for e in entries])
