@@ -28,6 +28,7 @@ from consist.adapt import correct
 from consist.aliases import resolve_label
 from consist.errors import ConsistError
 from consist.records import HistoryEntry, Provenance, Sample
+from consist_semantic.chat import LMMError
 
 if TYPE_CHECKING:
     from consist import Store
@@ -307,6 +308,13 @@ def understand(sentence: str, store: Store | None, target: Sample | None = None,
         except (ValueError, KeyError, TypeError) as exc:
             actions, warnings = parse_rules(sentence, store, target)
             warnings.insert(0, f"the LMM's answer did not validate ({exc}); used the grammar")
+            return Plan(sentence, None if target is None else target.id, tuple(actions), "grammar", tuple(warnings))
+        except LMMError as exc:  # unreachable, failing, timed out: the grammar still understands
+            try:
+                actions, warnings = parse_rules(sentence, store, target)
+            except FeedbackError as grammar:
+                raise FeedbackError(f"{grammar} (the LMM could not be asked: {exc})") from None
+            warnings.insert(0, f"the LMM failed ({exc}); used the grammar (--no-lmm skips the LMM)")
             return Plan(sentence, None if target is None else target.id, tuple(actions), "grammar", tuple(warnings))
     actions, warnings = parse_rules(sentence, store, target)
     return Plan(sentence, None if target is None else target.id, tuple(actions), "grammar", tuple(warnings))

@@ -14,6 +14,11 @@ Robustness, each a named parameter:
   malformed bodies, with exponential back-off (``backoff_s`` 0.5 s doubling, up to
   ``max_backoff_s`` 20 s, +-20 % jitter; ``Retry-After`` is honoured up to the same
   cap), within the deadline; 400/401/403/404 are not retried;
+* a circuit breaker: after ``breaker_failures`` (3) calls in a row failed (retries
+  exhausted, or the key refused), calls fail at once, without a request, for
+  ``breaker_cooldown_s`` (30 s); then one call tries again (success closes it). A
+  dead server costs three calls per process, not four attempts per decision for the
+  whole run; ``breaker_refused`` counts the calls it spared;
 * ``max_concurrency`` (4) requests in flight per back-end, whatever the number of
   threads asking (a local vLLM batches them; a hosted API rate-limits beyond);
 * one keep-alive connection per thread (a connection the server closed while idle
@@ -77,6 +82,8 @@ class OpenAIChatBackend:
         max_concurrency: int = 4,
         thinking: str = "auto",
         extra_body: dict[str, Any] | None = None,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 30.0,
     ) -> None:
         if not base_url:
             raise ValueError("base_url is required (e.g. http://127.0.0.1:8000/v1)")
@@ -104,6 +111,14 @@ class OpenAIChatBackend:
         self._slots = threading.BoundedSemaphore(self.max_concurrency)
         self._local = threading.local()
         self.calls = 0  # HTTP requests sent (retries included)
+        self.breaker_failures = int(breaker_failures)  # 0: no breaker
+        self.breaker_cooldown_s = float(breaker_cooldown_s)
+        self._breaker_lock = threading.Lock()
+        self._failed_in_a_row = 0
+        self._open_until = 0.0
+        self._last_failure = ""
+        self.breaker_trips = 0  # times the circuit opened
+        self.breaker_refused = 0  # calls failed at once while it was open
 
     def __repr__(self) -> str:
         return f"OpenAIChatBackend(base_url={self.base_url!r}, model={self.model!r}, api_key={mask(self._api_key)})"
@@ -264,8 +279,42 @@ class OpenAIChatBackend:
 
     # ------------------------------------------------------------------- answer
 
+    # ----------------------------------------------------------- circuit breaker
+
+    def _breaker_check(self) -> None:
+        with self._breaker_lock:
+            left = self._open_until - time.monotonic()
+            if left <= 0:
+                return
+            self.breaker_refused += 1
+            n, last = self._failed_in_a_row, self._last_failure
+        raise LMMError(f"{self.base_url}: circuit open: {n} calls in a row failed (last: {last}); not asking again for {left:.0f} s")
+
+    def _breaker_record(self, error: str | None) -> None:
+        with self._breaker_lock:
+            if error is None:
+                self._failed_in_a_row, self._open_until = 0, 0.0
+                return
+            self._failed_in_a_row += 1
+            self._last_failure = error[-200:]
+            if self.breaker_failures and self._failed_in_a_row >= self.breaker_failures:
+                if self._open_until <= time.monotonic():
+                    self.breaker_trips += 1
+                    log.warning("lmm_circuit_open", base_url=self.base_url, failures=self._failed_in_a_row, cooldown_s=self.breaker_cooldown_s, error=self._last_failure)
+                self._open_until = time.monotonic() + self.breaker_cooldown_s
+
     def chat(self, request: ChatRequest) -> ChatAnswer:
-        data = self._post(self.body(request))
+        self._breaker_check()
+        try:
+            data = self._post(self.body(request))
+        except LMMError as exc:
+            msg = str(exc)
+            # the server is unreachable, failing or refusing the key: count it; a
+            # request it rejected (400, 404: this request's fault) is not the server's
+            if "failed after" in msg or "HTTP 401" in msg or "HTTP 403" in msg:
+                self._breaker_record(msg)
+            raise
+        self._breaker_record(None)
         try:
             choice = data["choices"][0]
             message = choice.get("message") or {}

@@ -53,3 +53,10 @@ def consist_register_commands(cli: Any) -> None:
     from consist_semantic.cli import register
 
     register(cli)
+
+
+@consist.hookimpl
+def consist_register_reporters(register: Callable[[object], None]) -> None:
+    from consist_semantic.report import LMMReporter
+
+    register(LMMReporter())

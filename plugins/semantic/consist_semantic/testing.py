@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import attrs
 
-__all__ = ["Reply", "Request", "ScriptedServer", "completion", "question_label", "text_reply", "yes_no_reply"]
+__all__ = ["Reply", "Request", "ScriptedServer", "completion", "dead_base_url", "question_label", "text_reply", "yes_no_reply"]
 
 
 @attrs.frozen
@@ -97,6 +97,17 @@ def yes_no_reply(p_yes: float, *, coverage: float = 0.98, yes: Sequence[str] = (
     top.sort(key=lambda t: -t[1])
     text = top[0][0] if top else "No"
     return Reply(json=completion(text, top if logprobs else None))
+
+
+def dead_base_url() -> str:
+    """A base URL on 127.0.0.1 where nothing listens (a port bound, then closed):
+    every connection is refused, as with a server that died."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
 
 
 def text_reply(text: str) -> Reply:

@@ -190,3 +190,79 @@ def test_consist_ask_against_a_dripping_server_exits_at_the_deadline(server, pho
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr and "within 3 s" in proc.stderr
     assert not _leaks(proc.stdout + proc.stderr)
+
+
+# ------------------------------------------------------------ a dead server
+
+
+def test_a_dead_server_opens_the_circuit_breaker():
+    from consist_semantic.testing import dead_base_url
+
+    b = OpenAIChatBackend(dead_base_url(), "m", KEY, max_retries=1, backoff_s=0.01, timeout=5.0, breaker_failures=2, breaker_cooldown_s=0.5)
+    for _ in range(2):
+        with pytest.raises(LMMError, match="connection failed"):
+            b.chat(ChatRequest("q?"))
+    assert b.calls == 4 and b.breaker_trips == 1
+    t0 = time.monotonic()
+    with pytest.raises(LMMError, match="circuit open: 2 calls in a row failed"):
+        b.chat(ChatRequest("q?"))
+    assert time.monotonic() - t0 < 0.05 and b.calls == 4 and b.breaker_refused == 1  # no request at all
+    time.sleep(0.6)  # after the cool-down one call tries again
+    with pytest.raises(LMMError, match="connection failed"):
+        b.chat(ChatRequest("q?"))
+    assert b.calls == 6
+
+
+def test_a_server_that_recovers_closes_the_circuit(server):
+    b = backend(server, breaker_failures=1, breaker_cooldown_s=0.2)
+    server.script = lambda req: Reply(503, {"error": "down"})
+    with pytest.raises(LMMError):
+        b.chat(ChatRequest("q?"))
+    with pytest.raises(LMMError, match="circuit open"):
+        b.chat(ChatRequest("q?"))
+    server.script = lambda req: Reply(json=completion("Yes"))
+    time.sleep(0.25)
+    assert b.chat(ChatRequest("q?")).text == "Yes"
+    assert b.chat(ChatRequest("q?")).text == "Yes"  # closed again
+
+
+def test_consist_tell_with_a_dead_lmm_falls_back_to_the_grammar(tmp_path):
+    from consist.records import Sample
+    from consist.stores.uri import open_store
+    from consist_semantic.testing import dead_base_url
+
+    s = open_store(str(tmp_path / "s.db"))
+    s.put([Sample("a", label="cat")])
+    s.close()
+    env = {"CONSIST_LMM_BASE_URL": dead_base_url(), "CONSIST_LMM_MODEL": "m", "CONSIST_LMM_API_KEY": KEY, "CONSIST_LMM_TIMEOUT": "5"}
+    proc, _ = _run_cli(["tell", "note: taken from the roof", "--sample", "a", "--store", str(tmp_path / "s.db"), "--yes"], env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "understood (grammar)" in proc.stdout and "the LMM failed" in proc.stdout and "--no-lmm" in proc.stdout
+    assert "Traceback" not in proc.stderr and not _leaks(proc.stdout + proc.stderr)
+    s = open_store(str(tmp_path / "s.db"))
+    assert s.get("a").meta["notes"][0]["text"] == "taken from the roof"
+    s.close()
+
+
+def test_an_audit_against_a_dead_lmm_trips_the_breaker_and_says_so_in_the_summary(tmp_path):
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("consist_spatial")
+    from consist_semantic.testing import dead_base_url
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+    import audit_data
+
+    root, _ = audit_data.build(tmp_path / "photos")
+    env = {"CONSIST_LMM_BASE_URL": dead_base_url(), "CONSIST_LMM_MODEL": "m", "CONSIST_PLUGINS": "spatial,semantic"}
+    import os
+    import subprocess
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "consist.cli.main", "audit", str(root), "--out", str(out), "--workers", "1", "--no-report"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    lmm = summary["lmm"]
+    assert lmm["failed"] >= 1 and lmm["refused_by_circuit_breaker"] >= 1, lmm
