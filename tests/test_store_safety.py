@@ -130,3 +130,39 @@ def test_undo_last_after_a_redo_undoes_the_redo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     with SQLiteStore(path, create=False) as store:
         assert store.get("a") is None  # then the add
+
+
+# ------------------------------------------------------------ item 10: one line, exit 2
+
+
+@pytest.mark.parametrize("query", ["timeout=abc", "timeout=nan", "timeout=-1", "ann_threshold=lots", "timeout=inf"])
+def test_a_bad_store_option_is_one_line(tmp_path, query):
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT)])
+    proc = consist_cli("history", "--store", f"sqlite:///{path}?{query}")
+    _one_line_error(proc, query.split("=")[0])
+
+
+def _corrupt_store(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    with SQLiteStore(path) as store:
+        store.put([Sample(f"s{i:04d}", label=f"l{i % 7}", provenance=Provenance.IMPORT, embedding=rng.standard_normal(512).astype(np.float32)) for i in range(400)])
+    # a checkpointed file whose middle pages are overwritten: part of the samples table is garbage
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    page = 8192
+    for p in range(len(data) // page // 2, len(data) // page // 2 + 3):
+        data[p * page + 100 : p * page + 4000] = rng.integers(0, 256, 3900, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("command", [["history"], ["undo", "--last"], ["store", "info"]])
+def test_a_partly_corrupt_store_is_refused_before_any_write(tmp_path, command):
+    path = tmp_path / "store.db"
+    _corrupt_store(path)
+    before = path.read_bytes()
+    proc = consist_cli(*command, "--store", str(path))
+    _one_line_error(proc, str(path), "corrupt")
+    assert path.read_bytes() == before

@@ -24,6 +24,7 @@ logged or shown (``repr`` and errors redact it):
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -112,7 +113,13 @@ def backend_from_env(environ: Mapping[str, str] | None = None, **overrides: Any)
         options["api_key"] = key
     timeout = overrides.pop("timeout", None) or _env("TIMEOUT", env)
     if timeout is not None:
-        options["timeout"] = float(timeout)
+        try:
+            seconds = float(timeout)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):  # abc, nan, inf, 0, -1: refused by name
+            raise LMMUnavailable(f"{ENV_PREFIX}TIMEOUT must be a positive, finite number of seconds, got {str(timeout)[:40]!r}")
+        options["timeout"] = seconds
     options.update(overrides)
     try:
         return factories[name](**options)

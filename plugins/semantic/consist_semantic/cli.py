@@ -19,11 +19,13 @@ def _backend(use_lmm: bool) -> Any:
     """The configured LMM, or ``None`` (not configured, or ``--no-lmm``)."""
     if not use_lmm:
         return None
-    from consist_semantic.backends import LMMUnavailable, backend_from_env
+    from consist_semantic.backends import LMMUnavailable, backend_from_env, configured_in_env
 
     try:
         return backend_from_env()
-    except LMMUnavailable:
+    except LMMUnavailable as exc:
+        if configured_in_env():  # configured, but wrongly: say so rather than ignore it
+            fail(f"{exc} (or use --no-lmm)")
         return None
 
 

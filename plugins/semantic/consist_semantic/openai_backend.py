@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import random
 import socket
 import threading
@@ -92,8 +93,8 @@ class OpenAIChatBackend:
             raise ValueError(f"base_url must be http(s)://host[:port]/path, got {base_url!r}")
         if thinking not in ("auto", "off", "omit"):
             raise ValueError(f"thinking must be auto, off or omit, got {thinking!r}")
-        if max_retries < 0 or max_concurrency < 1 or timeout <= 0:
-            raise ValueError("max_retries >= 0, max_concurrency >= 1 and timeout > 0 are required")
+        if max_retries < 0 or max_concurrency < 1 or not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError("max_retries >= 0, max_concurrency >= 1 and a finite timeout > 0 are required")
         self.base_url = base_url.rstrip("/")
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         self._path = (parts.path or "") + "/chat/completions"

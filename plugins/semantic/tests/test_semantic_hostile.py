@@ -266,3 +266,20 @@ def test_an_audit_against_a_dead_lmm_trips_the_breaker_and_says_so_in_the_summar
     summary = json.loads((out / "summary.json").read_text())
     lmm = summary["lmm"]
     assert lmm["failed"] >= 1 and lmm["refused_by_circuit_breaker"] >= 1, lmm
+
+
+# ------------------------------------------------------------ bad configuration
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-3", "0"])
+@pytest.mark.parametrize("command", ["ask", "tell"])
+def test_a_bad_lmm_timeout_is_one_line_and_exit_2(server, photo, tmp_path, value, command):
+    path = _store_with_one_photo(tmp_path, photo)
+    env = {"CONSIST_LMM_BASE_URL": server.base_url, "CONSIST_LMM_MODEL": "m", "CONSIST_LMM_API_KEY": KEY, "CONSIST_LMM_TIMEOUT": value}
+    store = str(tmp_path / "s.db")
+    args = ["ask", str(path), "what is it?", "--store", store] if command == "ask" else ["tell", "note: hello", "--sample", "cat0", "--store", store, "--yes"]
+    proc, _ = _run_cli(args, env, timeout=60)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "CONSIST_LMM_TIMEOUT" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not _leaks(proc.stdout + proc.stderr)
