@@ -84,3 +84,30 @@ def test_killing_the_audit_leaves_no_worker_alive(tmp_path, sig):
             proc.kill()
         for pid in _alive([c.pid for c in psutil.Process().children(recursive=True)]):
             os.kill(pid, signal.SIGKILL)  # never leave a process of this test behind
+
+
+SCRIPT = """
+import consist
+result = consist.audit({root!r}, {out!r}, workers=2, report=False)
+print("AUDITED", len(result.rows))
+"""
+
+
+def test_audit_from_a_plain_script_without_a_main_guard(tmp_path):
+    root, truth = audit_data.build(tmp_path / "photos")
+    script = tmp_path / "plain_script.py"
+    script.write_text(SCRIPT.format(root=str(root), out=str(tmp_path / "out")))
+    env = {**os.environ, "CONSIST_PLUGINS": "spatial"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("AUDITED") == 1 and f"AUDITED {len(truth)}" in proc.stdout  # ran once, not once per worker
+    assert "BrokenProcessPool" not in proc.stderr
+
+
+def test_audit_from_a_module_run_with_dash_m_without_a_main_guard(tmp_path):
+    root, _truth = audit_data.build(tmp_path / "photos")
+    (tmp_path / "plain_module.py").write_text(SCRIPT.format(root=str(root), out=str(tmp_path / "out")))
+    env = {**os.environ, "CONSIST_PLUGINS": "spatial", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "plain_module"], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("AUDITED") == 1

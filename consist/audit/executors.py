@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Protocol
 
 from consist.errors import ConsistError
@@ -117,6 +118,50 @@ def _single_threaded_worker() -> None:
             pass
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+def _spawn_without_main(process_obj: Any) -> Any:
+    """Start a spawned process without the parent's ``__main__`` script.
+
+    ``spawn`` re-imports the parent's main script in every child (as
+    ``__mp_main__``) so that functions defined there can be unpickled. The workers
+    never need it (their tasks are consist's own functions, their checkers come
+    from the plugins), and a script that calls ``consist.audit(...)`` without an
+    ``if __name__ == "__main__":`` guard would run the audit again in each worker,
+    which then tries to start workers of its own (BrokenProcessPool). With the
+    main module's file and spec hidden while the child is started, the child
+    imports nothing of it: a plain script works like a notebook.
+    """
+    main: Any = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        if main is None:
+            return SpawnProcess._Popen(process_obj)
+        saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+        try:
+            if "__file__" in saved:
+                del main.__file__
+            main.__spec__ = None
+            return SpawnProcess._Popen(process_obj)
+        finally:
+            for name in ("__file__", "__spec__"):
+                if name in saved:
+                    setattr(main, name, saved[name])
+                elif hasattr(main, name):
+                    delattr(main, name)
+
+
+class _NoMainSpawnProcess(SpawnProcess):
+    """A spawned process started by :func:`_spawn_without_main` (module level: the
+    process object is pickled to the child)."""
+
+    _Popen = staticmethod(_spawn_without_main)
+
+
+class _NoMainSpawnContext(SpawnContext):
+    Process = _NoMainSpawnProcess
+
+
 class LocalExecutor:
     """A pool of worker processes on this machine (default: one per core).
 
@@ -134,7 +179,6 @@ class LocalExecutor:
 
     def _get_pool(self) -> Any:
         if self._pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # One thread per worker process: the workers already use every core, and
@@ -149,7 +193,7 @@ class LocalExecutor:
             try:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=_NoMainSpawnContext(),
                     initializer=_worker_init,
                     initargs=(os.getpid(), threading.current_thread() is threading.main_thread()),
                 )
