@@ -286,3 +286,67 @@ def test_correct_refuses_folders_non_images_and_infinite_boxes(tmp_path: Path) -
 
     history = json.loads(_cli("history", "--store", store, "--json").stdout, parse_constant=no_constants)  # strict JSON
     assert history[0]["after"]["region"]["box"] == [1.0, 2.0, 30.0, 40.0]
+
+
+# ------------------------------- 22. Ctrl-C during extraction, progress in logs
+
+
+def _many(root: Path, n: int, side: int = 400) -> Path:
+    for i in range(n):
+        _photo(root / ("a" if i % 2 else "b") / f"{i:03d}.png", 1000 + i, side)
+    return root
+
+
+def test_ctrl_c_during_extraction_keeps_the_features(tmp_path: Path) -> None:
+    import re
+    import signal
+    import time
+
+    root = _many(tmp_path / "photos", 80)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "consist.cli.main", "audit", str(root), "--out", str(out), "--workers", "1", "--no-report"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONSIST_PLUGINS": "spatial"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "store.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # some images extracted, not all
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    m = re.search(r"interrupted: features of (\d+) of 80 images are kept in the store; run again with --resume", err)
+    assert m, err
+    kept = int(m.group(1))
+    assert 0 < kept < 80, err
+    from consist.stores.uri import open_store
+
+    st = open_store(f"sqlite:///{out / 'store.db'}", create=False)
+    try:
+        assert len(st) == kept and max(st.artefact_kinds().values()) == kept  # in the store, for --resume
+    finally:
+        st.close()
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    for i in range(3):
+        _photo(root / "a" / f"a{i}.png", i)
+        _photo(root / "b" / f"b{i}.png", 10 + i)
+    proc = _cli("audit", str(root), "--out", str(tmp_path / "out"), "--workers", "1", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("features: 6/6 images") for line in lines), proc.stderr
+    assert any(line.startswith("verify: 6/6 images") for line in lines), proc.stderr
+    assert any(line.startswith("index (") for line in lines), proc.stderr
+    assert "\r" not in proc.stderr
+
+
+def test_failed_audit_leaves_no_empty_out_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _cli("audit", str(tmp_path / "missing"), "--out", str(out))
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
+    assert not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    proc = _cli("audit", str(tmp_path / "missing"), "--out", str(out))
+    assert proc.returncode == 2 and (out / "mine.txt").read_text() == "keep"

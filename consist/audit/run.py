@@ -85,9 +85,44 @@ class AuditResult:
         return len(self.rows)
 
 
+class _LineProgress:
+    """Progress for a log file or a pipe (stderr is not a terminal): one line now and
+    then (every :data:`LINE_EVERY_S` seconds, and at the end) instead of a bar redrawn
+    with carriage returns, or nothing until the end."""
+
+    def __init__(self, desc: str, total: int, initial: int = 0) -> None:
+        self.desc, self.total, self.n, self.start_n = desc, total, initial, initial
+        self.t0 = self.last = time.monotonic()
+        self.closed = False
+
+    def _line(self) -> str:
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        rate = (self.n - self.start_n) / dt
+        eta = f", ETA {(self.total - self.n) / rate:.0f} s" if rate > 0 and self.n < self.total else ""
+        return f"{self.desc}: {self.n}/{self.total} images ({rate:.1f}/s, {dt:.0f} s{eta})"
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= LINE_EVERY_S:
+            self.last = now
+            print(self._line(), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            print(self._line(), file=sys.stderr, flush=True)
+
+
+#: Seconds between two progress lines when stderr is not a terminal.
+LINE_EVERY_S = 10.0
+
+
 def _progress(desc: str, total: int, initial: int = 0, enabled: bool = True) -> Any:
     from tqdm.auto import tqdm
 
+    if enabled and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return _LineProgress(desc, total, initial)
     return tqdm(total=total, initial=initial, desc=desc, unit="img", file=sys.stderr, disable=None if enabled else True, dynamic_ncols=True, smoothing=0.1)
 
 
@@ -147,8 +182,30 @@ def _locked_out(out_dir: Path) -> Iterator[None]:
 def run_audit(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **kwargs: Any) -> AuditResult:
     """Audit the labels of ``dataset``; see :func:`consist.audit` for the arguments.
     The output folder is locked for the run (:class:`OutputLocked` for a second one)."""
-    with _locked_out(Path(out)):
-        return _run_audit(dataset, out, **kwargs)
+    out_dir = Path(out)
+    existed = out_dir.exists()
+    try:
+        with _locked_out(out_dir):
+            return _run_audit(dataset, out, **kwargs)
+    except OutputLocked:
+        raise
+    except ConsistError:
+        if not existed:  # bad input: leave no folder behind that this run created
+            _remove_own(out_dir)
+        raise
+
+
+def _remove_own(out_dir: Path) -> None:
+    """Remove ``out_dir`` when it holds only what this run wrote before it failed (its
+    state folder, an empty store): never a file of another origin."""
+    import shutil
+
+    ours = {STATE_DIR, "store.db", "store.db-wal", "store.db-shm", "store.db-journal"}
+    try:
+        if all(p.name in ours for p in out_dir.iterdir()):
+            shutil.rmtree(out_dir, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def _run_audit(
@@ -244,7 +301,16 @@ def _run_audit(
         retriever = _plugins.retrievers()[retriever_name(cfg)]
         if len(st):
             say(f"preparing retriever {retriever.name} ...")
-            retriever.prepare(st, features=feature_spec(cfg) if local_features_available(cfg) else None)
+            index_bar = _progress(f"index ({retriever.name})", len(st), 0, progress)
+
+            def indexed(done: int, total: int) -> None:
+                index_bar.total = total
+                index_bar.update(max(0, done - index_bar.n))
+
+            try:
+                retriever.prepare(st, features=feature_spec(cfg) if local_features_available(cfg) else None, progress=indexed)
+            finally:
+                index_bar.close()
         _prepare_checkers([registered[n] for n in voting if n in registered], st, say, checker_options(cfg))
         timings["index_s"] = time.perf_counter() - t0
     finally:
@@ -407,6 +473,12 @@ def _extract(ds: Any, st: Store, ex: Executor, cfg: AuditConfig, failures: dict[
                 done += _write(st, pending, kind, ds)
                 pending = []
         done += _write(st, pending, kind, ds)
+    except KeyboardInterrupt:
+        # keep every feature extracted so far: the next run (--resume) extracts the rest only
+        bar.close()
+        done += _write(st, pending, kind, ds)
+        say(f"interrupted: features of {cached + done} of {len(items)} images are kept in the store; run again with --resume to continue")
+        raise
     finally:
         bar.close()
     return {"cached": cached, "extracted": done}
