@@ -350,3 +350,32 @@ def test_failed_audit_leaves_no_empty_out_folder(tmp_path: Path) -> None:
     (out / "mine.txt").write_text("keep")
     proc = _cli("audit", str(tmp_path / "missing"), "--out", str(out))
     assert proc.returncode == 2 and (out / "mine.txt").read_text() == "keep"
+
+
+# ------------------------------ 23. byte-identical copies with different labels
+
+
+def test_byte_identical_copies_with_different_labels_are_near_duplicates(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(7)
+    img = np.full((240, 240, 3), 128, np.uint8)
+    img[10:60, 10:60] = rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)  # keypoints in one corner only: low coverage
+    (root / "a").mkdir(parents=True)
+    Image.fromarray(img).save(root / "a" / "copy.png")
+    (root / "b").mkdir()
+    shutil.copyfile(root / "a" / "copy.png", root / "b" / "copy.png")
+    for i in range(2):
+        _photo(root / "a" / f"a{i}.png", 20 + i)
+        _photo(root / "b" / f"b{i}.png", 30 + i)
+    shutil.copyfile(root / "a" / "a0.png", root / "a" / "same-label.png")  # same label: not a finding
+    proc = _cli("audit", str(root), "--out", str(tmp_path / "out"), "--workers", "1", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["near_duplicates"] == [["a/copy.png", "b/copy.png"]]
+    rec = {json.loads(line)["sample"]: json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()}
+    assert rec["a/copy.png"]["near_duplicates"] == ["b/copy.png"] and "byte-identical copy of b/copy.png" in rec["a/copy.png"]["reason"]

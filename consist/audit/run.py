@@ -348,7 +348,7 @@ def _run_audit(
     # 5. decide
     t0 = time.perf_counter()
     journal_path = state / "verified.jsonl"
-    decisions = _decide(ds, journal_path, failures, cfg, registered)
+    decisions = _with_identical_copies(_decide(ds, journal_path, failures, cfg, registered), ds, contents)
     rows = list(decisions.rows)
     timings["decide_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
@@ -508,6 +508,55 @@ def _changed(path: Path, contents: Mapping[str, str]) -> frozenset[str]:
     if not isinstance(old, dict):
         return frozenset()
     return frozenset(i for i, sig in contents.items() if i in old and old[i] != sig)
+
+
+def _file_digest(path: str) -> str | None:
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _with_identical_copies(decisions: Decisions, ds: Any, contents: Mapping[str, str]) -> Decisions:
+    """List byte-identical files with different labels as near-duplicates, whatever
+    verification found: a copy of a photo with a plain sky or wall gets too few
+    keypoints for the inlier-coverage test, and is still the same picture. Only files
+    of equal size are read (to hash them)."""
+    from collections import defaultdict
+
+    uris = {it.id: it.uri for it in ds.items}
+    by_size: dict[str, list[str]] = defaultdict(list)
+    for sid, sig in contents.items():
+        if sig and sid in uris:
+            by_size[sig.split(":", 1)[0]].append(sid)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for ids in by_size.values():
+        if len(ids) > 1:
+            for sid in ids:
+                digest = _file_digest(uris[sid])
+                if digest is not None:
+                    groups[digest].append(sid)
+    rows = {r.sample: r for r in decisions.rows}
+    copies: dict[str, set[str]] = defaultdict(set)
+    for ids in groups.values():
+        for a in ids:
+            for b in ids:
+                if a != b and a in rows and b in rows and rows[a].given_label != rows[b].given_label:
+                    copies[a].add(b)
+    if not copies:
+        return decisions
+    out = []
+    for r in decisions.rows:
+        extra = sorted(copies.get(r.sample, set()) - set(r.near_duplicates))
+        if extra:
+            shown = ", ".join(extra[:3]) + (" ..." if len(extra) > 3 else "")
+            r = attrs.evolve(r, near_duplicates=tuple(sorted({*r.near_duplicates, *extra})), reason=f"{r.reason}; byte-identical copy of {shown} carrying another label")
+        out.append(r)
+    return attrs.evolve(decisions, rows=tuple(out))
 
 
 def _drop_stale(journal_path: Path, changed: frozenset[str]) -> None:
