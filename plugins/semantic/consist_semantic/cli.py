@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,8 +128,9 @@ def _add_image(store: Store, sample_id: str, uri: str, embedder: str) -> None:
 @click.option("--k", default=8, show_default=True, help="Neighbours to retrieve and verify.")
 @click.option("--embedder", default="tiny", show_default=True, help="Embedder used to retrieve the neighbours.")
 @click.option("--context-only", is_flag=True, help="Show the verified context and the prompt; do not call the LMM.")
+@click.option("--time-limit", default=10.0, show_default=True, type=float, help="Seconds each checker may take to verify the neighbours (a slower one is left out of the context).")
 @json_option
-def ask_command(image: str, question: str, store_uri: str, k: int, embedder: str, context_only: bool, as_json: bool) -> None:
+def ask_command(image: str, question: str, store_uri: str, k: int, embedder: str, context_only: bool, time_limit: float, as_json: bool) -> None:
     """Ask a question about IMAGE, answered with what the store verifiably knows.
 
     Neighbours are retrieved and verified by the cheaper checkers; the LMM gets the
@@ -140,6 +142,8 @@ def ask_command(image: str, question: str, store_uri: str, k: int, embedder: str
 
     if not Path(image).is_file():
         fail(f"{image}: no such file")
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        fail(f"--time-limit must be a positive number of seconds, got {time_limit!r}")
     store = open_store_or_fail(store_uri)
     backend = None
     if not context_only:
@@ -147,7 +151,7 @@ def ask_command(image: str, question: str, store_uri: str, k: int, embedder: str
             backend = backend_from_env()
         except LMMUnavailable as exc:
             fail(f"{exc} (or use --context-only)")
-    result = ask(store, image, question, backend=backend, k=k, embedder=embedder)
+    result = ask(store, image, question, backend=backend, k=k, embedder=embedder, time_limit=time_limit)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -159,6 +163,8 @@ def ask_command(image: str, question: str, store_uri: str, k: int, embedder: str
         click.echo(f"  {c.line()[2:]}")
     if not result.context:
         click.echo("  (no matching image in the store)")
+    if result.incomplete:
+        click.echo("note: verification incomplete: " + "; ".join(result.incomplete))
     if context_only:
         click.echo("\nprompt:\n" + result.prompt)
 

@@ -27,6 +27,11 @@ __all__ = ["ContextItem", "GroundedAnswer", "ask", "context_prompt", "gather_con
 DEFAULT_K = 8
 #: Tokens the answer may take.
 ANSWER_TOKENS = 300
+#: Seconds each checker may take to verify the neighbours of a question: a checker
+#: that builds a store-wide graph (the community vote) could otherwise take minutes
+#: on a large store (347 photos: its 300 s limit). Past it, the checker is
+#: abandoned and the context says which checker did not finish.
+DEFAULT_TIME_LIMIT = 10.0
 
 
 @attrs.frozen
@@ -63,6 +68,7 @@ class GroundedAnswer:
     context: tuple[ContextItem, ...]
     prompt: str
     model: str | None = None
+    incomplete: tuple[str, ...] = ()  # "checker: why" of the checkers that failed or ran out of time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +79,7 @@ class GroundedAnswer:
             "model": self.model,
             "relied_on": [attrs.asdict(c) for c in self.context],
             "prompt": self.prompt,
+            "incomplete": list(self.incomplete),
         }
 
 
@@ -121,7 +128,16 @@ def context_prompt(question: str, decision: Decision, context: Sequence[ContextI
 
 
 def ask(
-    store: Store, image: Any, question: str, *, backend: Any = None, k: int = DEFAULT_K, embedder: str = "tiny", checkers: Sequence[str] | None = None, max_tokens: int = ANSWER_TOKENS
+    store: Store,
+    image: Any,
+    question: str,
+    *,
+    backend: Any = None,
+    k: int = DEFAULT_K,
+    embedder: str = "tiny",
+    checkers: Sequence[str] | None = None,
+    max_tokens: int = ANSWER_TOKENS,
+    time_limit: float | None = DEFAULT_TIME_LIMIT,
 ) -> GroundedAnswer:
     """Retrieve and verify the image's neighbours, then ask the LMM with that context.
 
@@ -133,24 +149,29 @@ def ask(
     from consist_semantic.chat import ChatRequest
     from consist_semantic.images import encode_image
 
-    names = list(checkers) if checkers is not None else [c.name for c in plugins.checkers().values() if getattr(c, "enabled_by_default", True) and not getattr(c, "frontal_controlled", False)]
+    registered = plugins.checkers()
+    names = list(checkers) if checkers is not None else [c.name for c in registered.values() if getattr(c, "enabled_by_default", True) and not getattr(c, "frontal_controlled", False)]
+    timeouts: dict[str, float] = {}
+    if time_limit is not None:
+        if not (math.isfinite(time_limit) and time_limit > 0):
+            raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+        for n in names:
+            own = getattr(registered.get(n), "timeout", None)
+            timeouts[n] = time_limit if own is None else min(float(own), time_limit)
     # every checker runs (no early stop): the point is the verified context, not a fast decision
-    config = EngineConfig(k=k, adapt=False, controller=ControllerConfig(stop_confidence=math.inf))
+    config = EngineConfig(k=k, adapt=False, controller=ControllerConfig(stop_confidence=math.inf), timeouts=timeouts)
     rec = wrap(None, store, embedder=embedder, checkers=names, k=k, config=config)
     prediction = rec.prediction(image)
     neighbours = rec.engine.neighbours(prediction, k)
     decision = rec.engine.verify(prediction, neighbours, adapt=False)
     context = gather_context(decision, neighbours, store, limit=k)
     prompt = context_prompt(question, decision, context)
-    failed = [r for r in decision.runs if r.status in (RunStatus.FAILED, RunStatus.TIMEOUT)]
-    if failed:
-        import structlog
-
-        structlog.get_logger("consist.semantic.ask").warning("verification_incomplete", failed=[f"{r.checker}: {r.reason}" for r in failed])
+    # reported in the answer (the CLI prints one "note:" line), not as a log warning
+    incomplete = tuple(f"{r.checker}: {r.reason}" for r in decision.runs if r.status in (RunStatus.FAILED, RunStatus.TIMEOUT))
     if backend is None:
-        return GroundedAnswer(question, None, decision.label, decision.confidence, context, prompt)
+        return GroundedAnswer(question, None, decision.label, decision.confidence, context, prompt, incomplete=incomplete)
     pixels = prediction.query.image
     assert pixels is not None, "wrap(...).prediction(image) keeps the loaded pixels"
     request = ChatRequest(prompt=prompt, images=(encode_image(pixels),), max_tokens=max_tokens, temperature=0.0, top_logprobs=0)
     answer = backend.chat(request)
-    return GroundedAnswer(question, answer.text.strip(), decision.label, decision.confidence, context, prompt, backend.model)
+    return GroundedAnswer(question, answer.text.strip(), decision.label, decision.confidence, context, prompt, backend.model, incomplete)

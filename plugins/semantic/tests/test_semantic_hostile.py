@@ -283,3 +283,62 @@ def test_a_bad_lmm_timeout_is_one_line_and_exit_2(server, photo, tmp_path, value
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "CONSIST_LMM_TIMEOUT" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not _leaks(proc.stdout + proc.stderr)
+
+
+# ------------------------------------------------------------ ask --context-only is bounded
+
+
+class _SlowPlugin:
+    """A checker that takes a minute (a store-wide graph on a large store)."""
+
+    class Slow:
+        name = "slow_graph"
+        cost = 0.5
+        timeout = 300.0
+
+        def check(self, prediction, neighbours, context):
+            time.sleep(60)
+            return []
+
+    def __init__(self):
+        import consist
+
+        @consist.hookimpl
+        def consist_register_checkers(register):
+            register(self.Slow())
+
+        self.consist_register_checkers = consist_register_checkers
+
+
+def test_ask_context_only_is_bounded_by_the_time_limit(photo, tmp_path):
+    from consist import plugins
+    from consist.stores.uri import open_store
+    from consist_semantic.grounded import ask
+
+    path = _store_with_one_photo(tmp_path, photo)
+    plugins.get_plugin_manager().register(_SlowPlugin(), name="slow-test-plugin")
+    assert "slow_graph" in plugins.checkers()
+    s = open_store(str(tmp_path / "s.db"))
+    try:
+        t0 = time.monotonic()
+        result = ask(s, str(path), "what is it?", backend=None, checkers=["slow_graph"], time_limit=1.0)
+        assert time.monotonic() - t0 < 8.0  # seconds, not the checker's 300 s (nor its minute)
+    finally:
+        s.close()
+    assert result.answer is None and any(i.startswith("slow_graph:") for i in result.incomplete), result.incomplete
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "abc"])
+def test_ask_refuses_a_bad_time_limit(photo, tmp_path, value):
+    path = _store_with_one_photo(tmp_path, photo)
+    proc, _ = _run_cli(["ask", str(path), "q?", "--store", str(tmp_path / "s.db"), "--context-only", "--time-limit", value], {}, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "time-limit" in proc.stderr
+
+
+def test_ask_context_only_prints_no_log_warning_for_an_incomplete_verification(photo, tmp_path):
+    path = _store_with_one_photo(tmp_path, photo)
+    proc, _ = _run_cli(["ask", str(path), "q?", "--store", str(tmp_path / "s.db"), "--context-only", "--json"], {}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert "incomplete" in data and "verification_incomplete" not in proc.stderr
