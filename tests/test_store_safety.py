@@ -166,3 +166,59 @@ def test_a_partly_corrupt_store_is_refused_before_any_write(tmp_path, command):
     proc = consist_cli(*command, "--store", str(path))
     _one_line_error(proc, str(path), "corrupt")
     assert path.read_bytes() == before
+
+
+# ------------------------------------------------------------ read-only and full file systems
+
+
+def _can_unshare() -> bool:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+needs_unshare = pytest.mark.skipif(not _can_unshare(), reason="needs unprivileged user and mount namespaces (unshare -rm)")
+
+
+def consist_in_namespace(mount: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``consist ARGS`` in a private mount namespace prepared by the shell ``mount``
+    commands (a read-only bind mount, a tiny tmpfs): real EROFS / ENOSPC."""
+    script = f'{mount} && exec "$@"'
+    cmd = ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, "-m", "consist.cli.main", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})})
+
+
+@needs_unshare
+def test_a_store_on_a_read_only_file_system_reads_and_refuses_writes_by_name(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "store.db"
+    with SQLiteStore(path) as store:
+        store.put([Sample("a", label="cat", provenance=Provenance.IMPORT)])
+    before = _digest(folder)
+    ro = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder}"
+    for command in (["store", "info"], ["history"]):
+        proc = consist_in_namespace(ro, *command, "--store", str(path))
+        assert proc.returncode == 0, proc.stderr  # it opens read-only for reading
+        assert "cat" in proc.stdout or "a" in proc.stdout
+    for command in (["correct", "a", "dog"], ["undo", "--last"]):
+        proc = consist_in_namespace(ro, *command, "--store", str(path))
+        _one_line_error(proc, str(path), "read-only")
+    proc = consist_in_namespace(ro, "history", "--store", str(folder / "new.db"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _digest(folder) == before
+
+
+@needs_unshare
+def test_a_full_disk_while_indexing_is_one_line(tmp_path):
+    pytest.importorskip("consist_spatial")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import audit_data
+
+    root, _ = audit_data.build(tmp_path / "photos")
+    small = tmp_path / "small"
+    small.mkdir()
+    proc = consist_in_namespace(f"mount -t tmpfs -o size=300k tmpfs {small}", "index", str(root), "--store", str(small / "s.db"), env={"CONSIST_PLUGINS": "spatial"})
+    _one_line_error(proc, "disk is full")

@@ -101,6 +101,24 @@ ALIAS_KEY_PREFIX = "alias:"
 _ALIAS_SCHEMA = "CREATE TABLE IF NOT EXISTS aliases (name TEXT PRIMARY KEY, display TEXT NOT NULL, label TEXT NOT NULL, provenance TEXT NOT NULL, updated REAL NOT NULL)"
 
 
+def _on_read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): not known to be read-only
+        return False
+
+
+def _why_read_only(path: Path) -> str:
+    """Why an existing store file cannot be written ("" when it can)."""
+    if _on_read_only_fs(path):
+        return "it is on a read-only file system"
+    if not os.access(path, os.W_OK):
+        return "the file is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return "its folder is read-only (SQLite writes its -wal and -shm files there)"
+    return ""
+
+
 def _is_alias_state(state: dict[str, Any] | None) -> bool:
     return isinstance(state, dict) and state.get("kind") == "alias"
 
@@ -131,6 +149,11 @@ class SQLiteStore:
         self.path = str(path)
         self.uri = uri or (f"sqlite:///{self.path}" if self.path != ":memory:" else "memory://")
         self.timeout = float(timeout)
+        self._readonly_reason = "opened read-only" if readonly else ""
+        if self.path != ":memory:" and not readonly and Path(self.path).is_file():
+            why = _why_read_only(Path(self.path))
+            if why:  # read what can be read; a write then says "read-only", not "corrupt"
+                readonly, self._readonly_reason = True, why
         self.readonly = readonly
         if self.path != ":memory:" and not create and not Path(self.path).exists():
             raise StoreError(f"{self.path}: no such store (check the path; commands that build a store create it)")
@@ -141,13 +164,20 @@ class SQLiteStore:
                     parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(f"{self.path}: cannot create the store's folder: {exc.strerror or exc}") from exc
+                if not Path(self.path).exists() and not os.access(parent, os.W_OK):
+                    raise StoreError(f"{self.path}: cannot create the store: {'the file system is read-only' if _on_read_only_fs(parent) else 'its folder is not writable'}")
             elif not Path(self.path).exists():
                 raise StoreError(f"{self.path}: no such store")
         existing = self.path != ":memory:" and Path(self.path).exists()
         if existing:
             self._refuse_foreign_file(create and not readonly)
         try:
-            target = f"file:{quote(self.path)}?mode=ro" if readonly else self.path
+            target = self.path
+            if readonly:
+                # on a read-only file system SQLite cannot create the WAL index (-shm):
+                # nothing can change the file there, so it is opened as immutable
+                immutable = "&immutable=1" if _on_read_only_fs(Path(self.path)) and not Path(self.path + "-shm").exists() else ""
+                target = f"file:{quote(self.path)}?mode=ro{immutable}"
             self._db = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=readonly)
             if existing and Path(self.path).stat().st_size > 0:
                 if not self._schema_present():
@@ -284,7 +314,7 @@ class SQLiteStore:
         if "locked" in msg or "busy" in msg:
             raise StoreLockedError(f"{self.uri}: another process is writing to the store and did not finish within {self.timeout:g} s") from exc
         if "readonly" in msg or "read-only" in msg:
-            raise StoreError(f"{self.uri}: store is read-only") from exc
+            raise StoreError(f"{self.path}: the store is read-only ({self._readonly_reason or 'the file system refused the write'}); nothing was changed") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteStore]:
@@ -295,6 +325,8 @@ class SQLiteStore:
         """
         with self._lock:
             if self._tx_depth == 0:
+                if self.readonly:  # refused before any statement (an immutable file takes no lock to fail on)
+                    raise StoreError(f"{self.path}: the store is read-only ({self._readonly_reason}); nothing was changed")
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
@@ -304,24 +336,46 @@ class SQLiteStore:
             self._tx_depth += 1
             try:
                 yield self
-            except BaseException:
+            except BaseException as exc:
                 self._tx_depth -= 1
                 if self._tx_depth == 0:
-                    self._db.execute("ROLLBACK")
+                    self._rollback()
                     self._pending_vectors = []
+                    if isinstance(exc, sqlite3.OperationalError):
+                        self._raise_write_error(exc)
                 raise
             else:
                 self._tx_depth -= 1
                 if self._tx_depth == 0:
-                    if self._pending_vectors:
-                        self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_version'")
                     try:
+                        if self._pending_vectors:
+                            self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'vectors_version'")
                         self._db.execute("COMMIT")
                     except sqlite3.OperationalError as exc:
-                        self._db.execute("ROLLBACK")
+                        self._rollback()
+                        self._pending_vectors = []
                         self._raise_locked(exc)
+                        self._raise_write_error(exc)
                         raise
                     self._apply_pending_vectors()
+
+    def _rollback(self) -> None:
+        """Roll back what is open (SQLite has already rolled back after a full disk:
+        a second ROLLBACK would raise and hide the real error)."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass
+
+    def _raise_write_error(self, exc: sqlite3.OperationalError) -> None:
+        msg = str(exc).lower()
+        if "full" in msg:
+            raise StoreError(f"{self.path}: the disk is full; nothing of this write was kept (free some space and run the command again)") from exc
+        if "readonly" in msg or "read-only" in msg:
+            raise StoreError(f"{self.path}: the store is read-only ({self._readonly_reason or 'the file system refused the write'}); nothing was changed") from exc
+        if "disk i/o error" in msg:
+            raise StoreError(f"{self.path}: the disk failed while writing (disk I/O error); nothing of this write was kept") from exc
 
     def _apply_pending_vectors(self) -> None:
         pending, self._pending_vectors = self._pending_vectors, []
