@@ -83,8 +83,8 @@ class DatasetProblem:
 
     ``kind`` is one of ``missing_file``, ``duplicate``, ``empty_label``,
     ``empty_path``, ``not_a_file``, ``outside_class_folder``, ``bad_row``,
-    ``bad_name`` (a file name that is not UTF-8), ``outside_root`` (a CSV row or a
-    symbolic link naming a file outside the dataset folder), ``symlink_loop`` (a linked folder
+    ``bad_name`` (a file name that is not UTF-8), ``outside_root`` (a CSV row naming
+    a file outside the dataset folder), ``symlink_loop`` (a linked folder
     that leads back into the dataset or to a folder already read: not followed).
     ``message`` is one line naming the file (and the CSV line).
     """
@@ -194,11 +194,11 @@ def read_dataset(
             extension (:data:`NAME_PATTERN`, ``radcliffe_camera_03.jpg`` ->
             ``radcliffe_camera``); images anywhere under ``path``. Names it does not
             match are reported and skipped.
-        allow_outside: read files outside the dataset folder too: CSV rows naming
-            ``../other/x.jpg`` or ``/abs/path.jpg``, symbolic links leading out of the
-            folder. By default they are reported (``outside_root``) and skipped: a
-            label file must not make the audit read, thumbnail and publish any file
-            of the machine.
+        allow_outside: read CSV rows naming files outside the dataset folder too
+            (``../other/x.jpg``, ``/abs/path.jpg``). By default they are reported
+            (``outside_root``) and skipped: a label file must not make the audit read,
+            thumbnail and publish any file of the machine. (Symbolic links inside
+            the folder are followed: the folder's owner placed them.)
 
     Raises:
         DatasetError: missing folder or CSV, CSV without ``path``/``label`` columns,
@@ -218,7 +218,7 @@ def read_dataset(
     if name_pattern is not None:
         if labels is not None:
             raise DatasetError(f"{labels}: give either a label CSV or a file-name pattern, not both")
-        ds = _read_names(base, name_pattern, allow_outside)
+        ds = _read_names(base, name_pattern)
         if not ds.items:
             detail = f" ({len(ds.problems)} skipped; first: {ds.problems[0].message})" if ds.problems else ""
             raise DatasetError(f"{path}: no image whose file name gives a label with the pattern {name_pattern!r}{detail}")
@@ -229,7 +229,7 @@ def read_dataset(
             detail = f" ({len(ds.problems)} rows skipped; first: {ds.problems[0].message})" if ds.problems else ""
             raise DatasetError(f"{labels}: no usable image rows{detail}")
         return ds
-    ds = _read_folders(base, allow_outside=allow_outside)
+    ds = _read_folders(base)
     if not ds.items:
         detail = f" ({len(ds.problems)} skipped; first: {ds.problems[0].message})" if ds.problems else ""
         raise DatasetError(f"{path}: no images found in class sub-folders (expected {path}/<label>/<image>.jpg|png|..., or a CSV path,label){detail}")
@@ -243,7 +243,7 @@ def _inside(base: Path, real: Path) -> bool:
     return real == base or base in real.parents
 
 
-def _read_folders(base: Path, *, allow_top_level: bool = False, allow_outside: bool = False) -> Dataset:
+def _read_folders(base: Path, *, allow_top_level: bool = False) -> Dataset:
     items: list[DatasetItem] = []
     problems: list[DatasetProblem] = []
     ignored: list[str] = []
@@ -252,7 +252,7 @@ def _read_folders(base: Path, *, allow_top_level: bool = False, allow_outside: b
     # ``ln -s .. photos/a/loop``, is a loop or a second path to the same images)
     visited: set[tuple[int, int]] = {_dir_key(base)}
     for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
-        dirnames[:] = _descend(base, Path(dirpath), sorted(d for d in dirnames if not _hidden(d)), visited, problems, allow_outside)
+        dirnames[:] = _descend(base, Path(dirpath), sorted(d for d in dirnames if not _hidden(d)), visited, problems)
         rel_dir = Path(dirpath).relative_to(base)
         for name in sorted(filenames):
             if _hidden(name):
@@ -269,9 +269,6 @@ def _read_folders(base: Path, *, allow_top_level: bool = False, allow_outside: b
             if not full.is_file():  # a dangling link, a fifo
                 problems.append(DatasetProblem("not_a_file", rel, f"{full}: not a regular file (skipped)"))
                 continue
-            if not allow_outside and full.is_symlink() and not _inside(base, Path(os.path.realpath(full))):
-                problems.append(DatasetProblem("outside_root", rel, f"{full}: symbolic link to {os.path.realpath(full)}, outside the dataset folder {base} (skipped; --allow-outside reads it)"))
-                continue
             if rel_dir == Path(".") and not allow_top_level:
                 problems.append(DatasetProblem("outside_class_folder", rel, f"{full}: image outside any class sub-folder, so it has no label (skipped)"))
                 continue
@@ -286,7 +283,7 @@ def _dir_key(path: Path) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, int]], problems: list[DatasetProblem], allow_outside: bool = False) -> list[str]:
+def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, int]], problems: list[DatasetProblem]) -> list[str]:
     """The sub-folders of ``here`` to walk into: each folder once, no link loops."""
     keep = []
     for name in names:
@@ -305,9 +302,6 @@ def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, i
             if key in visited:
                 problems.append(DatasetProblem("symlink_loop", rel, f"{full}: symbolic link to {target}, a folder already read (a loop; skipped)"))
                 continue
-            if not allow_outside:
-                problems.append(DatasetProblem("outside_root", rel, f"{full}: symbolic link to {target}, outside the dataset folder {base} (skipped; --allow-outside reads it)"))
-                continue
         elif key in visited:  # a bind mount or a hard-linked folder back to an ancestor
             problems.append(DatasetProblem("symlink_loop", rel, f"{full}: the same folder as one already read (a loop; skipped)"))
             continue
@@ -325,7 +319,7 @@ def _descend(base: Path, here: Path, names: list[str], visited: set[tuple[int, i
 NAME_PATTERN = r"^(.*?\D.*?)[\s_.()\[\]-]*\d*[)\]]?$"
 
 
-def _read_names(base: Path, pattern: str, allow_outside: bool = False) -> Dataset:
+def _read_names(base: Path, pattern: str) -> Dataset:
     """Every image under ``base``, labelled by the first group of ``pattern`` on its stem."""
     import re
 
@@ -335,7 +329,7 @@ def _read_names(base: Path, pattern: str, allow_outside: bool = False) -> Datase
         raise DatasetError(f"file-name pattern {pattern!r} is not a regular expression: {exc}") from exc
     if rx.groups < 1:
         raise DatasetError(f"file-name pattern {pattern!r} needs a group (...) around the label")
-    folders = _read_folders(base, allow_top_level=True, allow_outside=allow_outside)
+    folders = _read_folders(base, allow_top_level=True)
     items: list[DatasetItem] = []
     problems = list(folders.problems)
     for it in folders.items:
@@ -437,7 +431,9 @@ def _read_csv(base: Path, csv_path: Path, path_column: str | None = None, label_
                 problems.append(DatasetProblem("empty_label", sid, f"{csv_path}:{line}: {full}: empty label (skipped)", line))
                 continue
             real = os.path.realpath(full)
-            if not allow_outside and not _inside(base, Path(real)):
+            # the row's own path decides (a link the folder's owner placed inside it, to
+            # a file store or a git-annex object, is theirs to follow)
+            if not allow_outside and not _inside(base, full):
                 problems.append(DatasetProblem("outside_root", sid, f"{csv_path}:{line}: {row[i_path].strip()}: outside the dataset folder {base} (skipped; --allow-outside reads it)", line))
                 continue
             if sid in seen:

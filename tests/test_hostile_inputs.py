@@ -166,17 +166,19 @@ def test_audit_does_not_read_or_publish_outside_files(tmp_path: Path) -> None:
     assert "secret.png" in (tmp_path / "out2" / "audit.csv").read_text(encoding="utf-8")
 
 
-def test_symlinked_file_outside_the_dataset_is_refused(tmp_path: Path) -> None:
+def test_links_inside_the_dataset_are_followed_rows_naming_outside_are_not(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     for i in range(2):
         _photo(root / "cat" / f"c{i}.png", i)
-    secret = _photo(tmp_path / "private" / "s.png", 5)
-    os.symlink(secret, root / "cat" / "link.png")
-    os.symlink(secret.parent, root / "dog")
+    store = _photo(tmp_path / "annex" / "s.png", 5)  # a file store or git-annex object outside the folder
+    os.symlink(store, root / "cat" / "link.png")
+    os.symlink(store.parent, root / "dog")
     ds = read_dataset(root)
-    assert [it.id for it in ds] == ["cat/c0.png", "cat/c1.png"]
-    assert sorted(p.path for p in ds.problems if p.kind == "outside_root") == ["cat/link.png", "dog"]
-    assert len(read_dataset(root, allow_outside=True)) == 4
+    assert [it.id for it in ds] == ["cat/c0.png", "cat/c1.png", "cat/link.png", "dog/s.png"]  # the owner's links
+    (root / "labels.csv").write_text(f"path,label\ncat/link.png,cat\n../annex/s.png,dog\n{store},dog\n", encoding="utf-8")
+    ds = read_dataset(root, root / "labels.csv")
+    assert [it.id for it in ds] == ["cat/link.png"]
+    assert len([p for p in ds.problems if p.kind == "outside_root"]) == 2
 
 
 # ------------------------------------------ 4. --resume after pixels changed

@@ -222,3 +222,21 @@ def test_a_full_disk_while_indexing_is_one_line(tmp_path):
     small.mkdir()
     proc = consist_in_namespace(f"mount -t tmpfs -o size=300k tmpfs {small}", "index", str(root), "--store", str(small / "s.db"), env={"CONSIST_PLUGINS": "spatial"})
     _one_line_error(proc, "disk is full")
+
+
+@needs_unshare
+def test_a_full_disk_while_writing_the_audit_outputs_is_one_line(tmp_path):
+    pytest.importorskip("consist_spatial")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import audit_data
+
+    root, _ = audit_data.build(tmp_path / "photos")
+    store = tmp_path / "store.db"  # the store elsewhere: the outputs fill the disk
+    small = tmp_path / "small"
+    small.mkdir()
+    args = ["audit", str(root), "--out", str(small / "out"), "--store", str(store), "--workers", "1", "--no-report"]
+    proc = consist_in_namespace(f"mount -t tmpfs -o size=12k tmpfs {small}", *args, env={"CONSIST_PLUGINS": "spatial"})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "disk is full" in last, proc.stderr

@@ -66,9 +66,8 @@ def audit(
         report: write ``report.html`` (the ``html`` reporter).
         reporters: names of registered reporters to run besides those enabled by
             default (a plugin's reporter with ``enabled_by_default = False``).
-        allow_outside: read files outside the dataset folder (CSV rows such as
-            ``../x.jpg`` or ``/abs/x.jpg``, symbolic links out of it); by default they
-            are reported and skipped.
+        allow_outside: read CSV rows naming files outside the dataset folder
+            (``../x.jpg``, ``/abs/x.jpg``); by default they are reported and skipped.
         config: :class:`AuditConfig`; ``**options`` override single fields (``k=20``,
             ``features="aliked-n16+lightglue"``).
 

@@ -74,7 +74,7 @@ def _checker_list(value: str | None) -> list[str] | None:
 @click.option("--min-confidence", type=click.FloatRange(0, 1), default=None, help="--apply relabels only flags whose P(wrong) and suggestion posterior reach this (default 0.9).")
 @click.option("--min-witnesses", type=click.IntRange(0), default=None, help="--apply relabels only flags whose suggestion at least this many other verified views carry (default 2).")
 @click.option("--reporters", default=None, metavar="A,B", help="Reporters to run besides those enabled by default (see consist plugins).")
-@click.option("--allow-outside", is_flag=True, help="Read files outside DATASET too (CSV rows such as ../x.jpg or /abs/x.jpg, symbolic links out of it); by default they are reported and skipped.")
+@click.option("--allow-outside", is_flag=True, help="Read CSV rows naming files outside DATASET too (../x.jpg, /abs/x.jpg); by default they are reported and skipped.")
 @json_option
 def audit_command(
     dataset: Path,

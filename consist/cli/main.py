@@ -99,6 +99,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a full disk, a read-only file system, a vanished file: one line naming the file
+        import errno
+
+        from consist.cli.common import safe
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        what = "the disk is full (no space left on device)" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        click.echo(f"error: {safe(where + what)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
