@@ -52,6 +52,11 @@ __all__ = ["LabelFindings", "LabelModelConfig", "LabelModelInput", "LabelModelRe
 
 #: Retrieval strength bands by the winning label's share of the rank-weighted vote.
 BAND_EDGES = (0.4, 0.6)
+#: EM and mean-field iterations stop once no parameter or belief moves more than this.
+EM_TOLERANCE = 1e-7
+#: Groups whose belief in a class is below this neither discount it elsewhere nor are
+#: discounted (1e-6: summed over 10^4 groups, at most 0.01 of log-odds ignored).
+NON_LINK_MIN_BELIEF = 1e-6
 
 
 @attrs.frozen
@@ -267,45 +272,75 @@ def _one_coin(cnt: np.ndarray, classes: Sequence[str], labels: Sequence[str], ge
     return np.clip(theta, 1e-12, None)
 
 
-def _posteriors(pi: np.ndarray, theta: np.ndarray, observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | None], acc: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+@attrs.frozen
+class _Packed:
+    """Groups' observations as flat index arrays (vectorised posteriors)."""
+
+    n: int
+    group: np.ndarray  # observation -> group
+    label: np.ndarray  # observation -> label column
+    ann_group: np.ndarray  # annotated groups
+    ann_class: np.ndarray  # their annotated class
+    ann_band: np.ndarray  # their strength band
+
+
+def _pack(observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | None]) -> _Packed:
+    g = np.fromiter((i for i, labels in enumerate(observed) for _ in labels), dtype=np.int64)
+    lab = np.fromiter((c for labels in observed for c in labels), dtype=np.int64)
+    annotated = [(i, a[0], a[1]) for i, a in enumerate(ann) if a is not None]
+    arr = np.asarray(annotated, dtype=np.int64).reshape(-1, 3)
+    return _Packed(len(observed), g, lab, arr[:, 0], arr[:, 1], arr[:, 2])
+
+
+def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndarray, extra: np.ndarray | None = None, *, with_ann: bool = True) -> np.ndarray:
     """Group posteriors over classes: prior x labels' likelihood x retrieval annotation
     (x ``extra``: per-group log-odds from other checkers)."""
     C = len(pi)
-    lp, lt = np.log(pi), np.log(theta)
-    out = np.empty((len(observed), C))
-    for g, labels in enumerate(observed):
-        lu = lp.copy()
-        for col in labels:
-            lu += lt[:, col]
-        a = ann[g]
-        if a is not None:
-            s, band = a
-            row = np.full(C, math.log(max(1e-12, (1.0 - acc[band]) / max(1, C - 1))))
-            row[s] = math.log(max(1e-12, acc[band]))
-            lu += row
-        if extra is not None:
-            lu += extra[g]
-        b = np.exp(lu - lu.max())
-        out[g] = b / b.sum()
-    return out
+    lu = np.tile(np.log(pi), (packed.n, 1))
+    if len(packed.group):
+        np.add.at(lu, packed.group, np.log(theta)[:, packed.label].T)
+    if with_ann and len(packed.ann_group):
+        a = acc[packed.ann_band]
+        wrong = np.log(np.maximum(1e-12, (1.0 - a) / max(1, C - 1)))
+        lu[packed.ann_group] += wrong[:, None]
+        lu[packed.ann_group, packed.ann_class] += np.log(np.maximum(1e-12, a)) - wrong
+    if extra is not None:
+        lu += extra
+    b = np.exp(lu - lu.max(axis=1, keepdims=True))
+    return b / b.sum(axis=1, keepdims=True)
 
 
 def _with_non_link(base: np.ndarray, sizes: Sequence[int], v: float, iters: int = 20, damping: float = 0.5) -> np.ndarray:
     """Discount each group's class t by prod_h (1 - w_gh q_h(t)): groups h of class t
-    that did not link with it, w_gh = 1 - (1 - v) ** min(|g|, |h|) (mean field)."""
+    that did not link with it, w_gh = 1 - (1 - v) ** min(|g|, |h|) (mean field).
+
+    Sparse per class: only groups with q(t) above :data:`NON_LINK_MIN_BELIEF` take part
+    (a group that is almost surely not t neither discounts t elsewhere — at most
+    that belief per group — nor needs its own tiny q(t) discounted), so the cost is
+    sum over classes of (groups believing in it)^2, not groups^2 x classes."""
     if v <= 0 or len(base) < 2:
         return base
     logu = np.log(np.clip(base, 1e-300, None))
     sz = np.asarray(sizes, dtype=float)
-    W = 1.0 - (1.0 - v) ** np.minimum.outer(sz, sz)
-    np.fill_diagonal(W, 0.0)
     q = base.copy()
     for _ in range(iters):
-        pen = np.log(np.clip(1.0 - W[:, :, None] * q[None, :, :], 1e-12, None)).sum(axis=1)
+        pen = np.zeros_like(q)
+        for t in range(q.shape[1]):
+            idx = np.flatnonzero(q[:, t] > NON_LINK_MIN_BELIEF)
+            if len(idx) < 2:
+                continue
+            s_idx = sz[idx]
+            W = 1.0 - (1.0 - v) ** np.minimum.outer(s_idx, s_idx)
+            np.fill_diagonal(W, 0.0)
+            pen[idx, t] = np.log(np.clip(1.0 - W * q[idx, t][None, :], 1e-12, None)).sum(axis=1)
         lb = logu + pen
         nb = np.exp(lb - lb.max(axis=1, keepdims=True))
         nb /= nb.sum(axis=1, keepdims=True)
-        q = damping * q + (1.0 - damping) * nb
+        new = damping * q + (1.0 - damping) * nb
+        done = float(np.abs(new - q).max()) < EM_TOLERANCE
+        q = new
+        if done:
+            break
     return q
 
 
@@ -370,28 +405,35 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     obs_multi = [observed[g] for g in multi]
     ann_multi = [ann[g] for g in multi]
 
+    packed_all = _pack(observed, ann)
+    packed_multi = _pack(obs_multi, ann_multi)
+
     def multi_posteriors(with_ann: bool = True) -> np.ndarray:
-        base = _posteriors(pi, theta, obs_multi, ann_multi if with_ann else [None] * len(multi), acc)
+        base = _posteriors(pi, theta, packed_multi, acc, with_ann=with_ann)
         return _with_non_link(base, sizes_multi, v_link) if cfg.non_link else base
 
     eps = 0.0
     for _outer in range(3 if cfg.retrieval else 1):
         for _ in range(cfg.em_iterations if multi else 0):
             bm = multi_posteriors()
-            if cfg.non_link:
-                same_within = sum(s * (s - 1) / 2 for s in sizes_multi)
-                szm = np.asarray(sizes_multi, dtype=float)
-                S = (bm @ bm.T) * np.outer(szm, szm)
-                np.fill_diagonal(S, 0.0)
-                v_link = float(np.clip(n_links / max(1e-9, same_within + S.sum() / 2), 0.0, cfg.max_link_rate))
             sz = np.asarray(sizes_multi, dtype=float)
+            if cfg.non_link:
+                # expected same-class pairs among the linked images: within groups, plus
+                # sum over g != h of |g| |h| q_g . q_h (without the groups x groups matrix)
+                same_within = float((sz * (sz - 1) / 2).sum())
+                weighted = (bm * sz[:, None]).sum(axis=0)
+                across = (float(weighted @ weighted) - float((sz**2 * (bm * bm).sum(axis=1)).sum())) / 2
+                v_link = float(np.clip(n_links / max(1e-9, same_within + across), 0.0, cfg.max_link_rate))
+            previous = (pi, theta)
             pi = (bm * sz[:, None]).sum(axis=0) + 1.0
             pi /= pi.sum()
-            cnt = np.zeros((C, len(labels)))
-            for n, obs in enumerate(obs_multi):
-                for col in obs:
-                    cnt[:, col] += bm[n]
+            cnt = np.zeros((len(labels), C))
+            if len(packed_multi.group):
+                np.add.at(cnt, packed_multi.label, bm[packed_multi.group])
+            cnt = cnt.T
             theta = _one_coin(cnt, classes, labels, generic, cfg)
+            if max(float(np.abs(pi - previous[0]).max()), float(np.abs(theta - previous[1]).max())) < EM_TOLERANCE:
+                break  # converged
         if not cfg.retrieval or C < 2:
             break
         # the retrieval annotator's accuracy per band: method of moments on the isolated
@@ -408,7 +450,7 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
                 agree[a[1]] += a[0] == cidx[given[members[g][0]]]
         A = (agree + 1.0 / C) / (total + 1.0)
         acc_m = np.clip((A - eps / (C - 1)) / max(1e-9, 1.0 - eps - eps / (C - 1)), 1.0 / C, 0.99)
-        b0 = _posteriors(pi, theta, obs_multi, [None] * len(multi), acc)
+        b0 = _posteriors(pi, theta, packed_multi, acc, with_ann=False)
         hit, n_g = np.zeros(n_bands), np.zeros(n_bands)
         for n, a in enumerate(ann_multi):
             if a is not None:
@@ -419,12 +461,16 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     # whose photos verify well (theta and the retrieval accuracy fixed)
     size_all = np.array([len(m) for m in members], dtype=float)
     for _ in range(cfg.em_iterations):
-        ball = _posteriors(pi, theta, observed, ann, acc)
-        pi = (ball * size_all[:, None]).sum(axis=0) + 1.0
-        pi /= pi.sum()
-    belief = _posteriors(pi, theta, observed, ann, acc, extra)
+        ball = _posteriors(pi, theta, packed_all, acc)
+        new_pi = (ball * size_all[:, None]).sum(axis=0) + 1.0
+        new_pi /= new_pi.sum()
+        moved = float(np.abs(new_pi - pi).max())
+        pi = new_pi
+        if moved < EM_TOLERANCE:
+            break
+    belief = _posteriors(pi, theta, packed_all, acc, extra)
     if multi:
-        base = _posteriors(pi, theta, obs_multi, ann_multi, acc, extra[multi])
+        base = _posteriors(pi, theta, packed_multi, acc, extra[multi])
         bm = _with_non_link(base, sizes_multi, v_link) if cfg.non_link else base
         for n, g in enumerate(multi):
             belief[g] = bm[n]
