@@ -275,3 +275,18 @@ def test_output_lock_is_refused_while_held(tmp_path: Path) -> None:
         assert holder.returncode != 0 and f"another consist audit is writing to this folder (pid {os.getpid()})" in holder.stderr
     holder = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert holder.returncode == 0 and "got it" in holder.stdout
+
+
+def test_history_prints_sample_ids_and_reasons_escaped(tmp_path: Path) -> None:
+    """``consist history`` shows a hostile sample id and reason escaped, one line each."""
+    from consist.records import Provenance, Sample
+    from consist.stores.uri import open_store
+
+    uri = f"sqlite:///{tmp_path / 'h.db'}"
+    store = open_store(uri, create=True)
+    store.put([Sample(id=EVIL, uri=None, label="cat", provenance=Provenance.IMPORT)], reason="import " + EVIL)
+    store.close()
+    proc = _cli("history", "--store", uri)
+    assert proc.returncode == 0, proc.stderr
+    _clean(proc.stdout)
+    assert "\\x1b]0;pwned" in proc.stdout

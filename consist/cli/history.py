@@ -6,7 +6,7 @@ import datetime as _dt
 
 import click
 
-from consist.cli.common import emit_json, json_option, open_store_or_fail, store_option
+from consist.cli.common import emit_json, json_option, open_store_or_fail, safe, store_option
 from consist.records import HistoryEntry, to_dict
 
 
@@ -51,9 +51,9 @@ def history_command(store_uri: str, sample_id: str | None, limit: int, oldest_fi
     for e in entries:
         when = _dt.datetime.fromtimestamp(e.ts, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         flag = f"  [undone by #{e.undone_by}]" if e.undone_by else ""
-        click.echo(f"#{e.seq:<6} {when}  {e.action:<8} {e.provenance.value:<6} {e.sample_id}  {_describe(e)}{flag}")
+        click.echo(f"#{e.seq:<6} {when}  {e.action:<8} {e.provenance.value:<6} {safe(e.sample_id)}  {safe(_describe(e))}{flag}")
         if e.reason:
-            click.echo(f"        {e.reason}")
+            click.echo(f"        {safe(e.reason)}")
 
 
 def last_undoable(entries: list[HistoryEntry]) -> int | None:
@@ -103,7 +103,7 @@ def undo_command(seq: int | None, store_uri: str, last: bool, force: bool, as_js
     if as_json:
         emit_json(to_dict(entry))
     else:
-        click.echo(f"#{entry.seq} undid #{seq}: {entry.sample_id} {_describe(entry)}")
+        click.echo(f"#{entry.seq} undid #{seq}: {safe(entry.sample_id)} {safe(_describe(entry))}")
 
 
 def register(group: click.Group) -> None:
