@@ -157,16 +157,23 @@ def reset_plugins() -> None:
 # -------------------------------------------------------------------- registries
 
 
-def _collect(pm: pluggy.PluginManager | None, what: str) -> dict[str, Any]:
-    """Call ``consist_register_<what>s`` of every plugin; name -> object, names unique."""
+def _gather(pm: pluggy.PluginManager | None, what: str, hook_name: str, named: bool) -> dict[str, Any]:
+    """Call a registration hook of every plugin (built-ins first) and collect what they
+    register, by name; two of one name is an error naming both plugins. ``named``:
+    the hook registers ``(name, factory)`` pairs (stores, extractors), else objects
+    with a ``name``."""
     pm = pm or get_plugin_manager()
-    hook = getattr(pm.hook, f"consist_register_{what}s")
     found: dict[str, Any] = {}
     owners: dict[str, str] = {}
     current = ""
 
-    def register(obj: Any) -> None:
-        name = getattr(obj, "name", "")
+    def register(*args: Any) -> None:
+        if named:
+            name, obj = str(args[0]), args[1]
+            name = name.lower().rstrip(":/") if what == "store" else name
+        else:
+            obj = args[0]
+            name = getattr(obj, "name", "")
         if not name:
             raise PluginError(f"plugin {current!r} registered a {what} without a name: {obj!r}")
         if name in found:
@@ -174,11 +181,16 @@ def _collect(pm: pluggy.PluginManager | None, what: str) -> dict[str, Any]:
         found[name] = obj
         owners[name] = current
 
-    for impl in reversed(hook.get_hookimpls()):  # registration order, built-ins first
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order, built-ins first
         current = impl.plugin_name
         impl.function(register=register)
     _owners[what] = owners
     return found
+
+
+def _collect(pm: pluggy.PluginManager | None, what: str) -> dict[str, Any]:
+    """Call ``consist_register_<what>s`` of every plugin; name -> object, names unique."""
+    return _gather(pm, what, f"consist_register_{what}s", named=False)
 
 
 _owners: dict[str, dict[str, str]] = {}
@@ -209,32 +221,9 @@ def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Reporter]:
     return _collect(pm, "reporter")
 
 
-def _collect_named(pm: pluggy.PluginManager | None, what: str, hook_name: str) -> dict[str, Any]:
-    """Call a ``register(name, factory)`` hook of every plugin; names unique."""
-    pm = pm or get_plugin_manager()
-    found: dict[str, Any] = {}
-    owners: dict[str, str] = {}
-    current = ""
-
-    def register(name: str, factory: Any) -> None:
-        key = name.lower().rstrip(":/") if what == "store" else name
-        if not key:
-            raise PluginError(f"plugin {current!r} registered a {what} without a name")
-        if key in found:
-            raise PluginError(f"two {what}s are registered as {key!r} (plugins {owners[key]!r} and {current!r})")
-        found[key] = factory
-        owners[key] = current
-
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # built-ins first
-        current = impl.plugin_name
-        impl.function(register=register)
-    _owners[what] = owners
-    return found
-
-
 def extractors(pm: pluggy.PluginManager | None = None) -> dict[str, ExtractorFactory]:
     """Local-feature extractor factories by name (``"sift"``, ...)."""
-    return _collect_named(pm, "extractor", "consist_register_extractors")
+    return _gather(pm, "extractor", "consist_register_extractors", named=True)
 
 
 def make_extractor(spec: FeatureSpec, pm: pluggy.PluginManager | None = None) -> FeatureExtractor:
@@ -249,7 +238,7 @@ def make_extractor(spec: FeatureSpec, pm: pluggy.PluginManager | None = None) ->
 
 def store_openers(pm: pluggy.PluginManager | None = None) -> dict[str, StoreOpener]:
     """URI scheme -> opener."""
-    return _collect_named(pm, "store", "consist_register_stores")
+    return _gather(pm, "store", "consist_register_stores", named=True)
 
 
 def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
