@@ -47,3 +47,16 @@ def test_topological_benchmark_scaling_and_propagation_without_shared_data(tmp_p
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(r.stdout)["scaling"]["rows"]
     assert rows and rows[0]["nodes"] == 1000 and rows[0]["edges"] > 0 and rows[0]["propagation_ms_mean"] > 0
+
+
+@pytest.mark.parametrize("script", ["bench_paris_pixels.py", "bench_learned_cuda.py"])
+def test_pixel_and_cuda_benchmarks_parse_their_options(script):
+    """No shared data and no GPU needed: the options parse and --help names them."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--features" in r.stdout and "--cache" in r.stdout
+
+
+def test_pixel_benchmark_without_the_dev_set_says_so(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_paris_pixels.py"), "--data", str(tmp_path), "--cache", str(tmp_path / "c")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "revisitop-paris-dev" in r.stderr
