@@ -41,7 +41,6 @@ records arrived in (executor, workers, --resume).
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
