@@ -39,11 +39,25 @@ class TinyImageEmbedder:
         g -= g.mean()
         n = np.linalg.norm(g)
         g = g / n if n > 0 else g
-        q = (arr.reshape(-1, 3).astype(np.int32) * self.bins) // 256
-        codes = q[:, 0] * self.bins * self.bins + q[:, 1] * self.bins + q[:, 2]
-        hist = np.bincount(codes, minlength=self.bins**3).astype(np.float32)
+        hist = _colour_histogram(arr, self.bins)
         hist = np.sqrt(hist / max(hist.sum(), 1.0))  # Hellinger: rootSIFT-style
         hn = np.linalg.norm(hist)
         hist = hist / hn if hn > 0 else hist
         v = np.concatenate([g, self.colour_weight * hist]).astype(np.float32)
         return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+#: Rows of pixels binned at a time: the histogram of an 81-megapixel photo then needs
+#: a few MB of temporaries, not the 2 GB of int32 copies of the whole image.
+HISTOGRAM_ROWS = 256
+
+
+def _colour_histogram(arr: np.ndarray, bins: int) -> np.ndarray:
+    """Counts of ``bins``^3 colour cells (``(v * bins) // 256`` per channel), in blocks of
+    :data:`HISTOGRAM_ROWS` rows (the same counts as over the whole image at once)."""
+    hist = np.zeros(bins**3, dtype=np.int64)
+    for r in range(0, arr.shape[0], HISTOGRAM_ROWS):
+        q = (arr[r : r + HISTOGRAM_ROWS].reshape(-1, 3).astype(np.int32) * bins) // 256
+        codes = q[:, 0] * bins * bins + q[:, 1] * bins + q[:, 2]
+        hist += np.bincount(codes, minlength=bins**3)
+    return hist.astype(np.float32)

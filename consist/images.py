@@ -39,14 +39,16 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
     if w * h > max_pixels:
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit (raise max_pixels if it is genuine)")
     try:
-        img = ImageOps.exif_transpose(img)
         img.load()
+        # in place: exif_transpose otherwise copies the whole image even when upright
+        ImageOps.exif_transpose(img, in_place=True)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt or truncated image ({exc})") from exc
     img = _eight_bit(img, name)
     if img.mode != "RGB":
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.uint8)
+    img.close()  # the decoded copy goes now, not when the caller's frame ends
     return arr
 
 

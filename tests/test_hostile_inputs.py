@@ -381,3 +381,24 @@ def test_byte_identical_copies_with_different_labels_are_near_duplicates(tmp_pat
     assert summary["near_duplicates"] == [["a/copy.png", "b/copy.png"]]
     rec = {json.loads(line)["sample"]: json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()}
     assert rec["a/copy.png"]["near_duplicates"] == ["b/copy.png"] and "byte-identical copy of b/copy.png" in rec["a/copy.png"]["reason"]
+
+
+def test_embedding_a_large_photo_allocates_a_bounded_amount() -> None:
+    """The tiny embedder's colour histogram is computed in row blocks (item 5): a
+    12-megapixel photo no longer allocates int32 copies of the whole image (~290 MB),
+    and the histogram equals the whole-image one."""
+    import tracemalloc
+
+    from consist.embedders import TinyImageEmbedder, _colour_histogram
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, size=(3000, 4000, 3), dtype=np.uint8)
+    q = (photo.reshape(-1, 3).astype(np.int32) * 4) // 256
+    whole = np.bincount(q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2], minlength=64).astype(np.float32)
+    del q
+    assert np.array_equal(_colour_histogram(photo, 4), whole)
+    tracemalloc.start()
+    TinyImageEmbedder().embed(photo)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB allocated to embed a 12 MP photo"
