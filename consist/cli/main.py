@@ -73,6 +73,19 @@ def _early_logging(args: list[str]) -> None:
         configure_logging("WARNING", json="--log-json" in head)
 
 
+def _exit_interrupted() -> None:
+    """Exit 130 at once after Ctrl-C / SIGTERM. What must survive is on disk already
+    (the journal is fsynced per record, stores are closed by the commands' own
+    ``finally``); interpreter finalisation with native libraries' threads (faiss,
+    OpenCV, torch) still winding down crashed once in CI ("corrupted double-linked
+    list", SIGABRT instead of 130), so it is skipped."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: errors become one line and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        _exit_interrupted()
     except ConsistError as exc:
         from consist.cli.common import safe
 
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(130)
+        _exit_interrupted()
     except OSError as exc:  # a full disk, a read-only file system, a vanished file: one line naming the file
         import errno
 
