@@ -197,6 +197,17 @@ def emit(result: dict[str, Any], as_json: bool, json_out: str | None = None) -> 
             fh.write("\n")
 
 
+def finish(result: dict[str, Any], targets: Sequence[Any], args: Any, report: Callable[[], None]) -> int:
+    """The end of every benchmark's main(): targets into the result, the human report
+    (unless ``--json``), the JSON, and exit 1 under ``--strict`` when a required target
+    failed."""
+    result["targets"] = [t.to_dict() for t in targets]
+    if not args.json:
+        report()
+    emit(result, args.json, args.json_out)
+    return 1 if getattr(args, "strict", False) and any(t.required and not t.passed for t in targets) else 0
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "to_dict"):
         return o.to_dict()

@@ -680,13 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["machine"]["wall_s"] = round(time.perf_counter() - t0, 1)
     result["references"] = list(REFERENCES)
     targets = build_targets(result["pipelines"], subset=len(queries) < 10)
-    result["targets"] = [t.to_dict() for t in targets]
-    if not args.json:
-        report(result, targets)
-    C.emit(result, args.json, args.json_out)
-    if args.strict and any(t.required and not t.passed for t in targets):
-        return 1
-    return 0
+    return C.finish(result, targets, args, lambda: report(result, targets))
 
 
 if __name__ == "__main__":

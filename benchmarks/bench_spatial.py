@@ -1045,13 +1045,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["machine"]["loadavg_at_end"] = C.loadavg()
     result["machine"]["wall_s"] = round(time.perf_counter() - t_start, 1)
     targets = build_targets(result)
-    result["targets"] = [t.to_dict() for t in targets]
-    if not args.json:
-        report(result, targets, args)
-    C.emit(result, args.json, args.json_out)
-    if args.strict and any(t.required and not t.passed for t in targets):
-        return 1
-    return 0
+    return C.finish(result, targets, args, lambda: report(result, targets, args))
 
 
 if __name__ == "__main__":

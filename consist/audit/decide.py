@@ -134,7 +134,8 @@ def decide_all(
     records: Iterable[Mapping[str, Any]], given: Mapping[str, str], metas: Mapping[str, Mapping[str, Any]], failures: Mapping[str, str], cfg: AuditConfig, *, independent: frozenset[str] = frozenset()
 ) -> Decisions:
     """Every sample's verdict. ``records``: each sample's journal record once (any
-    order: the result depends only on their content); ``given``: the dataset's labels;
+    order: the result depends only on their content); ``given``: the dataset's labels,
+    in the order the rows come back;
     ``independent``: checkers whose votes enter as independent evidence."""
     kept: dict[str, _Compact] = {}
     errors: dict[str, str] = dict(failures)
@@ -157,7 +158,7 @@ def decide_all(
     )
     result = fit_label_model(data, label_model_config(cfg)) if readable else None
     rows = []
-    for sid in sorted(given):
+    for sid in given:  # rows in the caller's order; the model itself reads sorted ids
         if sid in kept and result is not None:
             rows.append(_row(sid, given[sid], kept[sid], result, cfg, readable))
         else:

@@ -598,9 +598,7 @@ def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditCon
     independent = frozenset(n for n, c in registered.items() if getattr(c, "reads_pixels", True))
     given = {it.id: it.label for it in ds.items}
     metas = {it.id: dict(it.meta) for it in ds.items}
-    decisions = decide_all(_records(ds, journal_path), given, metas, failures, cfg, independent=independent)
-    order = {it.id: n for n, it in enumerate(ds.items)}
-    return attrs.evolve(decisions, rows=tuple(sorted(decisions.rows, key=lambda r: order[r.sample])))
+    return decide_all(_records(ds, journal_path), given, metas, failures, cfg, independent=independent)
 
 
 def _summary(

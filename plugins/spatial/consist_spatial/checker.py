@@ -295,10 +295,14 @@ class SpatialChecker(BaseChecker):
 
     def configured(self, options: Mapping[str, Any] | None = None, features: FeatureSpec | None = None) -> tuple[SpatialConfig, FeatureExtractor]:
         """The configuration and extractor for one call: this checker's config updated by
-        ``options``, then by the run's ``features`` when given (a spatial extractor by
-        its options; another plugin's extractor from the registry, matched by mutual NN
-        + ratio test)."""
-        cfg = self.config.with_options(options)
+        ``options``, then by the run's ``features`` (:meth:`with_features`)."""
+        return self.with_features(self.config.with_options(options), features)
+
+    @staticmethod
+    def with_features(cfg: SpatialConfig, features: FeatureSpec | None) -> tuple[SpatialConfig, FeatureExtractor]:
+        """``cfg`` and its extractor, switched to the run's ``features`` when given: a
+        spatial extractor by its options; another plugin's extractor from the registry,
+        matched by mutual NN + ratio test."""
         if features is None:
             return cfg, cfg.feature_extractor
         shared = {k: v for k, v in features.options.items() if k in ("max_side", "max_keypoints", "device")}
@@ -422,7 +426,7 @@ class SpatialChecker(BaseChecker):
     def check(self, prediction: Prediction, neighbours: Sequence[Neighbour], context: CheckContext) -> Sequence[Vote]:
         cfg = self.config.with_options(context.config)  # a bad option is the caller's error
         try:
-            cfg, ext = self.configured(context.config, context.features)
+            cfg, ext = self.with_features(cfg, context.features)
         except (TypeError, ValueError) as exc:
             raise Abstain(f"cannot use the run's features {context.features}: {exc}") from exc
         query = prediction.query
