@@ -28,6 +28,7 @@ from consist.errors import PluginError
 if TYPE_CHECKING:
     from consist.contracts.checker import Checker
     from consist.contracts.features import ExtractorFactory, FeatureExtractor, FeatureSpec
+    from consist.contracts.feedback import FeedbackInterpreter
     from consist.contracts.reporter import Reporter
     from consist.contracts.retrieval import Embedder, Reranker, Retriever
     from consist.contracts.store import StoreOpener
@@ -41,6 +42,7 @@ __all__ = [
     "embedders",
     "extractors",
     "get_plugin_manager",
+    "interpreters",
     "make_extractor",
     "plugin_infos",
     "reporters",
@@ -219,6 +221,11 @@ def embedders(pm: pluggy.PluginManager | None = None) -> dict[str, Embedder]:
 def reporters(pm: pluggy.PluginManager | None = None) -> dict[str, Reporter]:
     """All registered reporters by name."""
     return _collect(pm, "reporter")
+
+
+def interpreters(pm: pluggy.PluginManager | None = None) -> dict[str, FeedbackInterpreter]:
+    """All registered sentence interpreters by name (consist-semantic's ``tell``)."""
+    return _collect(pm, "interpreter")
 
 
 def extractors(pm: pluggy.PluginManager | None = None) -> dict[str, ExtractorFactory]:

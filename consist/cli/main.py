@@ -33,9 +33,9 @@ def cli(log_json: bool, log_level: str, verbose: int) -> None:
 
 
 def _add_commands(group: click.Group) -> None:
-    from consist.cli import audit_cmd, demo, export_cmd, feedback, history, plugins_cmd, store_cmd
+    from consist.cli import audit_cmd, demo, export_cmd, feedback, history, plugins_cmd, review_cmd, store_cmd
 
-    for mod in (plugins_cmd, history, feedback, store_cmd, export_cmd, audit_cmd, demo):
+    for mod in (plugins_cmd, history, feedback, store_cmd, export_cmd, audit_cmd, review_cmd, demo):
         mod.register(group)
 
 

@@ -10,6 +10,7 @@ module                         contract
 :mod:`.features`               ``LocalFeatures``, ``FeatureExtractor``, ``ExtractorFactory``, ``FeatureSpec``
 :mod:`.retrieval`              ``Embedder``, ``Retriever``, ``Reranker``
 :mod:`.reporter`               ``Reporter``, ``AuditOutcome``
+:mod:`.feedback`               ``FeedbackInterpreter``, ``FeedbackOutcome`` (a sentence -> store changes)
 :mod:`.store`                  ``Store``, ``AliasStore``, ``StoreOpener``
 =============================  =====================================================
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from consist.contracts.checker import DEFAULT_TIMEOUT_S, Abstain, BaseChecker, CheckContext, Checker
 from consist.contracts.evidence import MAX_DRAWN_MATCHES, PAIRS_KEY, PairEvidence, PairVerifier, pairs_in_votes
 from consist.contracts.features import ExtractorFactory, FeatureExtractor, FeatureSpec, LocalFeatures
+from consist.contracts.feedback import FeedbackInterpreter, FeedbackOutcome
 from consist.contracts.hookspecs import hookimpl, hookspec
 from consist.contracts.reporter import AuditOutcome, Reporter
 from consist.contracts.retrieval import Embedder, Progress, Reranker, Reranking, Retriever
@@ -41,6 +43,8 @@ __all__ = [
     "ExtractorFactory",
     "FeatureExtractor",
     "FeatureSpec",
+    "FeedbackInterpreter",
+    "FeedbackOutcome",
     "LocalFeatures",
     "PairEvidence",
     "PairVerifier",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from consist.aggregate import AggregateResult, AggregationConfig
     from consist.contracts.checker import Checker
     from consist.contracts.features import ExtractorFactory
+    from consist.contracts.feedback import FeedbackInterpreter
     from consist.contracts.reporter import Reporter
     from consist.contracts.retrieval import Embedder, Reranker, Retriever
     from consist.contracts.store import Store, StoreOpener
@@ -116,6 +117,16 @@ def consist_register_reporters(register: Callable[[Reporter], None]) -> None:
     end of ``consist audit`` with the :class:`~consist.contracts.reporter.AuditOutcome`.
     consist's own ``audit.csv``, ``audit.jsonl``, ``summary.json`` and ``report.html``
     are built-in reporters.
+    """
+
+
+@hookspec
+def consist_register_interpreters(register: Callable[[FeedbackInterpreter], None]) -> None:
+    """Register sentence interpreters (:class:`consist.contracts.feedback.FeedbackInterpreter`):
+    objects with ``name`` and ``interpret(store, sentence, sample_id, apply=)`` that turn
+    what a person says about a sample into store changes. consist-semantic registers
+    ``tell`` (its grammar, or an LMM when configured); ``consist review``'s sentence box
+    calls the registered one.
     """
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from consist.contracts import checker, evidence, features, reporter, retrieval, store
+from consist.contracts import checker, evidence, features, feedback, reporter, retrieval, store
 
 __all__ = ["CONTRACTS", "END", "START", "render", "rewrite"]
 
@@ -31,6 +31,7 @@ CONTRACTS: tuple[tuple[Any, tuple[str, ...]], ...] = (
     (features, ("LocalFeatures", "FeatureExtractor", "ExtractorFactory", "FeatureSpec")),
     (retrieval, ("Embedder", "Retriever", "Reranker", "Reranking")),
     (reporter, ("Reporter", "AuditOutcome")),
+    (feedback, ("FeedbackInterpreter", "FeedbackOutcome")),
     (store, ("Store", "AliasStore", "StoreOpener")),
 )
 

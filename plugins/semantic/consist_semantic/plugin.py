@@ -60,3 +60,10 @@ def consist_register_reporters(register: Callable[[object], None]) -> None:
     from consist_semantic.report import LMMReporter
 
     register(LMMReporter())
+
+
+@consist.hookimpl
+def consist_register_interpreters(register: Callable[[object], None]) -> None:
+    from consist_semantic.interpreter import TellInterpreter
+
+    register(TellInterpreter())
