@@ -62,3 +62,28 @@ def store() -> Iterator[consist.Store]:
     s = consist.open_store("memory://")
     yield s
     s.close()
+
+
+# ------------------------------------------------------------ PostgreSQL (issue 14)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole session (tests/pgserver.py), stopped at
+    the end; skipped when the server binaries are not installed."""
+    from pgserver import find_bindir, start_server
+
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason='psycopg 3 not installed (pip install "consist[postgres]")')
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_uri(pg_server) -> str:
+    """A fresh, empty database of the session's server, one per test."""
+    return pg_server.create_database()

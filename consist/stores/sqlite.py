@@ -14,7 +14,9 @@ change can be undone (``consist undo``).
 URI forms: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, a bare path, and
 ``memory://`` (a private in-memory database). Query options: ``timeout`` (s),
 ``synchronous`` (``normal``/``full``), ``ann_threshold`` (vectors above which IVF
-search is used), ``readonly`` (``1``).
+search is used), ``vector_snapshot_min`` (vectors from which the search index is
+saved in the store, :class:`~consist.stores.vectors.PersistentIndex`), ``readonly``
+(``1``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import structlog
 from consist.errors import LabelConflict, SampleNotFound, StoreError, StoreLockedError, UndoConflict
 from consist.records import TRUST, HistoryEntry, Provenance, Region, Sample, from_dict, to_dict
 from consist.stores.uri import split_uri
-from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
+from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, DEFAULT_SNAPSHOT_MIN, PersistentIndex, VectorIndex, VectorRead
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -142,6 +144,7 @@ class SQLiteStore:
         timeout: float = 10.0,
         synchronous: str = "normal",
         ann_threshold: int = DEFAULT_ANN_THRESHOLD,
+        vector_snapshot_min: int = DEFAULT_SNAPSHOT_MIN,
         readonly: bool = False,
         create: bool = True,
         uri: str | None = None,
@@ -204,8 +207,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._tx_depth = 0
         self._pending_vectors: list[tuple[str, np.ndarray | None]] = []
-        self._index = VectorIndex(ann_threshold=ann_threshold)
-        self._index_version: int | None = None  # vectors_version the index reflects
+        self._vectors = PersistentIndex(_SqliteVectorSource(self), ann_threshold=ann_threshold, snapshot_min=vector_snapshot_min)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -264,7 +266,7 @@ class SQLiteStore:
             path = path_part[1:] if path_part.startswith("/") and "://" in uri else path_part
             if not path:
                 raise StoreError(f"{uri!r}: no file path (use sqlite:///path/to/store.db)")
-        known: dict[str, Callable[[str], Any]] = {"timeout": float, "synchronous": str, "ann_threshold": int, "readonly": lambda v: v not in ("0", "false", "")}
+        known: dict[str, Callable[[str], Any]] = {"timeout": float, "synchronous": str, "ann_threshold": int, "vector_snapshot_min": int, "readonly": lambda v: v not in ("0", "false", "")}
         for key, val in opts.items():
             if key not in known:
                 raise StoreError(f"{uri!r}: unknown option {key!r} (known: {', '.join(known)})")
@@ -272,7 +274,7 @@ class SQLiteStore:
                 value = known[key](val)
             except ValueError:
                 raise StoreError(f"{uri!r}: option {key} must be a number, got {val!r}") from None
-            if key in ("timeout", "ann_threshold") and not (math.isfinite(value) and value >= 0):
+            if key in ("timeout", "ann_threshold", "vector_snapshot_min") and not (math.isfinite(value) and value >= 0):
                 raise StoreError(f"{uri!r}: option {key} must be a finite number >= 0, got {val!r}")
             kwargs.setdefault(key, value)
         return cls(path, uri=uri, **kwargs)
@@ -341,6 +343,7 @@ class SQLiteStore:
                 if self._tx_depth == 0:
                     self._rollback()
                     self._pending_vectors = []
+                    self._vectors.transaction_ended(committed=False)
                     if isinstance(exc, sqlite3.OperationalError):
                         self._raise_write_error(exc)
                 raise
@@ -354,10 +357,12 @@ class SQLiteStore:
                     except sqlite3.OperationalError as exc:
                         self._rollback()
                         self._pending_vectors = []
+                        self._vectors.transaction_ended(committed=False)
                         self._raise_locked(exc)
                         self._raise_write_error(exc)
                         raise
-                    self._apply_pending_vectors()
+                    self._pending_vectors = []  # the index reads the committed changes from the history
+                    self._vectors.transaction_ended(committed=True)
 
     def _rollback(self) -> None:
         """Roll back what is open (SQLite has already rolled back after a full disk:
@@ -376,21 +381,6 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: the store is read-only ({self._readonly_reason or 'the file system refused the write'}); nothing was changed") from exc
         if "disk i/o error" in msg:
             raise StoreError(f"{self.path}: the disk failed while writing (disk I/O error); nothing of this write was kept") from exc
-
-    def _apply_pending_vectors(self) -> None:
-        pending, self._pending_vectors = self._pending_vectors, []
-        if not pending or self._index_version is None:
-            return
-        version = self._vectors_version()
-        if version != self._index_version + 1:
-            self._index_version = None  # someone else wrote in between: reload lazily
-            return
-        removed = [sid for sid, vec in pending if vec is None]
-        self._index.remove(removed)
-        added = [(sid, vec) for sid, vec in pending if vec is not None]
-        if added:
-            self._index.add([a[0] for a in added], np.stack([a[1] for a in added]))
-        self._index_version = version
 
     def close(self) -> None:
         with self._lock:
@@ -479,21 +469,10 @@ class SQLiteStore:
         return int(self._db.execute("SELECT value FROM meta WHERE key = 'vectors_version'").fetchone()[0])
 
     def _ensure_index(self) -> VectorIndex:
-        version = self._vectors_version()
-        if self._index_version != version:
-            index = VectorIndex(ann_threshold=self._index.ann_threshold)
-            ids: list[str] = []
-            vecs: list[np.ndarray] = []
-            for sid, emb in self._db.execute("SELECT id, embedding FROM samples WHERE deleted = 0 AND embedding IS NOT NULL ORDER BY rowid"):
-                ids.append(sid)
-                vecs.append(np.frombuffer(emb, dtype=np.float32))
-                if len(ids) >= 10_000:
-                    index.add(ids, np.stack(vecs))
-                    ids, vecs = [], []
-            if ids:
-                index.add(ids, np.stack(vecs))
-            self._index, self._index_version = index, version
-        return self._index
+        """The search index: loaded from the store's snapshot by the first search of
+        a process, then kept current from the history (other processes' writes too)."""
+        in_tx = self._tx_depth > 0
+        return self._vectors.current(may_save=not in_tx and not self.readonly, in_transaction=in_tx)
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[tuple[Sample, float]]:
         """The ``k`` samples whose embeddings are most similar (cosine) to ``vector``."""
@@ -865,3 +844,178 @@ class SQLiteStore:
             new = attrs.evolve(old, meta=meta)
             self._write_row(new, False, False)
             return self._record("note", sample_id, provenance, reason, _state(old), _state(new))
+
+    # ------------------------------------------------------------ copying out/in
+    # ``consist store copy`` (consist/stores/copy.py) moves a store's rows as they
+    # are: samples with their deleted flag, the history with its seq numbers (so that
+    # ``consist undo`` works in the copy), artefacts and aliases.
+
+    def sample_pages(self, *, label: str | None = None, include_deleted: bool = True, page: int = 1000) -> Iterator[list[tuple[Sample, bool]]]:
+        """``(sample, deleted)`` in pages of ``page`` rows, in the order first stored."""
+        where = ["rowid > ?"] + ([] if include_deleted else ["deleted = 0"])
+        base: list[Any] = []
+        if label is not None:
+            where.append("label = ?")
+            base.append(label)
+        sql = f"SELECT rowid, {_SAMPLE_COLS} FROM samples WHERE {' AND '.join(where)} ORDER BY rowid LIMIT {int(page)}"
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(sql, [last, *base]).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(self._row_to_sample(r[1:]), bool(r[-1])) for r in rows]
+
+    def artefact_rows(self) -> Iterator[tuple[str, str, bytes]]:
+        """Every artefact as ``(sample_id, kind, data)``, in key order."""
+        last: tuple[str, str] | None = None
+        while True:
+            with self._lock:
+                if last is None:
+                    rows = self._db.execute("SELECT sample_id, kind, data FROM artefacts ORDER BY sample_id, kind LIMIT 500").fetchall()
+                else:
+                    rows = self._db.execute("SELECT sample_id, kind, data FROM artefacts WHERE (sample_id, kind) > (?, ?) ORDER BY sample_id, kind LIMIT 500", last).fetchall()
+            if not rows:
+                return
+            last = (rows[-1][0], rows[-1][1])
+            for sid, kind, data in rows:
+                yield sid, kind, bytes(data)
+
+    def alias_rows(self) -> list[tuple[str, str, str, str]]:
+        """Every alias as ``(key, display, label, provenance)``."""
+        with self._lock:
+            try:
+                return [(a, b, c, d) for a, b, c, d in self._db.execute("SELECT name, display, label, provenance FROM aliases ORDER BY name")]
+            except sqlite3.OperationalError:  # no alias table yet
+                return []
+
+    def is_empty(self) -> bool:
+        """True when the store holds no sample, history entry, artefact or alias."""
+        with self._lock:
+            busy = self._db.execute("SELECT EXISTS (SELECT 1 FROM samples) OR EXISTS (SELECT 1 FROM history) OR EXISTS (SELECT 1 FROM artefacts)").fetchone()[0]
+        return not busy and not self.alias_rows()
+
+    def restore(
+        self,
+        samples: Iterable[Sequence[tuple[Sample, bool]]],
+        history: Iterable[Sequence[HistoryEntry]],
+        artefacts: Iterable[tuple[str, str, bytes]],
+        aliases: Sequence[tuple[str, str, str, str]],
+        *,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """Write another store's rows as they are (``seq`` numbers kept), inside the
+        caller's :meth:`transaction`; used by :func:`consist.stores.copy.copy_store`."""
+        if self._tx_depth == 0:
+            raise StoreError(f"{self.uri}: restore() must run inside store.transaction()")
+        dim: int | None = None
+        n = 0
+        for page in samples:
+            rows = []
+            for s, deleted in page:
+                if s.embedding is not None and dim is None:
+                    dim = int(s.embedding.shape[0])
+                emb = None if s.embedding is None else np.ascontiguousarray(s.embedding, dtype=np.float32).tobytes()
+                region = None if s.region is None else json.dumps(to_dict(s.region))
+                rows.append((s.id, s.uri, s.label, s.provenance.value, region, json.dumps(s.meta, ensure_ascii=False, default=str), emb, int(deleted), time.time()))
+            self._db.executemany("INSERT INTO samples (id, uri, label, provenance, region, meta, embedding, deleted, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            n += len(rows)
+            if progress:
+                progress("samples", n)
+        n = 0
+        for hpage in history:
+            self._db.executemany(
+                "INSERT INTO history (seq, ts, action, sample_id, provenance, reason, before, after, undoes, undone_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.seq, e.ts, e.action, e.sample_id, e.provenance.value, e.reason,
+                     None if e.before is None else json.dumps(e.before), None if e.after is None else json.dumps(e.after), e.undoes, e.undone_by)
+                    for e in hpage
+                ],
+            )  # fmt: skip
+            n += len(hpage)
+            if progress:
+                progress("history", n)
+        for n, (sid, kind, data) in enumerate(artefacts, 1):
+            self._db.execute("INSERT INTO artefacts VALUES (?, ?, ?, ?)", (sid, kind, sqlite3.Binary(data), time.time()))
+            if progress and n % 200 == 0:
+                progress("artefacts", n)
+        if aliases:
+            self._db.execute(_ALIAS_SCHEMA)
+            self._db.executemany("INSERT INTO aliases VALUES (?, ?, ?, ?, ?)", [(*a, time.time()) for a in aliases])
+        if dim is not None:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('embedding_dim', ?)", (str(dim),))
+        self._pending_vectors.append(("", None))  # bump vectors_version at commit
+
+
+class _SqliteVectorSource:
+    """What :class:`PersistentIndex` reads and writes, in SQLite (the snapshot lives
+    in a ``vector_snapshot`` table of the store file, created on first save)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+
+    def version(self) -> int:
+        return self.store._vectors_version()
+
+    @contextmanager
+    def _snapshot_read(self) -> Iterator[None]:
+        """One read transaction (a consistent snapshot in WAL mode), unless inside the
+        caller's write transaction, which sees its own writes."""
+        db = self.store._db
+        if self.store._tx_depth > 0 or db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
+
+    def read_all(self) -> VectorRead:
+        db = self.store._db
+        with self._snapshot_read():
+            version = self.store._vectors_version()
+            seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0])
+            rows = db.execute("SELECT id, embedding FROM samples WHERE deleted = 0 AND embedding IS NOT NULL ORDER BY rowid").fetchall()
+        return VectorRead.from_blobs(version, seq, [r[0] for r in rows], [r[1] for r in rows])
+
+    def read_changes(self, since: int) -> VectorRead:
+        db = self.store._db
+        with self._snapshot_read():
+            version = self.store._vectors_version()
+            seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0])
+            rows = db.execute(
+                "SELECT id, CASE WHEN deleted THEN NULL ELSE embedding END FROM samples WHERE id IN "
+                "(SELECT DISTINCT sample_id FROM history WHERE seq > ? AND action != 'conflict' AND sample_id NOT LIKE 'alias:%')",
+                (since,),
+            ).fetchall()
+        return VectorRead.from_blobs(version, seq, [r[0] for r in rows], [r[1] for r in rows], changes=True)
+
+    def count_changes(self, since: int) -> int:
+        return int(self.store._db.execute("SELECT COUNT(*) FROM history WHERE seq > ?", (since,)).fetchone()[0])
+
+    def load_snapshot(self) -> list[bytes]:
+        db = self.store._db
+        with self._snapshot_read():
+            try:
+                return [bytes(r[0]) for r in db.execute("SELECT data FROM vector_snapshot ORDER BY part")]
+            except sqlite3.OperationalError:  # never saved
+                return []
+
+    def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
+        s = self.store
+        try:
+            with s.transaction():
+                s._db.execute("CREATE TABLE IF NOT EXISTS vector_snapshot (part INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+                head = s._db.execute("SELECT data FROM vector_snapshot WHERE part = 0").fetchone()
+                existing = newer_than([bytes(head[0])]) if head is not None else None
+                if existing is not None and existing >= seq:
+                    return False
+                s._db.execute("DELETE FROM vector_snapshot")
+                s._db.executemany("INSERT INTO vector_snapshot VALUES (?, ?)", [(i, sqlite3.Binary(p)) for i, p in enumerate(parts)])
+        except StoreError as exc:  # a cache: failing to save it costs the next process time, nothing else
+            log.warning("vector_snapshot_not_saved", store=s.uri, error=str(exc))
+            return False
+        return True

@@ -18,12 +18,30 @@ cheaply, and its recall is tuned with one number (``probe_fraction``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
+import attrs
 import numpy as np
+import structlog
 
-__all__ = ["DEFAULT_ANN_THRESHOLD", "DEFAULT_MIN_PROBES", "DEFAULT_PROBE_FRACTION", "VectorIndex", "normalise"]
+__all__ = [
+    "DEFAULT_ANN_THRESHOLD",
+    "DEFAULT_MIN_PROBES",
+    "DEFAULT_PROBE_FRACTION",
+    "DEFAULT_SNAPSHOT_MIN",
+    "PersistentIndex",
+    "VectorIndex",
+    "VectorRead",
+    "VectorSource",
+    "decode_snapshot",
+    "encode_snapshot",
+    "normalise",
+]
+
+log = structlog.get_logger("consist.store")
 
 #: Below this many vectors, exact search is both fast enough (the target is < 20 ms
 #: per query at 100k x 512 on one core; exact takes ~3 ms at 10k, ~6 ms at 20k) and exact.
@@ -109,6 +127,45 @@ class VectorIndex:
         if self._ann is not None and rows:
             self._ann.remove_ids(np.asarray(rows, dtype=np.int64))
 
+    def holds(self, sample_id: str, vector: np.ndarray) -> bool:
+        """True when ``sample_id`` is indexed with exactly this vector (once normalised)."""
+        r = self._pos.get(sample_id)
+        if r is None:
+            return False
+        v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        n = np.linalg.norm(v, axis=1, keepdims=True)
+        return bool(np.array_equal(self._mat[r], np.divide(v, n, out=np.zeros_like(v), where=n > 0)[0]))
+
+    def prepare(self) -> None:
+        """Build the IVF now if searches will use it (before saving a snapshot)."""
+        if self.uses_ann and (self._ann is None or self._live > self.retrain_growth * max(self._trained_at, 1)):
+            self._build_ann()
+
+    def _state(self) -> tuple[np.ndarray, bytes]:
+        """The used rows of the matrix and the serialised IVF (b"" when none)."""
+        ivf = b""
+        if self._ann is not None:
+            import faiss
+
+            ivf = faiss.serialize_index(self._ann).tobytes()
+        return np.ascontiguousarray(self._mat[: self._n]), ivf
+
+    def _load_state(self, dim: int | None, ids: list[str | None], mat: np.ndarray | None, trained_at: int, ivf: bytes) -> None:
+        """Become the index :meth:`_state` described (``ids``: ``None`` for removed rows)."""
+        self.dim = dim
+        self._ids = list(ids)
+        self._pos = {sid: r for r, sid in enumerate(ids) if sid is not None}
+        self._n = len(ids)
+        self._live = len(self._pos)
+        self._mat = mat if mat is not None else np.zeros((0, dim or 0), dtype=np.float32)
+        self._trained_at = trained_at
+        self._ann = None
+        if ivf:
+            import faiss
+
+            self._ann = faiss.deserialize_index(np.frombuffer(ivf, dtype=np.uint8))
+            self._ann.nprobe = max(self.min_probes, int(round(self.probe_fraction * self._ann.nlist)))
+
     def vector(self, sample_id: str) -> np.ndarray | None:
         r = self._pos.get(sample_id)
         return None if r is None else self._mat[r].copy()
@@ -154,11 +211,214 @@ class VectorIndex:
             pairs = [(self._ids[int(r)], float(d)) for r, d in zip(rows_[0], sims_[0]) if r >= 0]
         else:
             sims = self._mat[: self._n] @ q
-            if want < self._n:
-                top = np.argpartition(-sims, want - 1)[:want]
+            rows = min(want + (self._n - self._live), self._n)  # removed rows (zeros) may rank first
+            if rows < self._n:
+                top = np.argpartition(-sims, rows - 1)[:rows]
             else:
                 top = np.arange(self._n)
             top = top[np.argsort(-sims[top], kind="stable")]
             pairs = [(self._ids[int(r)], float(sims[r])) for r in top]
         out = [(sid, s) for sid, s in pairs if sid is not None and sid not in excluded]
         return out[:k]
+
+
+# ------------------------------------------------------------- persisted index
+#
+# Why: every process used to rebuild the index from all embeddings on its first
+# search (3.9 s at 100k x 512: reading the rows, normalising, training the IVF), and
+# again whenever another process had written. A store now keeps a snapshot of the
+# index (the normalised matrix, the ids and the trained IVF) together with the
+# newest history ``seq`` it reflects; a process loads it and applies only the
+# samples the history names after that ``seq``, and follows other processes' writes
+# the same way (the history is the change log: every change of an embedding or of
+# the deleted flag is a history entry).
+
+#: Persist the index once it holds at least this many vectors (below, reading the
+#: embeddings is about as fast as reading a snapshot).
+DEFAULT_SNAPSHOT_MIN = 5_000
+#: Save a new snapshot when the vectors changed since the saved one exceed this share
+#: of the index (or 1000, whichever is larger): loading then replays little.
+DEFAULT_RESAVE_FRACTION = 0.1
+#: Snapshot part size: rows of at most this many bytes (PostgreSQL ``bytea`` and
+#: SQLite blobs stay far below their 1 GB limits at any store size).
+SNAPSHOT_PART_BYTES = 32 << 20
+_SNAPSHOT_FORMAT = 1
+
+
+@attrs.frozen
+class VectorRead:
+    """What a store read in one consistent snapshot: the ``vectors_version`` and the
+    newest history ``seq`` at that moment, and vectors (all of them, or only those
+    of samples changed since a ``seq``: then ``removed`` lists the changed samples
+    that are deleted or have no embedding)."""
+
+    version: int
+    seq: int
+    ids: list[str]
+    vectors: np.ndarray | None
+    removed: list[str] = attrs.field(factory=list)
+
+    @classmethod
+    def from_blobs(cls, version: int, seq: int, ids: Sequence[str], blobs: Sequence[bytes | memoryview | None], *, changes: bool = False) -> VectorRead:
+        keep = [(i, b) for i, b in zip(ids, blobs) if b is not None]
+        removed = [i for i, b in zip(ids, blobs) if b is None] if changes else []
+        if not keep:
+            return cls(version, seq, [], None, removed)
+        mat = np.frombuffer(b"".join(bytes(b) for _, b in keep), dtype=np.float32).reshape(len(keep), -1)
+        return cls(version, seq, [i for i, _ in keep], mat, removed)
+
+
+class VectorSource(Protocol):
+    """What :class:`PersistentIndex` needs from a store (each back-end has one)."""
+
+    def version(self) -> int:
+        """The store's ``vectors_version`` (bumped by every commit that changed vectors)."""
+        ...
+
+    def read_all(self) -> VectorRead: ...
+
+    def read_changes(self, since: int) -> VectorRead:
+        """Current vectors of the samples named by history entries after ``since``."""
+        ...
+
+    def count_changes(self, since: int) -> int: ...
+
+    def load_snapshot(self) -> list[bytes]:
+        """The saved snapshot's parts (empty when none)."""
+        ...
+
+    def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
+        """Replace the saved snapshot unless the saved one (``newer_than(head)``
+        gives its ``seq``) is at least as new; ``False`` when not saved."""
+        ...
+
+
+def encode_snapshot(index: VectorIndex, seq: int) -> list[bytes]:
+    """Part 0: a JSON header (``seq``, ids, sizes); then the matrix and the IVF."""
+    mat, ivf = index._state()
+    payload = mat.tobytes() + ivf
+    head = {"format": _SNAPSHOT_FORMAT, "seq": int(seq), "dim": index.dim, "rows": int(mat.shape[0]), "ids": index._ids[: index._n], "trained_at": index._trained_at, "ivf": len(ivf)}
+    return [json.dumps(head, separators=(",", ":")).encode()] + [payload[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(payload), SNAPSHOT_PART_BYTES)]
+
+
+def snapshot_seq(parts: list[bytes]) -> int | None:
+    """The ``seq`` a snapshot reflects (from its header alone), ``None`` if unreadable."""
+    try:
+        head = json.loads(parts[0])
+        return int(head["seq"]) if head.get("format") == _SNAPSHOT_FORMAT else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def decode_snapshot(parts: list[bytes], index: VectorIndex) -> int | None:
+    """Fill the empty ``index`` from a snapshot; returns its ``seq`` (``None``, index
+    untouched, when the snapshot is unreadable or of another format)."""
+    seq = snapshot_seq(parts)
+    if seq is None:
+        return None
+    head = json.loads(parts[0])
+    payload = bytearray().join(parts[1:])  # one copy, writable: the index zeroes removed rows
+    rows, dim = int(head["rows"]), head["dim"]
+    size = rows * int(dim or 0) * 4
+    if len(payload) != size + int(head["ivf"]) or len(head["ids"]) != rows:
+        return None
+    mat = np.frombuffer(payload, dtype=np.float32, count=rows * int(dim or 0)).reshape(rows, int(dim or 0)) if dim else None
+    index._load_state(dim, head["ids"], mat, int(head["trained_at"]), bytes(payload[size:]))
+    return seq
+
+
+class PersistentIndex:
+    """A store's :class:`VectorIndex`, loaded from its snapshot and kept current by
+    replaying the history (see the comment above :data:`DEFAULT_SNAPSHOT_MIN`).
+
+    :meth:`current` costs one small read (``vectors_version``) when nothing changed.
+    ``snapshot_min`` (default :data:`DEFAULT_SNAPSHOT_MIN`) is the size from which a
+    snapshot is saved; ``resave_fraction`` (default :data:`DEFAULT_RESAVE_FRACTION`)
+    when a newer one replaces it.
+    """
+
+    def __init__(self, source: VectorSource, *, ann_threshold: int = DEFAULT_ANN_THRESHOLD, snapshot_min: int = DEFAULT_SNAPSHOT_MIN, resave_fraction: float = DEFAULT_RESAVE_FRACTION) -> None:
+        self.source = source
+        self.ann_threshold = ann_threshold
+        self.snapshot_min = snapshot_min
+        self.resave_fraction = resave_fraction
+        self.index = VectorIndex(ann_threshold=ann_threshold)
+        self.version: int | None = None  # vectors_version the index reflects
+        self.seq: int | None = None  # newest history entry the index reflects
+        self.unsaved: float = math.inf  # vectors changed since the saved snapshot
+        self.loaded_from: str = ""  # "snapshot" or "rows": how this process got it
+        self._in_tx = False
+
+    def reset(self) -> None:
+        """Forget the in-memory index (the next :meth:`current` loads it again)."""
+        self.index = VectorIndex(ann_threshold=self.ann_threshold)
+        self.version = self.seq = None
+        self.unsaved = math.inf
+
+    def transaction_ended(self, committed: bool) -> None:
+        """A store calls this when its write transaction ends: an index refreshed
+        inside a transaction that was rolled back holds vectors that never were."""
+        if self._in_tx and not committed:
+            self.reset()
+        self._in_tx = False
+
+    def current(self, *, may_save: bool = True, in_transaction: bool = False) -> VectorIndex:
+        """The index as of the store's newest committed (or, inside a transaction,
+        own) state; ``may_save``: a snapshot may be written now (never inside a
+        transaction or on a read-only store)."""
+        self._in_tx = self._in_tx or in_transaction
+        version = self.source.version()
+        if self.seq is not None and version == self.version:
+            return self.index
+        if self.seq is None:
+            self._load_or_build()
+        elif self.source.count_changes(self.seq) > max(1000, len(self.index)):
+            self._build()  # most of the store changed: reading it all is cheaper
+        else:
+            self._apply(self.source.read_changes(self.seq))
+        if may_save and not in_transaction and len(self.index) >= self.snapshot_min and self.unsaved > max(1000.0, self.resave_fraction * len(self.index)):
+            self._save()
+        return self.index
+
+    def _load_or_build(self) -> None:
+        parts = self.source.load_snapshot()
+        if parts:
+            index = VectorIndex(ann_threshold=self.ann_threshold)
+            seq = decode_snapshot(parts, index)
+            if seq is not None:
+                self.index, self.seq, self.version, self.unsaved = index, seq, -1, 0
+                self.loaded_from = "snapshot"
+                read = self.source.read_changes(seq)
+                self._apply(read)
+                return
+        self._build()
+
+    def _build(self) -> None:
+        read = self.source.read_all()
+        index = VectorIndex(ann_threshold=self.ann_threshold)
+        if read.vectors is not None:
+            index.add(read.ids, read.vectors)
+        self.index, self.seq, self.version, self.unsaved = index, read.seq, read.version, math.inf
+        self.loaded_from = "rows"
+
+    def _apply(self, read: VectorRead) -> None:
+        index = self.index
+        changed = 0
+        if read.removed:
+            gone = [i for i in read.removed if i in index]
+            index.remove(gone)
+            changed += len(gone)
+        if read.vectors is not None:
+            fresh = [j for j, sid in enumerate(read.ids) if not index.holds(sid, read.vectors[j])]
+            if fresh:
+                index.add([read.ids[j] for j in fresh], read.vectors[fresh])
+                changed += len(fresh)
+        self.seq, self.version = read.seq, read.version
+        self.unsaved += changed
+
+    def _save(self) -> None:
+        assert self.seq is not None
+        self.index.prepare()  # a trained IVF is what makes a large snapshot worth loading
+        if self.source.save_snapshot(encode_snapshot(self.index, self.seq), self.seq, snapshot_seq):
+            log.info("vector_snapshot_saved", vectors=len(self.index), seq=self.seq)
+        self.unsaved = 0  # saved, or another process saved a newer one: either way, not again now
