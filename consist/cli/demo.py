@@ -129,7 +129,14 @@ def run_audit_demo(out: Path, *, say: Any = None, workers: int | None = None, pr
         "audit": str(out / "audit"),
         "summary": result.summary,
         "flagged": [r for r in result.to_records() if r["flagged"]],
-        "planted": {"errors": len(data.planted), "found": len(found), "suggestion_right": len(right), "false_flags": false_flags, "broken": list(data.broken)},
+        "planted": {
+            "errors": len(data.planted),
+            "truth": {sid: data.truth[sid] for sid in data.planted},
+            "found": len(found),
+            "suggestion_right": len(right),
+            "false_flags": false_flags,
+            "broken": list(data.broken),
+        },
         "_result": result,
     }
 

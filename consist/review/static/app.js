@@ -442,6 +442,7 @@ async function renderSearch() {
     }
     if (query && size) {
       viewer = makeViewer(size[0], size[1], src, null, (reg) => { region = reg; viewer.drawRegion(reg); });
+      viewer.node.classList.add("small");
       state.viewer = viewer;
     }
   }

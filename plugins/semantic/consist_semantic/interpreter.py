@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consist.contracts.feedback import FeedbackOutcome
-from consist.contracts.store import Store
+from consist.contracts import FeedbackOutcome, Store
 
 __all__ = ["TellInterpreter"]
 
