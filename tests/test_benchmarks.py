@@ -22,6 +22,15 @@ def test_benchmark_quick_run_prints_targets(script):
     assert targets and all({"metric", "measured", "target"} <= set(t) for t in targets)
 
 
+def test_review_benchmark_quick_run_prints_targets():
+    pytest.importorskip("fastapi")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_review.py"), "--quick", "--no-browser", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["samples"] == 1000 and report["api"]["n_errors"] == 0
+    assert {t["metric"].split(" at ")[0] for t in report["targets"]} >= {"time to first page"}
+
+
 SHARED = ROOT.parent / "shared" / "data"
 
 

@@ -156,6 +156,14 @@ def test_search_and_decide_find_the_object(audit):
         assert r.status_code == 200, r.text
         assert r.json()["label"] == ok["given_label"]
         assert len(session.store) == 45 + 0  # decide never writes (adapt off)
+        # a dropped image (not in the store) searches too, and is shown from memory
+        r = httpx.post(f"{base}/api/search", json={"image": b64, "top": 2}, headers=H, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["label"] == ok["given_label"]
+        qid = r.json()["query"]["id"]
+        assert qid.startswith("upload:") and httpx.get(f"{base}/api/image", params={"id": qid}).status_code == 200
+        bad = httpx.post(f"{base}/api/search", json={"image": base64.b64encode(b"not an image").decode()}, headers=H)
+        assert bad.status_code in (400, 409) and "image" in bad.json()["detail"].lower()
 
 
 def test_eight_concurrent_writers_lose_no_history_entry(tmp_path):

@@ -167,6 +167,7 @@ def demo_command(out: Path, clean: bool, recognize: bool, as_json: bool) -> None
             f"{len(p['false_flags'])} correct labels flagged; the broken file was reported, not fatal."
         )
         click.echo(f"open the report: {(out / 'audit' / 'report.html').resolve()}")
+        click.echo(f"review and fix the labels in your browser: consist review {out / 'audit'}   (docs/review.md)")
         click.echo("audit your own images: consist audit PATH/TO/FOLDER --out audit-out   (docs/audit.md)")
         return
     report = run_demo(out, say=None if as_json else (lambda m: click.echo(m)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ ROW_FIELDS = (
 #: Statuses whose label the audit reports as wrong, reviewed first.
 _WRONG = ("flagged", "suspect")
 _STATUS_ORDER = {s: i for i, s in enumerate(("flagged", "suspect", "plausible", "unverifiable", "ok", "unreadable"))}
+#: Queue selections (filter -> ordered rows) kept until the store changes.
+SELECTION_CACHE = 64
 #: Bins of the confidence (P(wrong)) histogram of the overview.
 HISTOGRAM_BINS = 20
 
@@ -117,6 +119,8 @@ class AuditIndex:
         self._lock = threading.RLock()
         self._states: dict[str, ReviewState] = {}
         self._seen_seq = 0
+        self._version = 0  # bumped whenever a sample's state changes: selections cached per version
+        self._selections: dict[QueueFilter, tuple[int, list[dict[str, Any]]]] = {}
         self._load_states()
 
     # ------------------------------------------------------------------ loading
@@ -164,6 +168,7 @@ class AuditIndex:
                 else:
                     self._states[sid] = ReviewState(sample.label, sample.provenance.value, sample.region is not None)
             self._seen_seq = seq
+            self._version += 1
             return len(changed)
 
     # -------------------------------------------------------------------- reads
@@ -205,7 +210,19 @@ class AuditIndex:
 
     def select(self, flt: QueueFilter) -> list[dict[str, Any]]:
         """The rows ``flt`` keeps, in queue order: by default what the audit reports
-        wrong first, most confident first, then the rest (id order breaks ties)."""
+        wrong first, most confident first, then the rest (id order breaks ties).
+        Cached until the store changes (paging through one filter filters once)."""
+        with self._lock:
+            hit = self._selections.get(flt)
+            if hit is not None and hit[0] == self._version:
+                return hit[1]
+            out = self._select(flt)
+            if len(self._selections) > SELECTION_CACHE:
+                self._selections.clear()
+            self._selections[flt] = (self._version, out)
+            return out
+
+    def _select(self, flt: QueueFilter) -> list[dict[str, Any]]:
         text = flt.text.strip().lower()
         statuses = set(flt.statuses)
         out = []
@@ -312,7 +329,3 @@ class AuditIndex:
         names = {r["given_label"] for r in self.rows} | {r["suggested_label"] for r in self.rows if r.get("suggested_label")}
         names |= {s.label for s in self._states.values() if s.label}
         return sorted(n for n in names if n)
-
-
-def ids_of(rows: Iterable[Mapping[str, Any]]) -> Sequence[str]:
-    return [r["sample"] for r in rows]
