@@ -97,3 +97,15 @@ def test_readme_quick_start_has_two_one_line_commands_and_ci_runs_the_test_one()
     assert demo.endswith("consist demo") and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci
+
+
+def test_every_image_the_docs_show_exists():
+    """docs/review.md's screenshots are taken by tests/test_review_browser.py; a page
+    that is renamed or removed must not leave a broken picture."""
+    missing = []
+    for md in sorted((ROOT / "docs").glob("*.md")):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md.read_text()):
+            if "://" not in target and not (md.parent / target).is_file():
+                missing.append(f"{md.name}: {target}")
+    assert not missing, missing
+    assert "img/review-queue.png" in (ROOT / "docs" / "review.md").read_text()
