@@ -27,6 +27,18 @@ b. Durable insert rate of verified samples (provenance ``auto``, a 512-d embeddi
    adaptation path, ``consist.adapt.adapt_decision`` (one commit per decision).
 c. Store file size per sample (after closing: WAL checkpointed), with a per-table
    breakdown from SQLite's ``dbstat``.
+d. Opening a store and its first search, before and after the persisted vector index
+   (``consist.stores.vectors.PersistentIndex``), on SQLite and, when a PostgreSQL
+   server is available (``--postgres``: ``auto`` starts a throw-away one with
+   ``tests/pgserver.py`` when Debian's server binaries and psycopg are installed), on
+   PostgreSQL, side by side. Per size: *before*: open + first search rebuilding the
+   index from the embedding rows (what every process did before, and what it still
+   does without a snapshot); *first open, saves*: the same plus saving the snapshot
+   (once per store); *after*: open + first search loading the snapshot; *after
+   another process added 100*: the next search of a process whose index is loaded,
+   after another connection committed 100 new vectors (applied from the history).
+   The PostgreSQL store is filled with ``consist.stores.copy.copy_store`` from the
+   SQLite one. Every query's top-10 must be identical before and after (reported).
 
 Run: ``python benchmarks/bench_store.py`` (``--quick`` for a smoke run, ``--json``
 for a JSON object on stdout, ``--help`` for the options).
@@ -56,6 +68,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C
 import numpy as np
 
+import consist
 from consist.adapt import adapt_decision
 from consist.records import Candidate, CheckerRun, Decision, Prediction, Provenance, Query, RunStatus, Sample, Vote
 from consist.stores.sqlite import SQLiteStore
@@ -194,9 +207,11 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
 
     queries, _rows = perturbed_queries(pool, args.queries, args.query_noise, seed=n + 1)
 
-    # first search after open: load embeddings (+ build ANN (IVF) when >= ann_threshold)
+    # first search after open: load embeddings (+ build ANN (IVF) when >= ann_threshold);
+    # no snapshot is saved here, so that the second connection below reads the rows too
+    no_snapshot = 1 << 62
     with C.progress(f"[{n}] reopen + first search", quiet):
-        store = SQLiteStore(path, ann_threshold=args.ann_threshold)
+        store = SQLiteStore(path, ann_threshold=args.ann_threshold, vector_snapshot_min=no_snapshot)
         t0 = time.perf_counter()
         store.search(queries[0], K)
         out["first_search_s"] = time.perf_counter() - t0
@@ -204,7 +219,7 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
         idx = store.vector_index
         out["default_path"] = "ann" if idx.uses_ann else "exact"
         # the load part alone, on a second connection
-        other = SQLiteStore(path, ann_threshold=args.ann_threshold)
+        other = SQLiteStore(path, ann_threshold=args.ann_threshold, vector_snapshot_min=no_snapshot)
         t0 = time.perf_counter()
         _ = other.vector_index
         out["index_load_s"] = time.perf_counter() - t0
@@ -255,11 +270,93 @@ def bench_knn(tmp: str, n: int, args: argparse.Namespace, quiet: bool) -> dict[s
         store.close()
         del store
         gc.collect()
+    if "open" not in args.skip_set:
+        out["open"] = bench_open(path, n, data, queries, args, quiet)
     if not args.keep:
         for p in (path, path + "-wal", path + "-shm"):
             if os.path.exists(p):
                 os.remove(p)
     return out
+
+
+def _open_and_search(uri: str, q: np.ndarray, **options: Any) -> tuple[float, Any, list[str]]:
+    gc.collect()
+    t0 = time.perf_counter()
+    store = consist.open_store(uri, **options)
+    hits = store.search(q, K)
+    return time.perf_counter() - t0, store, [s.id for s, _ in hits]
+
+
+def bench_open_one(uri: str, n: int, data: Clustered, queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Before/after the persisted index on one back-end (the store at ``uri`` holds
+    ``n`` vectors and no snapshot yet)."""
+    opts = {"ann_threshold": args.ann_threshold}
+    out: dict[str, Any] = {}
+    out["before_s"], s, _ = _open_and_search(uri, queries[0], vector_snapshot_min=1 << 62, **opts)
+    before = [[x.id for x, _ in s.search(q, K)] for q in queries]
+    s.close()
+    out["first_open_saves_s"], s, _ = _open_and_search(uri, queries[0], **opts)
+    s.close()
+    out["after_s"], reader, _ = _open_and_search(uri, queries[0], **opts)
+    out["after_loaded_from"] = reader._vectors.loaded_from
+    after = [[x.id for x, _ in reader.search(q, K)] for q in queries]
+    out["identical_results"] = before == after
+    writer = consist.open_store(uri, **opts)
+    new = data.vectors(n, n + 100)
+    with writer.transaction():
+        writer.put([Sample(id=f"new{i:03d}", label="new", embedding=new[i]) for i in range(100)], reason="bench")
+    t0 = time.perf_counter()
+    hits = reader.search(new[42], 1)
+    out["after_other_process_added_100_s"] = time.perf_counter() - t0
+    out["sees_other_process_vectors"] = bool(hits) and hits[0][0].id == "new042"
+    writer.close()
+    reader.close()
+    return out
+
+
+def bench_open(path: str, n: int, data: Clustered, queries: np.ndarray, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
+    """Part (d): the SQLite store at ``path`` and, when a server is available, the same
+    rows copied into PostgreSQL."""
+    from consist.stores.copy import copy_store
+
+    res: dict[str, Any] = {}
+    queries = queries[: min(len(queries), 50)]
+    with C.progress(f"[{n}] open before/after the persisted index, SQLite", quiet):
+        res["sqlite"] = bench_open_one(f"sqlite:///{path}", n, data, queries, args)
+    server = args.pg_server
+    if server is not None:
+        with C.progress(f"[{n}] copy to PostgreSQL", quiet):
+            uri = server.create_database()
+            src, dst = SQLiteStore(path, vector_snapshot_min=1 << 62), consist.open_store(uri)
+            t0 = time.perf_counter()
+            copy_store(src, dst)
+            res["postgres_copy_s"] = time.perf_counter() - t0
+            src.close()
+            dst.close()
+        with C.progress(f"[{n}] open before/after the persisted index, PostgreSQL", quiet):
+            res["postgres"] = bench_open_one(uri, n, data, queries, args)
+        server.execute(f'DROP DATABASE "{uri.rsplit("/", 1)[1]}"')
+    return res
+
+
+def _start_postgres(mode: str, quiet: bool) -> tuple[Any, str]:
+    """The benchmark's PostgreSQL server: ``none``, ``auto`` (start one with
+    tests/pgserver.py when possible) or ``start`` (the same, failing loudly)."""
+    if mode == "none":
+        return None, "not requested (--postgres none)"
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    try:
+        import psycopg  # noqa: F401
+        from pgserver import find_bindir, start_server
+    except ImportError as exc:
+        if mode == "start":
+            raise
+        return None, f"skipped: {exc}"
+    if find_bindir() is None and mode == "auto":
+        return None, "skipped: no PostgreSQL server binaries"
+    with C.progress("starting a throw-away PostgreSQL server", quiet):
+        server = start_server()
+    return server, f"throw-away server on 127.0.0.1:{server.port} (fsync=off)"
 
 
 def bench_uniform_recall(n: int, args: argparse.Namespace, quiet: bool) -> dict[str, Any]:
@@ -446,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tmpdir", default=None, help="where the temporary stores go (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the store files")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the latency loops to one CPU")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: knn,insert,adapt")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: knn,open,insert,adapt (open needs knn)")
+    ap.add_argument("--postgres", choices=("auto", "start", "none"), default="auto", help="PostgreSQL column of part (d): auto (default: start a throw-away server when possible), start, none")
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, ANN (IVF) from 1000 vectors (< 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
     ap.add_argument("--json-out", metavar="PATH", help="also write the JSON object to PATH")
@@ -465,7 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.uniform_recall is None:
         args.uniform_recall = min(max(args.sizes), max(args.ann_threshold, 1000))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.skip_set = skip
     quiet = args.json
+    args.pg_server = None
 
     import faiss
 
@@ -481,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k in ("sizes", "dim", "queries", "repeat", "query_noise", "per_cluster", "load_batch", "ann_threshold", "uniform_recall", "batches", "insert_n", "adapt_n", "adapt_seed", "quick")
     }
     try:
+        if "knn" not in skip and "open" not in skip:
+            args.pg_server, result["postgres"] = _start_postgres(args.postgres, quiet)
         if "knn" not in skip:
             result["knn"] = [bench_knn(tmp, n, args, quiet) for n in args.sizes]
             if args.uniform_recall:
@@ -490,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "adapt" not in skip:
             result["adapt"] = bench_adapt(tmp, args, quiet)
     finally:
+        if args.pg_server is not None:
+            args.pg_server.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -516,6 +620,10 @@ def build_targets(result: dict[str, Any], args: argparse.Namespace) -> list[C.Ta
         targets.append(
             C.Target(f"kNN store.search forced exact @ {big['n']}, mean", big["latency"]["store.search exact"]["mean_ms"], "<", KNN_TARGET_MS, "ms", note, required=big["default_path"] == "exact")
         )
+    for r in knn:
+        for backend, o in (r.get("open") or {}).items():
+            if isinstance(o, dict):
+                targets.append(C.Target(f"open + first search @ {r['n']}, {backend}: top-10 identical to the rebuilt index (1 = yes)", float(o["identical_results"]), ">", 0.5, ""))
     for row in result.get("inserts") or []:
         if row["batch"] >= 10:
             targets.append(C.Target(f"inserts, batch {row['batch']}, synchronous={row['synchronous']}", row["samples_per_s"], ">", INSERT_TARGET_PER_S, "/s"))
@@ -546,6 +654,22 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
         print(
             f"  load: {r['n']:,} samples in {r['load_s']:.1f} s ({r['load_samples_per_s']:,.0f}/s, batches of {args.load_batch}); file {r['file_bytes'] / 1e6:.1f} MB = {r['bytes_per_sample']:,.0f} B/sample"
         )
+    opened = [r for r in result.get("knn") or [] if r.get("open")]
+    if opened:
+        steps = [
+            ("before: open + first search, index rebuilt from the rows", "before_s"),
+            ("first open: rebuilt + snapshot saved (once)", "first_open_saves_s"),
+            ("after: open + first search, snapshot loaded", "after_s"),
+            ("after: next search once another process added 100", "after_other_process_added_100_s"),
+        ]
+        rows = []
+        for r in opened:
+            o = r["open"]
+            for label, key in steps:
+                rows.append((f"{r['n']:,}", label, o["sqlite"][key], o["postgres"][key] if "postgres" in o else float("nan")))
+            same = "; ".join(f"{b}: identical {o[b]['identical_results']}, sees the other's vectors {o[b]['sees_other_process_vectors']}" for b in ("sqlite", "postgres") if b in o)
+            rows.append((f"{r['n']:,}", f"({same})", float("nan"), float("nan")))
+        C.print_table(f"opening a store: persisted vector index, seconds (PostgreSQL: {result.get('postgres', 'not run')})", ("vectors", "step", "SQLite s", "PostgreSQL s"), rows)
     u = result.get("uniform_recall")
     if u:
         print(

@@ -449,3 +449,36 @@ def test_missing_psycopg_is_a_one_line_error(pg_server, monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(StoreError, match=r'pip install "consist\[postgres\]"'):
         consist.open_store(pg_server.uri("postgres"))
+
+
+def test_an_unreadable_snapshot_is_rebuilt_from_the_rows(open_, store_uri):
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 16)).astype(np.float32)
+    a = open_("vector_snapshot_min=100")
+    a.put([Sample(f"s{i}", label="x", embedding=X[i]) for i in range(300)])
+    expect = [h[0].id for h in a.search(X[5], 10)]
+    mark = "?" if store_uri.startswith("sqlite") else "%s"
+    with a.transaction():
+        a._db.execute(f"UPDATE vector_snapshot SET data = {mark} WHERE part = 0", (b"not json",))
+    b = open_("vector_snapshot_min=100")
+    assert [h[0].id for h in b.search(X[5], 10)] == expect and b._vectors.loaded_from == "rows"
+
+
+def test_vector_index_adopt_equals_add_and_removed_rows_never_hide_hits():
+    from consist.stores.vectors import VectorIndex
+
+    rng = np.random.default_rng(10)
+    X = rng.standard_normal((50, 8)).astype(np.float32)
+    X[3] = 0.0  # a zero vector stays zero
+    ids = [f"v{i}" for i in range(50)]
+    added, adopted = VectorIndex(), VectorIndex()
+    added.add(ids, X)
+    adopted.adopt(ids, X.copy())
+    assert np.array_equal(added._mat[:50], adopted._mat[:50])
+    q = rng.standard_normal(8).astype(np.float32)
+    assert added.search(q, 7) == adopted.search(q, 7)
+    # removed rows are zeros with a similarity of 0: they must not take the places of live hits
+    index = VectorIndex()
+    index.add(["a", "b", "c"], np.array([[1, 0], [-1, 0], [0, 1]], dtype=np.float32))
+    index.remove(["a", "c"])
+    assert [h[0] for h in index.search(np.array([1, 0], dtype=np.float32), 2)] == ["b"]

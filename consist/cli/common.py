@@ -26,7 +26,7 @@ def store_option(f: Any) -> Any:
         envvar=DEFAULT_STORE_ENV,
         required=True,
         metavar="URI",
-        help=f"Store URI (sqlite:///path.db, a path, memory://). Default: ${DEFAULT_STORE_ENV}.",
+        help=f"Store URI (sqlite:///path.db, a path, memory://, postgresql://user@host/db). Default: ${DEFAULT_STORE_ENV}.",
     )(f)
 
 

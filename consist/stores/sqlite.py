@@ -978,8 +978,8 @@ class _SqliteVectorSource:
         with self._snapshot_read():
             version = self.store._vectors_version()
             seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()[0])
-            rows = db.execute("SELECT id, embedding FROM samples WHERE deleted = 0 AND embedding IS NOT NULL ORDER BY rowid").fetchall()
-        return VectorRead.from_blobs(version, seq, [r[0] for r in rows], [r[1] for r in rows])
+            count = int(db.execute("SELECT COUNT(*) FROM samples WHERE deleted = 0 AND embedding IS NOT NULL").fetchone()[0])
+            return VectorRead.from_stream(version, seq, count, db.execute("SELECT id, embedding FROM samples WHERE deleted = 0 AND embedding IS NOT NULL ORDER BY rowid"))
 
     def read_changes(self, since: int) -> VectorRead:
         db = self.store._db

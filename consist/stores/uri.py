@@ -1,6 +1,6 @@
 """Opening stores by URI: the scheme picks the back-end among those registered through
 ``consist_register_stores`` (built in: ``sqlite://`` and ``memory://``; a plain file
-path means SQLite). The protocol itself is :class:`consist.contracts.store.Store`.
+path means SQLite; ``postgresql://`` and ``postgres://``). The protocol itself is :class:`consist.contracts.store.Store`.
 """
 
 from __future__ import annotations

@@ -118,6 +118,24 @@ class VectorIndex:
         if self._ann is not None:
             self._ann.add_with_ids(vecs, np.arange(start, start + len(ids), dtype=np.int64))
 
+    def adopt(self, ids: Sequence[str], matrix: np.ndarray) -> None:
+        """Fill this empty index with ``matrix`` (float32, C-ordered, one row per
+        distinct id), normalised in place and kept without a copy: building from a
+        store's rows then holds one matrix in memory instead of three. The result is
+        the one :meth:`add` gives."""
+        if self._n or matrix.dtype != np.float32 or not matrix.flags.c_contiguous or not matrix.flags.writeable or len(set(ids)) != len(ids):
+            self.add(ids, matrix)
+            return
+        if len(ids) != matrix.shape[0] or matrix.ndim != 2:
+            raise ValueError(f"need one vector per id: {len(ids)} ids, array of shape {matrix.shape}")
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        np.divide(matrix, norms, out=matrix, where=norms > 0)
+        self.dim = int(matrix.shape[1])
+        self._mat = matrix
+        self._ids = list(ids)
+        self._pos = {sid: r for r, sid in enumerate(ids)}
+        self._n = self._live = len(ids)
+
     def remove(self, ids: Iterable[str]) -> None:
         rows = [self._pos.pop(i) for i in ids if i in self._pos]
         for r in rows:
@@ -141,17 +159,28 @@ class VectorIndex:
         if self.uses_ann and (self._ann is None or self._live > self.retrain_growth * max(self._trained_at, 1)):
             self._build_ann()
 
-    def _state(self) -> tuple[np.ndarray, bytes]:
-        """The used rows of the matrix and the serialised IVF (b"" when none)."""
-        ivf = b""
-        if self._ann is not None:
-            import faiss
+    def _state(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The used rows of the matrix and, when an IVF is built, its centroids and
+        each row's list (-1: not in the IVF). Not the serialised IVF: an IVF-Flat
+        holds a second copy of every vector, which would double what is saved and read."""
+        mat = np.ascontiguousarray(self._mat[: self._n])
+        if self._ann is None:
+            return mat, None, None
+        import faiss
 
-            ivf = faiss.serialize_index(self._ann).tobytes()
-        return np.ascontiguousarray(self._mat[: self._n]), ivf
+        ann = self._ann
+        assign = np.full(self._n, -1, dtype=np.int32)
+        for lst in range(ann.nlist):
+            size = ann.invlists.list_size(lst)
+            if size:
+                assign[faiss.rev_swig_ptr(ann.invlists.get_ids(lst), size)] = lst
+        centroids = np.ascontiguousarray(ann.quantizer.reconstruct_n(0, ann.nlist), dtype=np.float32)
+        return mat, centroids, assign
 
-    def _load_state(self, dim: int | None, ids: list[str | None], mat: np.ndarray | None, trained_at: int, ivf: bytes) -> None:
-        """Become the index :meth:`_state` described (``ids``: ``None`` for removed rows)."""
+    def _load_state(self, dim: int | None, ids: list[str | None], mat: np.ndarray | None, trained_at: int, centroids: np.ndarray | None, assign: np.ndarray | None) -> None:
+        """Become the index :meth:`_state` described (``ids``: ``None`` for removed
+        rows). The IVF is rebuilt from its centroids and the rows' lists: no training,
+        no assignment, and the same lists in the same order as the saved one."""
         self.dim = dim
         self._ids = list(ids)
         self._pos = {sid: r for r, sid in enumerate(ids) if sid is not None}
@@ -160,11 +189,19 @@ class VectorIndex:
         self._mat = mat if mat is not None else np.zeros((0, dim or 0), dtype=np.float32)
         self._trained_at = trained_at
         self._ann = None
-        if ivf:
+        if centroids is not None and assign is not None and dim:
             import faiss
 
-            self._ann = faiss.deserialize_index(np.frombuffer(ivf, dtype=np.uint8))
-            self._ann.nprobe = max(self.min_probes, int(round(self.probe_fraction * self._ann.nlist)))
+            quantizer = faiss.IndexFlatIP(dim)
+            quantizer.add(centroids)
+            ann = faiss.IndexIVFFlat(quantizer, dim, int(centroids.shape[0]), faiss.METRIC_INNER_PRODUCT)
+            ann.is_trained = True
+            rows = np.flatnonzero(assign >= 0).astype(np.int64)
+            vecs = self._mat if len(rows) == self._n else np.ascontiguousarray(self._mat[rows])  # no copy in the usual case
+            lists = assign[rows].astype(np.int64)
+            ann.add_core(len(rows), faiss.swig_ptr(vecs), faiss.swig_ptr(rows), faiss.swig_ptr(lists))
+            ann.nprobe = max(self.min_probes, int(round(self.probe_fraction * ann.nlist)))
+            self._ann = ann
 
     def vector(self, sample_id: str) -> np.ndarray | None:
         r = self._pos.get(sample_id)
@@ -242,7 +279,7 @@ DEFAULT_RESAVE_FRACTION = 0.1
 #: Snapshot part size: rows of at most this many bytes (PostgreSQL ``bytea`` and
 #: SQLite blobs stay far below their 1 GB limits at any store size).
 SNAPSHOT_PART_BYTES = 32 << 20
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2
 
 
 @attrs.frozen
@@ -266,6 +303,22 @@ class VectorRead:
             return cls(version, seq, [], None, removed)
         mat = np.frombuffer(b"".join(bytes(b) for _, b in keep), dtype=np.float32).reshape(len(keep), -1)
         return cls(version, seq, [i for i, _ in keep], mat, removed)
+
+    @classmethod
+    def from_stream(cls, version: int, seq: int, count: int, rows: Iterable[tuple[str, bytes | memoryview]]) -> VectorRead:
+        """All vectors, streamed row by row into one preallocated matrix (``count``:
+        the number of rows, read in the same snapshot)."""
+        ids: list[str] = []
+        mat: np.ndarray | None = None
+        for sid, blob in rows:
+            v = np.frombuffer(blob, dtype=np.float32)
+            if mat is None:
+                mat = np.empty((max(count, 1), v.shape[0]), dtype=np.float32)
+            if len(ids) == mat.shape[0]:  # more rows than counted (cannot happen in one snapshot): grow
+                mat = np.concatenate([mat, np.empty_like(mat)])
+            mat[len(ids)] = v
+            ids.append(sid)
+        return cls(version, seq, ids, None if mat is None else mat[: len(ids)])
 
 
 class VectorSource(Protocol):
@@ -294,11 +347,13 @@ class VectorSource(Protocol):
 
 
 def encode_snapshot(index: VectorIndex, seq: int) -> list[bytes]:
-    """Part 0: a JSON header (``seq``, ids, sizes); then the matrix and the IVF."""
-    mat, ivf = index._state()
-    payload = mat.tobytes() + ivf
-    head = {"format": _SNAPSHOT_FORMAT, "seq": int(seq), "dim": index.dim, "rows": int(mat.shape[0]), "ids": index._ids[: index._n], "trained_at": index._trained_at, "ivf": len(ivf)}
-    return [json.dumps(head, separators=(",", ":")).encode()] + [payload[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(payload), SNAPSHOT_PART_BYTES)]
+    """Part 0: a JSON header (``seq``, ids, sizes); then the matrix, and the IVF's
+    centroids and row lists when it has one, in parts of :data:`SNAPSHOT_PART_BYTES`."""
+    mat, centroids, assign = index._state()
+    nlist = 0 if centroids is None else int(centroids.shape[0])
+    payload = memoryview(b"".join([mat.tobytes(), b"" if centroids is None else centroids.tobytes(), b"" if assign is None else assign.tobytes()]))
+    head = {"format": _SNAPSHOT_FORMAT, "seq": int(seq), "dim": index.dim, "rows": int(mat.shape[0]), "ids": index._ids[: index._n], "trained_at": index._trained_at, "nlist": nlist}
+    return [json.dumps(head, separators=(",", ":")).encode()] + [bytes(payload[i : i + SNAPSHOT_PART_BYTES]) for i in range(0, len(payload), SNAPSHOT_PART_BYTES)]
 
 
 def snapshot_seq(parts: list[bytes]) -> int | None:
@@ -317,13 +372,22 @@ def decode_snapshot(parts: list[bytes], index: VectorIndex) -> int | None:
     if seq is None:
         return None
     head = json.loads(parts[0])
-    payload = bytearray().join(parts[1:])  # one copy, writable: the index zeroes removed rows
-    rows, dim = int(head["rows"]), head["dim"]
-    size = rows * int(dim or 0) * 4
-    if len(payload) != size + int(head["ivf"]) or len(head["ids"]) != rows:
+    rows, dim, nlist = int(head["rows"]), int(head["dim"] or 0), int(head["nlist"])
+    size = rows * dim * 4
+    total = size + (nlist * dim * 4 + rows * 4 if nlist else 0)
+    if sum(len(p) for p in parts[1:]) != total or len(head["ids"]) != rows:
         return None
-    mat = np.frombuffer(payload, dtype=np.float32, count=rows * int(dim or 0)).reshape(rows, int(dim or 0)) if dim else None
-    index._load_state(dim, head["ids"], mat, int(head["trained_at"]), bytes(payload[size:]))
+    payload = np.empty(total, dtype=np.uint8)  # one copy, writable (the index zeroes removed rows)
+    at = 0
+    for part in parts[1:]:
+        payload[at : at + len(part)] = np.frombuffer(part, dtype=np.uint8)
+        at += len(part)
+    mat = payload[:size].view(np.float32).reshape(rows, dim) if dim else None
+    centroids = assign = None
+    if nlist:
+        centroids = payload[size : size + nlist * dim * 4].view(np.float32).reshape(nlist, dim)
+        assign = payload[size + nlist * dim * 4 :].view(np.int32)
+    index._load_state(head["dim"], head["ids"], mat, int(head["trained_at"]), centroids, assign)
     return seq
 
 
@@ -397,7 +461,7 @@ class PersistentIndex:
         read = self.source.read_all()
         index = VectorIndex(ann_threshold=self.ann_threshold)
         if read.vectors is not None:
-            index.add(read.ids, read.vectors)
+            index.adopt(read.ids, read.vectors)
         self.index, self.seq, self.version, self.unsaved = index, read.seq, read.version, math.inf
         self.loaded_from = "rows"
 
