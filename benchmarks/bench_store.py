@@ -321,6 +321,7 @@ def bench_open(path: str, n: int, data: Clustered, queries: np.ndarray, args: ar
 
     res: dict[str, Any] = {}
     queries = queries[: min(len(queries), 50)]
+    consist.plugins.store_openers()  # plugin discovery once, before any timing
     with C.progress(f"[{n}] open before/after the persisted index, SQLite", quiet):
         res["sqlite"] = bench_open_one(f"sqlite:///{path}", n, data, queries, args)
     server = args.pg_server

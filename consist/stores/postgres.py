@@ -978,13 +978,12 @@ class _PgVectorSource:
         with self._snapshot_read():
             return [bytes(r[0]) for r in s._x("SELECT data FROM vector_snapshot ORDER BY part", binary=True).fetchall()]
 
-    def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
+    def save_snapshot(self, parts: Sequence[bytes], replace: Callable[[list[bytes] | None], bool]) -> bool:
         s = self.store
         try:
             with s.transaction():
                 head = s._x("SELECT data FROM vector_snapshot WHERE part = 0").fetchone()
-                existing = newer_than([bytes(head[0])]) if head is not None else None
-                if existing is not None and existing >= seq:
+                if not replace(None if head is None else [bytes(head[0])]):
                     return False
                 s._x("DELETE FROM vector_snapshot")
                 with s._db.cursor() as cur:

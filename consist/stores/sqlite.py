@@ -1004,14 +1004,13 @@ class _SqliteVectorSource:
             except sqlite3.OperationalError:  # never saved
                 return []
 
-    def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
+    def save_snapshot(self, parts: Sequence[bytes], replace: Callable[[list[bytes] | None], bool]) -> bool:
         s = self.store
         try:
             with s.transaction():
                 s._db.execute("CREATE TABLE IF NOT EXISTS vector_snapshot (part INTEGER PRIMARY KEY, data BLOB NOT NULL)")
                 head = s._db.execute("SELECT data FROM vector_snapshot WHERE part = 0").fetchone()
-                existing = newer_than([bytes(head[0])]) if head is not None else None
-                if existing is not None and existing >= seq:
+                if not replace(None if head is None else [bytes(head[0])]):
                     return False
                 s._db.execute("DELETE FROM vector_snapshot")
                 s._db.executemany("INSERT INTO vector_snapshot VALUES (?, ?)", [(i, sqlite3.Binary(p)) for i, p in enumerate(parts)])

@@ -340,9 +340,10 @@ class VectorSource(Protocol):
         """The saved snapshot's parts (empty when none)."""
         ...
 
-    def save_snapshot(self, parts: Sequence[bytes], seq: int, newer_than: Callable[[list[bytes]], int | None]) -> bool:
-        """Replace the saved snapshot unless the saved one (``newer_than(head)``
-        gives its ``seq``) is at least as new; ``False`` when not saved."""
+    def save_snapshot(self, parts: Sequence[bytes], replace: Callable[[list[bytes] | None], bool]) -> bool:
+        """In one write transaction: ask ``replace(head)`` (``head``: the saved
+        snapshot's part 0, ``None`` when there is none) whether to replace it, and do;
+        ``False`` when not saved (also when the store is busy: it is a cache)."""
         ...
 
 
@@ -480,9 +481,17 @@ class PersistentIndex:
         self.seq, self.version = read.seq, read.version
         self.unsaved += changed
 
+    def _replace(self, head: list[bytes] | None) -> bool:
+        """Replace the saved snapshot only when it is missing, unreadable, or older
+        than ours by more than the re-save margin: several processes that loaded the
+        same snapshot must not each write a new one a few entries apart."""
+        saved = None if head is None else snapshot_seq(head)
+        assert self.seq is not None
+        return saved is None or self.seq - saved > max(1000.0, self.resave_fraction * len(self.index))
+
     def _save(self) -> None:
         assert self.seq is not None
         self.index.prepare()  # a trained IVF is what makes a large snapshot worth loading
-        if self.source.save_snapshot(encode_snapshot(self.index, self.seq), self.seq, snapshot_seq):
+        if self.source.save_snapshot(encode_snapshot(self.index, self.seq), self._replace):
             log.info("vector_snapshot_saved", vectors=len(self.index), seq=self.seq)
         self.unsaved = 0  # saved, or another process saved a newer one: either way, not again now
