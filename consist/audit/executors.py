@@ -28,8 +28,14 @@ IN_FLIGHT_PER_WORKER = 2
 
 
 class Executor(Protocol):
+    """Where tasks run. ``results_via_store``: the workers write what they compute to
+    the shared store and return sample ids only (a cluster: payloads never travel
+    through the scheduler to the parent); otherwise they return the payloads and the
+    parent writes them."""
+
     name: str
     workers: int
+    results_via_store: bool
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]: ...
 
@@ -41,6 +47,7 @@ class InlineExecutor:
 
     name = "inline"
     workers = 1
+    results_via_store = False
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         for task in tasks:
@@ -172,6 +179,8 @@ class LocalExecutor:
     """
 
     name = "local"
+    #: the parent writes: one writer for the local store, no per-sample records in it
+    results_via_store = False
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or available_cores())
@@ -260,9 +269,17 @@ class DaskExecutor:
 
     The same function runs on the workers as locally; results stream back with
     ``as_completed``. Install with ``pip install 'consist[dask]'``.
+
+    The workers write features and verification records to the shared store
+    themselves (``results_via_store``) and return sample ids: at 10^6 images the
+    parent would otherwise receive every feature blob and every record through the
+    scheduler. A worker that dies mid-task is replaced and its task reruns elsewhere
+    (Dask's ``allowed-failures``, default 3 per task); the writes are idempotent, so a
+    rerun doubles nothing.
     """
 
     name = "dask"
+    results_via_store = True
 
     def __init__(self, address: str | Any) -> None:
         try:

@@ -265,9 +265,11 @@ def _one_coin(cnt: np.ndarray, classes: Sequence[str], labels: Sequence[str], ge
         p_gen = (g_share + 2.0 * overall) / (cnt.sum(axis=1) + 2.0)
         for col in gen:
             theta[:, col] = p_gen * (cnt[:, col] + 1.0) / (g_share + len(gen))
-    for c, t in enumerate(classes):
-        for u in classes:
-            theta[c, lidx[u]] = (1.0 - p_gen[c]) * ((1.0 - eps) if u == t else eps / max(1, C - 1))
+    # one shared noise rate: eps / (C - 1) off the diagonal, 1 - eps on it (vectorised:
+    # a Python loop over classes x classes was C^2 per EM round)
+    spec_block = np.full((C, C), eps / max(1, C - 1))
+    np.fill_diagonal(spec_block, 1.0 - eps)
+    theta[:, spec] = (1.0 - p_gen)[:, None] * spec_block
     return np.clip(theta, 1e-12, None)
 
 
@@ -297,7 +299,10 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
     C = len(pi)
     lu = np.tile(np.log(pi), (packed.n, 1))
     if len(packed.group):
-        np.add.at(lu, packed.group, np.log(theta)[:, packed.label].T)
+        # observations are packed group by group (ascending): one segment sum per
+        # group (np.add.reduceat), several times faster than np.add.at's scatter
+        starts = np.flatnonzero(np.r_[True, packed.group[1:] != packed.group[:-1]])
+        lu[packed.group[starts]] += np.add.reduceat(np.log(theta)[:, packed.label].T, starts, axis=0)
     if with_ann and len(packed.ann_group):
         a = acc[packed.ann_band]
         wrong = np.log(np.maximum(1e-12, (1.0 - a) / max(1, C - 1)))
@@ -313,25 +318,35 @@ def _with_non_link(base: np.ndarray, sizes: Sequence[int], v: float, iters: int 
     """Discount each group's class t by prod_h (1 - w_gh q_h(t)): groups h of class t
     that did not link with it, w_gh = 1 - (1 - v) ** min(|g|, |h|) (mean field).
 
-    Sparse per class: only groups with q(t) above :data:`NON_LINK_MIN_BELIEF` take part
-    (a group that is almost surely not t neither discounts t elsewhere — at most
-    that belief per group — nor needs its own tiny q(t) discounted), so the cost is
-    sum over classes of (groups believing in it)^2, not groups^2 x classes."""
+    Only beliefs above :data:`NON_LINK_MIN_BELIEF` take part (a group that is almost
+    surely not t neither discounts t elsewhere nor needs its own tiny q(t) discounted).
+
+    Why bucketed by size: w_gh depends on g only through |g|, so for every distinct
+    group size u one sum over all groups, L_u(t) = sum_h log(1 - w(u, |h|) q_h(t)),
+    serves every group of that size (less its own term). The cost per round is
+    (distinct sizes) x (beliefs above the threshold, a few per group) — linear in
+    the collection — where the
+    groups x groups matrix per class took 133 s on a 10k-image synthetic graph
+    (6.8 s at 3k); the result is the same sum, in another order."""
     if v <= 0 or len(base) < 2:
         return base
     logu = np.log(np.clip(base, 1e-300, None))
     sz = np.asarray(sizes, dtype=float)
+    distinct, size_of = np.unique(sz, return_inverse=True)
+    C = base.shape[1]
     q = base.copy()
     for _ in range(iters):
+        # only the (group, class) beliefs above the threshold: a few per group
+        rows, cols = np.nonzero(q > NON_LINK_MIN_BELIEF)
+        qv = q[rows, cols]
+        sz_rows = sz[rows]
+        totals = np.empty((len(distinct), C))
+        for n, u in enumerate(distinct):
+            w = 1.0 - (1.0 - v) ** np.minimum(u, sz_rows)  # w(u, |h|) for each belief of each group h
+            totals[n] = np.bincount(cols, weights=np.log(np.clip(1.0 - w * qv, 1e-12, None)), minlength=C)
+        own = np.log(np.clip(1.0 - (1.0 - (1.0 - v) ** sz_rows) * qv, 1e-12, None))  # w(|g|, |g|): the group itself
         pen = np.zeros_like(q)
-        for t in range(q.shape[1]):
-            idx = np.flatnonzero(q[:, t] > NON_LINK_MIN_BELIEF)
-            if len(idx) < 2:
-                continue
-            s_idx = sz[idx]
-            W = 1.0 - (1.0 - v) ** np.minimum.outer(s_idx, s_idx)
-            np.fill_diagonal(W, 0.0)
-            pen[idx, t] = np.log(np.clip(1.0 - W * q[idx, t][None, :], 1e-12, None)).sum(axis=1)
+        pen[rows, cols] = totals[size_of[rows], cols] - own
         lb = logu + pen
         nb = np.exp(lb - lb.max(axis=1, keepdims=True))
         nb /= nb.sum(axis=1, keepdims=True)

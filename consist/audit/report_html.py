@@ -6,8 +6,11 @@ it, each pair drawn side by side with its inlier matches and the sample's outlin
 localised in the neighbour, both read from the checkers' pair evidence
 (:class:`consist.contracts.PairEvidence`: nothing is re-verified for the page). Below, a table of every
 sample, sortable by any column and filterable by label, status and confidence.
-Thumbnails are drawn only for the first :data:`MAX_CARDS` flagged samples, so the
-page stays small for large datasets.
+Thumbnails are drawn only for the first :data:`MAX_CARDS` flagged samples, and the
+table embeds at most :data:`MAX_TABLE_ROWS` samples (flagged first; every sample is in
+``audit.csv``), shown :data:`PAGE_ROWS` at a time: the page stays small and
+responsive at 10^4 images and beyond (the review app, ``consist review``, serves a
+whole audit interactively).
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ from consist.contracts.evidence import PairEvidence, pairs_in_votes
 from consist.contracts.reporter import AuditOutcome
 from consist.records import Vote, from_dict
 
-__all__ = ["MATCH_LINES", "MAX_CARDS", "NEIGHBOURS_SHOWN", "THUMB_SIDE", "write_report"]
+__all__ = ["MATCH_LINES", "MAX_CARDS", "MAX_TABLE_ROWS", "NEIGHBOURS_SHOWN", "PAGE_ROWS", "THUMB_SIDE", "write_report"]
 
 #: Flagged samples drawn as cards (the table lists every sample).
 MAX_CARDS = 200
+#: Samples embedded in the table, flagged first (a 10k-row table is ~5 MB of HTML and
+#: sorts in seconds in a browser; audit.csv has every row).
+MAX_TABLE_ROWS = 5000
+#: Table rows shown per page (the others are hidden, so layout and filtering stay fast).
+PAGE_ROWS = 100
 #: Neighbours drawn beside each flagged sample.
 NEIGHBOURS_SHOWN = 3
 #: Inlier matches drawn per pair at most (the pair evidence keeps up to
@@ -162,16 +170,21 @@ th{cursor:pointer;background:#eee;position:sticky;top:0}tr.flagged{background:#f
 """
 
 _JS = """
-const rows=[...document.querySelectorAll('#samples tbody tr')];
+const rows=[...document.querySelectorAll('#samples tbody tr')];const PAGE=PAGE_ROWS_VALUE;let page=0,visible=rows,shownRows=rows;
+function show(){const n=visible.length,pages=Math.max(1,Math.ceil(n/PAGE));page=Math.min(Math.max(0,page),pages-1);const a=page*PAGE,b=Math.min(n,a+PAGE);
+for(const r of shownRows)r.style.display='none';shownRows=visible.slice(a,b);for(const r of shownRows)r.style.display='';
+document.getElementById('page-info').textContent=n?`rows ${a+1}-${b} of ${n}, page ${page+1} of ${pages}`:'no row';document.getElementById('shown').textContent=n;}
 function apply(){const l=document.getElementById('f-label').value,s=document.getElementById('f-status').value,c=parseFloat(document.getElementById('f-conf').value);
-document.getElementById('f-conf-v').textContent=c.toFixed(2);let n=0;
-for(const r of rows){const ok=(!l||r.dataset.label===l||r.dataset.suggested===l)&&(!s||r.dataset.status===s)&&((parseFloat(r.dataset.confidence)||0)>=c||(c===0));r.style.display=ok?'':'none';if(ok)n++;}
+document.getElementById('f-conf-v').textContent=c.toFixed(2);
+visible=rows.filter(r=>(!l||r.dataset.label===l||r.dataset.suggested===l)&&(!s||r.dataset.status===s)&&((parseFloat(r.dataset.confidence)||0)>=c||(c===0)));
 for(const k of document.querySelectorAll('.card')){const ok=(!l||k.dataset.label===l||k.dataset.suggested===l)&&((parseFloat(k.dataset.confidence)||0)>=c||(c===0))&&(!s||s==='flagged'||s==='suspect');k.style.display=ok?'':'none';}
-document.getElementById('shown').textContent=n;}
+page=0;show();}
 for(const id of ['f-label','f-status','f-conf'])document.getElementById(id).addEventListener('input',apply);
+document.getElementById('prev').addEventListener('click',()=>{page--;show();});document.getElementById('next').addEventListener('click',()=>{page++;show();});
 document.querySelectorAll('#samples th').forEach((th,i)=>th.addEventListener('click',()=>{const tb=document.querySelector('#samples tbody');const dir=th.dataset.dir==='asc'?-1:1;th.dataset.dir=dir===1?'asc':'desc';
-const num=th.dataset.num==='1';rows.sort((a,b)=>{let x=a.children[i].textContent,y=b.children[i].textContent;if(num){x=parseFloat(x)||0;y=parseFloat(y)||0;return (x-y)*dir;}return x.localeCompare(y)*dir;});rows.forEach(r=>tb.appendChild(r));}));
-apply();
+const num=th.dataset.num==='1';rows.sort((a,b)=>{let x=a.children[i].textContent,y=b.children[i].textContent;if(num){x=parseFloat(x)||0;y=parseFloat(y)||0;return (x-y)*dir;}return x.localeCompare(y)*dir;});
+const frag=document.createDocumentFragment();rows.forEach(r=>frag.appendChild(r));tb.appendChild(frag);apply();}));
+for(const r of rows)r.style.display='none';apply();
 """
 
 
@@ -210,7 +223,8 @@ def write_report(path: Path, outcome: AuditOutcome) -> None:
     labels = sorted({r.given_label for r in rows} | {r.suggested_label for r in rows if r.suggested_label})
     cols = [("sample", 0), ("given", 0), ("suggested", 0), ("status", 0), ("confidence", 1), ("evidence", 0), ("inliers", 1), ("verified nbrs", 1), ("reason", 0)]
     body = []
-    for r in sorted(rows, key=lambda r: (not r.flagged, -(r.confidence or 0.0), r.sample)):
+    ordered = sorted(rows, key=lambda r: (not r.flagged, -(r.confidence or 0.0), r.sample))
+    for r in ordered[:MAX_TABLE_ROWS]:
         conf = "" if r.confidence is None else f"{r.confidence:.3f}"
         body.append(
             f'<tr class="{r.status}" data-label="{e(r.given_label)}" data-suggested="{e(str(r.suggested_label or ""))}" data-status="{r.status}" data-confidence="{conf or 0}">'
@@ -218,6 +232,7 @@ def write_report(path: Path, outcome: AuditOutcome) -> None:
             f"<td>{e(str(r.evidence_neighbour or ''))}</td><td>{'' if r.evidence_inliers is None else r.evidence_inliers}</td><td>{r.verified_neighbours}</td><td>{e(r.reason)}</td></tr>"
         )
     more = f"<p>{len(flagged) - MAX_CARDS} more flagged samples are in the table below and in audit.csv.</p>" if len(flagged) > MAX_CARDS else ""
+    cut = f"<p>The table holds the first {MAX_TABLE_ROWS:,} of {len(ordered):,} samples (flagged first); audit.csv has them all.</p>" if len(ordered) > MAX_TABLE_ROWS else ""
     failures = "".join(f"<li>{e(f['message'])}</li>" for f in summary.get("failures", [])[:200])
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>consist audit: {e(str(summary["dataset"]["root"]))}</title><style>{_CSS}</style></head><body>
 <h1>consist audit</h1><p>{e(str(summary["dataset"].get("csv") or summary["dataset"]["root"]))}</p>
@@ -227,8 +242,8 @@ def write_report(path: Path, outcome: AuditOutcome) -> None:
 <label>status <select id="f-status"><option value="">all</option>{"".join(f'<option value="{s}">{s}</option>' for s in STATUSES)}</select></label>
 <label>confidence ≥ <input id="f-conf" type="range" min="0" max="1" step="0.05" value="0"> <span id="f-conf-v">0.00</span></label><span><span id="shown"></span> rows shown</span></div>
 <h2>Flagged samples</h2>{"".join(cards) or "<p>No sample was flagged.</p>"}{more}
-<h2>All samples</h2><table id="samples"><thead><tr>{"".join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<h2>All samples</h2>{cut}<p class="pager"><button id="prev" type="button">previous</button> <span id="page-info"></span> <button id="next" type="button">next</button></p><table id="samples"><thead><tr>{"".join(f'<th data-num="{n}">{h}</th>' for h, n in cols)}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Problems</h2><ul>{failures or "<li>none</li>"}</ul>
-<script>{_JS}</script></body></html>"""
+<script>{_JS.replace("PAGE_ROWS_VALUE", str(PAGE_ROWS))}</script></body></html>"""
     with atomic_open(path, "w", encoding="utf-8") as fh:
         fh.write(doc)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import structlog
 
 from consist.audit.config import AuditConfig
@@ -38,9 +37,20 @@ from consist.audit.decide import ANSWERED_STATUSES, STATUSES, AuditRow, Decision
 from consist.audit.executors import Executor, check_executor_spec, make_executor
 from consist.audit.journal import Journal, read_journal_in_order
 from consist.audit.outputs import write_json
-from consist.audit.work import checker_options, extract_chunk, feature_spec, local_features_available, make_feature_extractor, retriever_name, verify_chunk
+from consist.audit.work import (
+    STORED_KEY,
+    checker_options,
+    extract_chunk,
+    feature_spec,
+    local_features_available,
+    make_feature_extractor,
+    record_kind,
+    resolve_stored,
+    retriever_name,
+    store_extracted,
+    verify_chunk,
+)
 from consist.contracts.checker import Checker
-from consist.contracts.features import LocalFeatures
 from consist.contracts.reporter import AuditOutcome
 from consist.contracts.store import Store
 from consist.errors import ConsistError
@@ -289,10 +299,16 @@ def _run_audit(
         st.close()
         raise ConsistError(f"{store_uri}: a memory store cannot be shared with worker processes; use a file store or --workers 1")
     failures: dict[str, str] = {}
+    # on a cluster (Dask) the workers write features and verification records to the
+    # shared store themselves and return ids only: the parent coordinates
+    via_store = bool(getattr(ex, "results_via_store", False))
+    kind = record_kind(_run_key(fp, out_dir)) if via_store else None
     try:
+        if kind is not None and not (resume and run_file.exists()):
+            st.delete_artefacts(kind)  # a fresh run of this audit: last run's records go
         # 2. features
         t0 = time.perf_counter()
-        extracted = _extract(ds, st, ex, cfg, failures, progress, say, changed=changed)
+        extracted = _extract(ds, st, ex, cfg, failures, progress, say, changed=changed, store_uri=store_uri if via_store else None)
         timings["extract_s"] = time.perf_counter() - t0
         # 3. retrieval index, and what checkers share across queries
         t0 = time.perf_counter()
@@ -320,14 +336,16 @@ def _run_audit(
     t0 = time.perf_counter()
     todo_items = [it for it in ds.items if it.id not in failures]
     if resume and changed:
-        _drop_stale(state / "verified.jsonl", changed)
+        _drop_stale(state / "verified.jsonl", changed, store_uri)
+    if resume:
+        _drop_missing(state / "verified.jsonl", store_uri, say)
     write_json(state / CONTENTS_FILE, contents)
     journal = Journal(state / "verified.jsonl", resume=resume)
     already = sum(1 for it in todo_items if it.id in journal.done)
     if resume and already:
         say(f"resuming: {already} of {len(todo_items)} samples already verified")
     todo = [[it.id, it.uri, it.label, dict(it.meta)] for it in todo_items if it.id not in journal.done]
-    base = {"store": store_uri, "config": attrs.asdict(cfg), "checkers": voting, "labels_file": str(state / "labels.json")}
+    base = {"store": store_uri, "config": attrs.asdict(cfg), "checkers": voting, "labels_file": str(state / "labels.json"), "record_kind": kind}
     bar = _progress("verify", len(todo_items), already, progress)
     try:
         with journal:
@@ -348,7 +366,7 @@ def _run_audit(
     # 5. decide
     t0 = time.perf_counter()
     journal_path = state / "verified.jsonl"
-    decisions = _with_identical_copies(_decide(ds, journal_path, failures, cfg, registered), ds, contents)
+    decisions = _with_identical_copies(_decide(ds, journal_path, store_uri, failures, cfg, registered), ds, contents)
     rows = list(decisions.rows)
     timings["decide_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
@@ -359,7 +377,7 @@ def _run_audit(
         summary["applied"] = apply_corrections(ds, rows, out_dir, store_uri, cfg)
     # 6. reporters (summary.json is one of them: it is written after the others, so
     # that it records their timings and failures)
-    outcome = AuditOutcome(out=out_dir, rows=tuple(rows), summary=summary, store=store_uri, dataset=str(ds.csv or ds.root), records=lambda: _records(ds, journal_path))
+    outcome = AuditOutcome(out=out_dir, rows=tuple(rows), summary=summary, store=store_uri, dataset=str(ds.csv or ds.root), records=lambda: _records(ds, journal_path, store_uri))
     _run_reporters(reporters, outcome, summary)
     log.info("audit_done", dataset=str(dataset), samples=len(rows), flagged=summary["counts"]["flagged"], total_s=round(timings["total_s"], 2))
     return AuditResult(rows=tuple(rows), summary=summary, out=out_dir, store=store_uri)
@@ -407,11 +425,52 @@ def _run_reporters(reporters: Sequence[Any], outcome: AuditOutcome, summary: dic
         summary["timings"][f"report_{reporter.name}_s"] = round(time.perf_counter() - t1, 3)
 
 
-def _records(ds: Any, journal_path: Path) -> Iterator[dict[str, Any]]:
+def _records(ds: Any, journal_path: Path, store_uri: str) -> Iterator[dict[str, Any]]:
     """The journal's record of each dataset sample, once each, in dataset order
     (whatever order the workers finished in; a resumed run may have journaled a
-    sample twice: the first wins)."""
-    return read_journal_in_order(journal_path, (it.id for it in ds.items))
+    sample twice: the first wins). A cluster run's journal lines name records that
+    its workers put in the store: those are read from there, in the same order."""
+    return resolve_stored(read_journal_in_order(journal_path, (it.id for it in ds.items)), store_uri)
+
+
+def _run_key(fingerprint: str, out_dir: Path) -> str:
+    """What a run's stored verification records are keyed by: the audit's fingerprint
+    (data, options, store) and its output folder (two audits of the same data into two
+    folders never share records)."""
+    return hashlib.blake2b(f"{fingerprint}\0{out_dir.resolve()}".encode(), digest_size=12).hexdigest()
+
+
+def _drop_missing(journal_path: Path, store_uri: str, say: Callable[[str], None]) -> None:
+    """Before ``--resume``: forget the journal lines of a cluster run whose record is
+    not in the store (the store was replaced or its records dropped), so that those
+    samples are verified again instead of coming back as errors."""
+    from consist.audit.journal import read_journal
+    from consist.audit.outputs import atomic_open
+    from consist.stores.uri import open_store
+
+    if not journal_path.exists():
+        return
+    keep: list[dict[str, Any]] = []
+    dropped = 0
+    st = None
+    try:
+        for rec in read_journal(journal_path):
+            kind = rec.get(STORED_KEY)
+            if kind:
+                st = st or open_store(store_uri, create=False)
+                if st.get_artefact(str(rec["id"]), str(kind)) is None:
+                    dropped += 1
+                    continue
+            keep.append(rec)
+    finally:
+        if st is not None:
+            st.close()
+    if not dropped:
+        return
+    say(f"{dropped} verified samples have no record in the store {store_uri}: verifying them again")
+    with atomic_open(journal_path, "w", encoding="utf-8") as fh:
+        for rec in keep:
+            fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
 def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str], None], options: Mapping[str, Any] | None = None) -> None:
@@ -429,11 +488,13 @@ def _prepare_checkers(chosen: Sequence[Checker], st: Store, say: Callable[[str],
             log.warning("checker_prepare_failed", checker=getattr(c, "name", "?"), error=f"{type(exc).__name__}: {exc}")
 
 
-def _extract(ds: Any, st: Store, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None], *, changed: frozenset[str] = frozenset()) -> dict[str, int]:
+def _extract(
+    ds: Any, st: Store, ex: Executor, cfg: AuditConfig, failures: dict[str, str], progress: bool, say: Callable[[str], None], *, changed: frozenset[str] = frozenset(), store_uri: str | None = None
+) -> dict[str, int]:
     """Cache features and embeddings for the samples that lack them or whose file
-    changed (``changed``); record failures."""
-    from consist.records import Provenance, Sample
-
+    changed (``changed``); record failures. With ``store_uri`` (a cluster) the workers
+    write to that store themselves and return only ids and errors; otherwise this
+    process writes what they return, in batches of :data:`WRITE_BATCH`."""
     extractor = make_feature_extractor(cfg)
     kind = None if extractor is None else extractor.kind
     items = list(ds.items)
@@ -450,33 +511,36 @@ def _extract(ds: Any, st: Store, ex: Executor, cfg: AuditConfig, failures: dict[
     if not todo:
         return {"cached": cached, "extracted": 0}
     bar = _progress("features", len(items), cached, progress)
-    by_id = {it.id: it for it in todo}
+    items_of = {it.id: {"id": it.id, "uri": it.uri, "label": it.label, "meta": dict(it.meta), "changed": it.id in changed} for it in todo}
+    reason = f"consist audit {ds.csv or ds.root}"
     done = 0
-    tasks = ({"items": [[it.id, it.uri] for it in chunk], "config": attrs.asdict(cfg), "features": extractor is not None} for chunk in _chunks(todo, max(1, cfg.chunk_size // 2)))
+
+    def task(chunk: list[Any]) -> dict[str, Any]:
+        t: dict[str, Any] = {"items": [[it.id, it.uri] for it in chunk], "config": attrs.asdict(cfg), "features": extractor is not None}
+        if store_uri is not None:
+            t.update(store=store_uri, samples=[items_of[it.id] for it in chunk], reason=reason)
+        return t
+
+    pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
     try:
-        pending: list[tuple[Any, bytes | None]] = []
-        for results in ex.map_unordered(extract_chunk, tasks):
+        for results in ex.map_unordered(extract_chunk, (task(chunk) for chunk in _chunks(todo, max(1, cfg.chunk_size // 2)))):
             for r in results:
-                it = by_id[r["id"]]
                 if r["error"]:
-                    failures[it.id] = r["error"]
+                    failures[r["id"]] = r["error"]
                     say(f"warning: {r['error']}")
-                    continue
-                vec = None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float32)
-                prior = st.get(it.id) if it.id in changed else None
-                if prior is not None and prior.uri == it.uri:  # new pixels: the stored label and its provenance stay
-                    pending.append((attrs.evolve(prior, embedding=vec), r["features"]))
-                    continue
-                pending.append((Sample(id=it.id, uri=it.uri, label=it.label, provenance=Provenance.IMPORT, embedding=vec, meta=dict(it.meta)), r["features"]))
+                elif r.get("stored"):
+                    done += 1
+                else:
+                    pending.append((items_of[r["id"]], r))
             bar.update(len(results))
             if len(pending) >= WRITE_BATCH:
-                done += _write(st, pending, kind, ds)
+                done += store_extracted(st, pending, kind=kind, reason=reason)
                 pending = []
-        done += _write(st, pending, kind, ds)
+        done += store_extracted(st, pending, kind=kind, reason=reason)
     except KeyboardInterrupt:
         # keep every feature extracted so far: the next run (--resume) extracts the rest only
         bar.close()
-        done += _write(st, pending, kind, ds)
+        done += store_extracted(st, pending, kind=kind, reason=reason)
         say(f"interrupted: features of {cached + done} of {len(items)} images are kept in the store; run again with --resume to continue")
         raise
     finally:
@@ -559,35 +623,26 @@ def _with_identical_copies(decisions: Decisions, ds: Any, contents: Mapping[str,
     return attrs.evolve(decisions, rows=tuple(out))
 
 
-def _drop_stale(journal_path: Path, changed: frozenset[str]) -> None:
+def _drop_stale(journal_path: Path, changed: frozenset[str], store_uri: str) -> None:
     """Remove from the journal the samples whose file changed, and those verified
-    against one of them, so that ``--resume`` verifies them again."""
+    against one of them, so that ``--resume`` verifies them again (a cluster run's
+    records are read from the store to see their neighbours)."""
     from consist.audit.journal import read_journal
     from consist.audit.outputs import atomic_open
 
     if not journal_path.exists():
         return
-    keep = [rec for rec in read_journal(journal_path) if rec.get("id") not in changed and not any(n.get("id") in changed for n in rec.get("neighbours") or ())]
+    keep = [
+        line
+        for line, rec in zip(read_journal(journal_path), resolve_stored(read_journal(journal_path), store_uri))
+        if rec.get("id") not in changed and not any(n.get("id") in changed for n in rec.get("neighbours") or ())
+    ]
     with atomic_open(journal_path, "w", encoding="utf-8") as fh:
         for rec in keep:
             fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-def _write(st: Store, pending: list[tuple[Any, bytes | None]], kind: str | None, ds: Any) -> int:
-    if not pending:
-        return 0
-    from consist.features import cache_features
-
-    with st.transaction():
-        st.put([s for s, _ in pending], reason=f"consist audit {ds.csv or ds.root}", on_conflict="skip")
-        if kind is not None:
-            for sample, blob in pending:
-                if blob is not None:
-                    cache_features(sample, st, kind, LocalFeatures.from_bytes(blob))
-    return len(pending)
-
-
-def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditConfig, registered: Mapping[str, Checker]) -> Decisions:
+def _decide(ds: Any, journal_path: Path, store_uri: str, failures: dict[str, str], cfg: AuditConfig, registered: Mapping[str, Checker]) -> Decisions:
     """Every verdict, jointly (:func:`consist.audit.decide.decide_all`), in dataset order.
 
     Votes of checkers that read pixels but publish no pair evidence (an LMM's
@@ -598,7 +653,7 @@ def _decide(ds: Any, journal_path: Path, failures: dict[str, str], cfg: AuditCon
     independent = frozenset(n for n, c in registered.items() if getattr(c, "reads_pixels", True))
     given = {it.id: it.label for it in ds.items}
     metas = {it.id: dict(it.meta) for it in ds.items}
-    return decide_all(_records(ds, journal_path), given, metas, failures, cfg, independent=independent)
+    return decide_all(_records(ds, journal_path, store_uri), given, metas, failures, cfg, independent=independent)
 
 
 def _summary(

@@ -5,13 +5,21 @@ can ship them.
 
 Each worker process opens the store once (by URI) and keeps its engine and
 retrieval index for the tasks that follow (:data:`_STATE`).
+
+On a cluster (an executor with ``results_via_store``: Dask) the workers write what
+they computed — features and embeddings, each sample's verification record — straight
+to the shared store, and hand the parent only sample ids: the parent coordinates and
+never receives those payloads through the scheduler. Every such write is idempotent
+(keyed by sample id, and for verification records by the run), so a task that reruns
+after its worker died writes the same rows again and doubles nothing.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +32,25 @@ from consist.contracts.evidence import pairs_in_votes
 from consist.contracts.features import FeatureExtractor, FeatureSpec
 from consist.records import Neighbour, Vote
 
-__all__ = ["checker_options", "edges_from_votes", "extract_chunk", "feature_spec", "local_features_available", "make_feature_extractor", "verify_chunk"]
+__all__ = [
+    "STORED_KEY",
+    "checker_options",
+    "edges_from_votes",
+    "extract_chunk",
+    "feature_spec",
+    "local_features_available",
+    "make_feature_extractor",
+    "read_stored_record",
+    "record_kind",
+    "resolve_stored",
+    "store_extracted",
+    "verify_chunk",
+]
+
+#: Key of a journal line whose record lies in the store (value: the artefact kind).
+STORED_KEY = "in_store"
+#: Prefix of the artefact kind that holds a run's verification records.
+RECORD_KIND_PREFIX = "audit/record/"
 
 _STATE: dict[tuple[Any, ...], Any] = {}
 
@@ -80,7 +106,62 @@ def extract_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append({"id": sid, "features": None, "embedding": None, "error": str(exc)})
         except Exception as exc:  # a decoder or extractor failing on odd pixels
             out.append({"id": sid, "features": None, "embedding": None, "error": f"{uri}: cannot process ({type(exc).__name__}: {exc})"})
+    if task.get("store"):
+        # a cluster: the worker writes to the shared store itself; only ids and errors go back
+        store = _open_store(str(task["store"]))
+        meta = {str(item["id"]): item for item in task["samples"]}
+        store_extracted(store, [(meta[r["id"]], r) for r in out if not r["error"]], kind=None if ext is None else ext.kind, reason=str(task.get("reason") or "consist audit"))
+        return [{"id": r["id"], "error": r["error"], "stored": not r["error"]} for r in out]
     return out
+
+
+def store_extracted(store: Any, results: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], *, kind: str | None, reason: str) -> int:
+    """Write extracted samples (embedding) and their local features to ``store`` in one
+    transaction; the same code whether the parent or a cluster worker writes.
+
+    ``results``: ``(item, result)`` pairs — ``item`` has ``id``, ``uri``, ``label``,
+    ``meta`` and ``changed`` (its file changed since the last run: a stored sample of
+    the same path keeps its label and provenance, with the new embedding); ``result``
+    is :func:`extract_chunk`'s dict. Idempotent: writing the same results again
+    (a task rerun after its worker died) makes no history entry (the store records
+    only changes) and replaces the features with the same bytes. Returns how many
+    samples were written.
+    """
+    from consist.contracts.features import LocalFeatures
+    from consist.features import cache_features
+    from consist.records import Provenance, Sample
+
+    if not results:
+        return 0
+    pending: list[tuple[Any, bytes | None]] = []
+    for item, r in results:
+        vec = None if r["embedding"] is None else np.frombuffer(r["embedding"], dtype=np.float32)
+        prior = store.get(item["id"]) if item.get("changed") else None
+        if prior is not None and prior.uri == item["uri"]:  # new pixels: the stored label and its provenance stay
+            pending.append((attrs.evolve(prior, embedding=vec), r["features"]))
+            continue
+        sample = Sample(id=item["id"], uri=item["uri"], label=item["label"], provenance=Provenance.IMPORT, embedding=vec, meta=dict(item.get("meta") or {}))
+        pending.append((sample, r["features"]))
+    with store.transaction():
+        store.put([s for s, _ in pending], reason=reason, on_conflict="skip")
+        if kind is not None:
+            for sample, blob in pending:
+                if blob is not None:
+                    cache_features(sample, store, kind, LocalFeatures.from_bytes(blob))
+    return len(pending)
+
+
+_STORES: dict[str, Any] = {}
+
+
+def _open_store(uri: str) -> Any:
+    """The worker process's connection to ``uri``, opened once and kept."""
+    st = _STORES.get(uri)
+    if st is None:
+        from consist.stores.uri import open_store
+
+        st = _STORES[uri] = open_store(uri, create=False)
+    return st
 
 
 # ---------------------------------------------------------------- verification
@@ -205,7 +286,58 @@ def verify_chunk(task: Mapping[str, Any]) -> list[dict[str, Any]]:
         rec["edges"] = edges_from_votes(sid, decision.votes, labels)
         rec["elapsed_s"] = round(time.perf_counter() - t0, 4)
         out.append(rec)
+    kind = task.get("record_kind")
+    if kind:
+        # a cluster: each record goes to the shared store, keyed by sample id and run
+        # (a rerun replaces it with the same bytes); the parent journals the ids only
+        with w.store.transaction():
+            for rec in out:
+                w.store.put_artefact(rec["id"], str(kind), _pack_record(rec))
+        return [{"id": rec["id"], STORED_KEY: kind} for rec in out]
     return out
+
+
+def record_kind(run_key: str) -> str:
+    """The artefact kind of one run's verification records (``audit/record/<run>``)."""
+    return RECORD_KIND_PREFIX + run_key
+
+
+def _pack_record(rec: Mapping[str, Any]) -> bytes:
+    # the journal's own encoding (a record read back equals the local journal's), compressed
+    return zlib.compress(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode(), 6)
+
+
+def read_stored_record(store: Any, sample_id: str, kind: str) -> dict[str, Any] | None:
+    """The verification record a worker stored for ``sample_id`` in this run, or ``None``."""
+    blob = store.get_artefact(sample_id, kind)
+    if blob is None:
+        return None
+    rec: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return rec
+
+
+def resolve_stored(records: Iterable[Mapping[str, Any]], store_uri: str) -> Iterator[dict[str, Any]]:
+    """The journal's records with each stored one (a line ``{"id", "in_store": kind}``
+    written for a cluster run) replaced by the record a worker put in the store; the
+    store is opened only when a stored record comes. A record missing from the store
+    becomes an error record naming it (``--resume`` re-verifies those: see
+    :func:`consist.audit.run`)."""
+    store = None
+    try:
+        for rec in records:
+            kind = rec.get(STORED_KEY)
+            if not kind:
+                yield dict(rec)
+                continue
+            if store is None:
+                from consist.stores.uri import open_store
+
+                store = open_store(store_uri, create=False)
+            found = read_stored_record(store, str(rec["id"]), str(kind))
+            yield found if found is not None else {"id": rec["id"], "error": f"{rec['id']}: its verification record is missing from the store {store_uri}"}
+    finally:
+        if store is not None:
+            store.close()
 
 
 def edges_from_votes(query_id: str, votes: Sequence[Vote], labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
