@@ -72,7 +72,7 @@ import consist
 from consist.adapt import adapt_decision
 from consist.records import Candidate, CheckerRun, Decision, Prediction, Provenance, Query, RunStatus, Sample, Vote
 from consist.stores.sqlite import SQLiteStore
-from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, VectorIndex
+from consist.stores.vectors import DEFAULT_ANN_THRESHOLD, DEFAULT_SNAPSHOT_MIN, VectorIndex
 
 KNN_TARGET_MS = 20.0  # per query at 100k, one core
 INSERT_TARGET_PER_S = 500.0  # verified samples per second, batched
@@ -290,9 +290,9 @@ def _open_and_search(uri: str, q: np.ndarray, **options: Any) -> tuple[float, An
 def bench_open_one(uri: str, n: int, data: Clustered, queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """Before/after the persisted index on one back-end (the store at ``uri`` holds
     ``n`` vectors and no snapshot yet)."""
-    opts = {"ann_threshold": args.ann_threshold}
+    opts = {"ann_threshold": args.ann_threshold, "vector_snapshot_min": args.snapshot_min}
     out: dict[str, Any] = {}
-    out["before_s"], s, _ = _open_and_search(uri, queries[0], vector_snapshot_min=1 << 62, **opts)
+    out["before_s"], s, _ = _open_and_search(uri, queries[0], **{**opts, "vector_snapshot_min": 1 << 62})
     before = [[x.id for x, _ in s.search(q, K)] for q in queries]
     s.close()
     out["first_open_saves_s"], s, _ = _open_and_search(uri, queries[0], **opts)
@@ -545,6 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the store files")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the latency loops to one CPU")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: knn,open,insert,adapt (open needs knn)")
+    ap.add_argument("--snapshot-min", type=int, default=DEFAULT_SNAPSHOT_MIN, help=f"vector_snapshot_min of the stores in part (d) (default {DEFAULT_SNAPSHOT_MIN}: no snapshot below it)")
     ap.add_argument("--postgres", choices=("auto", "start", "none"), default="auto", help="PostgreSQL column of part (d): auto (default: start a throw-away server when possible), start, none")
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, ANN (IVF) from 1000 vectors (< 20 s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
@@ -554,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.sizes = [2000, 5000]
         args.ann_threshold = 1000
+        args.snapshot_min = 1000
         args.queries = min(args.queries, 50)
         args.repeat = 1
         args.insert_n = min(args.insert_n, 500)
@@ -664,13 +666,19 @@ def report(result: dict[str, Any], targets: list[C.Target], args: argparse.Names
             ("after: next search once another process added 100", "after_other_process_added_100_s"),
         ]
         rows = []
+        notes = []
         for r in opened:
             o = r["open"]
             for label, key in steps:
                 rows.append((f"{r['n']:,}", label, o["sqlite"][key], o["postgres"][key] if "postgres" in o else float("nan")))
-            same = "; ".join(f"{b}: identical {o[b]['identical_results']}, sees the other's vectors {o[b]['sees_other_process_vectors']}" for b in ("sqlite", "postgres") if b in o)
-            rows.append((f"{r['n']:,}", f"({same})", float("nan"), float("nan")))
+            facts = [
+                f"{b}: after = loaded from {o[b]['after_loaded_from']}, top-10 identical {o[b]['identical_results']}, sees the other's vectors {o[b]['sees_other_process_vectors']}"
+                for b in ("sqlite", "postgres")
+                if b in o
+            ]
+            notes.append(f"  @ {r['n']:,}: " + "; ".join(facts))
         C.print_table(f"opening a store: persisted vector index, seconds (PostgreSQL: {result.get('postgres', 'not run')})", ("vectors", "step", "SQLite s", "PostgreSQL s"), rows)
+        print("\n".join(notes))
     u = result.get("uniform_recall")
     if u:
         print(

@@ -204,6 +204,7 @@ def test_transaction_is_one_atomic_commit_and_rolls_back(store, open_):
     # a rolled-back transaction after a search inside it leaves no trace in the index
     rng = np.random.default_rng(9)
     v = unit(rng)
+    assert store.search(v, 1) == []  # the index is loaded before the transaction
     with pytest.raises(RuntimeError), store.transaction():
         store.put([Sample("ghost", label="x", embedding=v)])
         assert store.search(v, 1)[0][0].id == "ghost"  # a transaction sees its own writes

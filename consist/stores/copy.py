@@ -14,8 +14,8 @@ non-empty store: two histories cannot be merged with their ``seq`` numbers kept,
 replacing a store would destroy what consist promises never to destroy. The whole
 copy is one transaction of the destination (a failure leaves it empty), and the
 source's write lock is held while it is read, so the copy is one consistent state
-(the source's other writers wait; its readers do not). The counts are compared at
-the end.
+(the source's readers go on; its writers wait up to their ``timeout`` and then get
+:class:`~consist.errors.StoreLockedError`). The counts are compared at the end.
 """
 
 from __future__ import annotations

@@ -481,7 +481,7 @@ class PostgresStore:
         """The search index: loaded from the store's snapshot by the first search of
         a process, then kept current from the history (other processes' writes too)."""
         in_tx = self._tx_depth > 0
-        return self._vectors.current(may_save=not in_tx and not self.readonly, in_transaction=in_tx)
+        return self._vectors.current(may_save=not in_tx and not self.readonly, in_transaction=in_tx, dirty=in_tx and self._pending_vectors)
 
     @property
     def vector_index(self) -> VectorIndex:

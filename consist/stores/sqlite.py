@@ -472,7 +472,7 @@ class SQLiteStore:
         """The search index: loaded from the store's snapshot by the first search of
         a process, then kept current from the history (other processes' writes too)."""
         in_tx = self._tx_depth > 0
-        return self._vectors.current(may_save=not in_tx and not self.readonly, in_transaction=in_tx)
+        return self._vectors.current(may_save=not in_tx and not self.readonly, in_transaction=in_tx, dirty=in_tx and bool(self._pending_vectors))
 
     def search(self, vector: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[tuple[Sample, float]]:
         """The ``k`` samples whose embeddings are most similar (cosine) to ``vector``."""
