@@ -98,9 +98,11 @@ def start_server(timeout: float = 60.0) -> PgServer:
     bindir = find_bindir()
     if bindir is None:
         raise FileNotFoundError("no PostgreSQL server binaries (Debian: apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="consist-pg-"))
+    as_root = os.geteuid() == 0
+    # as root, the postgres user must reach the folder: /tmp, not a $TMPDIR under /root
+    root = Path(tempfile.mkdtemp(prefix="consist-pg-", dir="/tmp" if as_root and os.path.isdir("/tmp") else None))
     run_as: dict[str, object] = {}
-    if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to the postgres user
+    if as_root:  # initdb refuses root: the cluster belongs to the postgres user
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         run_as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
