@@ -57,7 +57,7 @@ def _api_load(base: str, token: str, n_samples: int, clients: int, per_client: i
                 elif kind == "sample":
                     r = http.get("/api/sample", params={"id": sid})
                 else:
-                    r = http.post("/api/actions/relabel", json={"sample": sid, "label": f"bench-{c}"})
+                    r = http.post("/api/actions/relabel", json={"sample": sid, "label": f"bench-{c}", "create": True})
                 dt = time.perf_counter() - t0
                 with lock:
                     times[kind].append(dt)

@@ -161,16 +161,8 @@ def serve_cli(audit_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
     cmd = [sys.executable, "-m", "consist.cli.main", "review", str(audit_dir), "--no-browser", "--port", "0", "--json", "--token", TOKEN, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        text = ""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline() if proc.stdout else ""
-            if not line:
-                break
-            text += line
-            if line.startswith("}"):
-                break
-        if not text.strip().endswith("}"):
+        text = proc.stdout.readline() if proc.stdout else ""
+        if not text.strip().startswith("{"):
             proc.kill()
             raise RuntimeError(f"consist review did not start: {text}{proc.stderr.read() if proc.stderr else ''}")
         info = json.loads(text)

@@ -52,7 +52,9 @@ def test_actions_are_store_history_entries_and_undo_and_export_agree(audit, tmp_
         assert r.status_code == 200, r.text
         assert r.json()["entries"][0]["after"]["label"] == flagged[0]["suggested_label"]
         assert httpx.post(f"{base}/api/actions/keep", json={"sample": b}, headers=H).status_code == 200
-        assert httpx.post(f"{base}/api/actions/relabel", json={"sample": c, "label": "mug"}, headers=H).status_code == 200
+        new = httpx.post(f"{base}/api/actions/relabel", json={"sample": c, "label": "mug"}, headers=H)
+        assert new.status_code == 400 and new.json()["detail"]["code"] == "new_label"  # a typo must not become a class
+        assert httpx.post(f"{base}/api/actions/relabel", json={"sample": c, "label": "mug", "create": True}, headers=H).status_code == 200
         r = httpx.post(f"{base}/api/actions/region", json={"sample": d, "box": [10, 20, 110, 220]}, headers=H)
         assert r.status_code == 200 and r.json()["entries"][0]["action"] == "region"
         # the page reads the store: decisions show
@@ -100,6 +102,24 @@ def test_bulk_accept_is_one_batch_and_undo_reverts_it_whole(audit):
         assert len(session.store.history(limit=None)) == before + 10
 
 
+def test_stale_views_are_refused_and_groups_undo_together(audit):
+    with serve_in_thread(audit) as (base, session):
+        rows = _flagged(base)
+        a, b = rows[0], rows[1]
+        # another tab changed a; this tab still shows the given label
+        assert httpx.post(f"{base}/api/actions/accept", json={"sample": a["sample"], "expect_label": a["given_label"]}, headers=H).status_code == 200
+        stale = httpx.post(f"{base}/api/actions/keep", json={"sample": a["sample"], "expect_label": a["given_label"]}, headers=H)
+        assert stale.status_code == 409 and stale.json()["detail"]["code"] == "stale" and "changed elsewhere" in stale.json()["detail"]["message"]
+        assert session.store.get(a["sample"]).label == a["suggested_label"]  # nothing was overwritten
+        dry = httpx.post(f"{base}/api/actions/bulk", json={"status": "flagged", "dry_run": True}, headers=H).json()
+        assert dry["would_change"] == 4 and dry["entries"] == [] and session.store.get(b["sample"]).label == b["given_label"]
+        batch = httpx.post(f"{base}/api/actions/bulk", json={"status": "flagged", "expect": 4}, headers=H).json()["entries"]
+        r = httpx.post(f"{base}/api/actions/undo", json={"seqs": [e["seq"] for e in batch]}, headers=H)
+        assert r.status_code == 200 and len(r.json()["entries"]) == 4
+        assert session.store.get(b["sample"]).label == b["given_label"]
+        assert session.store.get(a["sample"]).label == a["suggested_label"]  # not part of the group
+
+
 def test_sentence_box_goes_through_the_registered_interpreter(audit):
     pytest.importorskip("consist_semantic")
     with serve_in_thread(audit) as (base, session):
@@ -111,6 +131,12 @@ def test_sentence_box_goes_through_the_registered_interpreter(audit):
         assert session.store.get(sid).label == "zeppelin"
         bad = httpx.post(f"{base}/api/actions/tell", json={"sample": sid, "sentence": "   "}, headers=H)
         assert bad.status_code == 400
+        preview = httpx.post(f"{base}/api/actions/tell", json={"sample": sid, "sentence": "it's not a zeppelin, it's a blimp", "apply": False}, headers=H).json()
+        assert preview["applied"] is False and preview["entries"] == [] and "blimp" in preview["actions"][0]
+        assert session.store.get(sid).label == "zeppelin"
+        negation = httpx.post(f"{base}/api/actions/tell", json={"sample": sid, "sentence": "this is not a zeppelin"}, headers=H)
+        assert negation.status_code == 400 and "says what it is not" in negation.json()["detail"]
+        assert session.store.get(sid).label == "zeppelin"
 
 
 def test_guards_token_host_and_no_paths(audit):
@@ -176,7 +202,7 @@ def test_eight_concurrent_writers_lose_no_history_entry(tmp_path):
             with httpx.Client(base_url=base, headers=H, timeout=60) as client:
                 for i in range(25):
                     sid = f"s{w * 25 + i:05d}.jpg"
-                    r = client.post("/api/actions/relabel", json={"sample": sid, "label": f"fixed-{w}"})
+                    r = client.post("/api/actions/relabel", json={"sample": sid, "label": f"fixed-{w}", "create": True})
                     if r.status_code != 200:
                         errors.append(r.text)
 
@@ -210,10 +236,10 @@ def test_queue_pages_a_10000_sample_audit(tmp_path):
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, audit):
     r = subprocess.run([sys.executable, "-m", "consist.cli.main", "review", str(tmp_path / "nope"), "--no-browser"], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such audit folder" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such folder" in r.stderr
     (tmp_path / "empty").mkdir()
     r = subprocess.run([sys.executable, "-m", "consist.cli.main", "review", str(tmp_path / "empty"), "--no-browser"], capture_output=True, text=True)
-    assert r.returncode == 2 and "summary.json is missing" in r.stderr
+    assert r.returncode == 2 and "not an audit folder (no summary.json)" in r.stderr and "consist audit IMAGES --out" in r.stderr
     with serve_cli(audit) as info:
         port = info["url"].rsplit(":", 1)[1].strip("/")
         assert httpx.get(info["url"] + "api/overview").json()["samples"] == 46

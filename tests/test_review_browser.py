@@ -154,6 +154,40 @@ def test_the_planted_errors_are_fixed_from_the_keyboard(demo, tmp_path):
         assert not errors, errors
 
 
+def test_two_tabs_never_undo_or_overwrite_each_other(audit):
+    from tests.review_support import browser
+
+    with serve_cli(audit) as info, browser() as b:
+        tab_a, errors_a = _page(b, info["open"])
+        tab_b, errors_b = _page(b, info["open"])
+        sid = None
+        for tab in (tab_a, tab_b):
+            tab.goto(info["url"] + "#/queue?status=flagged")
+            tab.wait_for_selector("#queue tbody tr")
+            sid = tab.locator("#queue tbody tr").first.get_attribute("data-id")
+            tab.keyboard.press("Enter")
+            tab.wait_for_selector("#keep-btn")
+        tab_a.keyboard.press("a")
+        expect(tab_a.locator("#decision")).to_have_text("accepted")
+        tab_b.keyboard.press("x")  # B still shows the given label: refused, and B shows what A did
+        expect(tab_b.locator("#toast")).to_contain_text("changed elsewhere")
+        expect(tab_b.locator("#decision")).to_have_text("accepted")
+        tab_b.keyboard.press("u")  # B did nothing: it must not undo A's accept
+        expect(tab_b.locator("#toast")).to_contain_text("nothing of yours to undo")
+        store = consist.open_store(info["store"])
+        try:
+            assert store.history(sample_id=sid, limit=1)[0].action == "relabel"
+        finally:
+            store.close()
+        # the sentence box shows what it understood before anything is written
+        tab_b.fill("#tell-input", "it's not a rocket, it's a hubble")
+        tab_b.click("#tell-btn")
+        expect(tab_b.locator("#tell-msg")).to_contain_text("relabel")
+        tab_b.click("#tell-apply")
+        expect(tab_b.locator("#current-label")).to_have_text("hubble")
+        assert not errors_a and not errors_b, errors_a + errors_b
+
+
 def test_labels_are_shown_as_text_never_as_markup(audit):
     from tests.review_support import browser
 

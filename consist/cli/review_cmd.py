@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from consist.cli.common import emit_json, fail, json_option, open_store_or_fail, safe
+from consist.cli.common import fail, json_option, open_store_or_fail, safe
 
 #: Port tried first; the next free ones follow when it is taken (``--port`` insists).
 DEFAULT_PORT = 8765
@@ -67,8 +67,9 @@ def review_command(audit_dir: Path, store_uri: str | None, host: str, port: int 
     by an image region. Every action is a store history entry (consist undo reverts
     it; consist export writes the labels). Ctrl-C stops the server.
 
-    With --json, one line {"url", "token", "store", "audit"} is printed once the
-    server listens (for scripts), then the server runs until stopped.
+    With --json, one line {"url", "open", "token", "store", "audit", "samples"} is
+    printed once the server listens (for scripts; "open" is the address with the
+    token), then the server runs until stopped.
     """
     try:
         import uvicorn
@@ -77,14 +78,14 @@ def review_command(audit_dir: Path, store_uri: str | None, host: str, port: int 
     except ImportError as exc:
         fail(f"consist review needs FastAPI and uvicorn ({exc.name} is missing): pip install 'consist[review]'")
     if not audit_dir.is_dir():
-        fail(f"{audit_dir}: no such audit folder (run consist audit --out {audit_dir} first)")
+        fail(f"{audit_dir}: no such folder; consist review takes the output folder of an audit (consist audit IMAGES --out {audit_dir})")
     if store_uri is None:
         import json
 
         try:
             store_uri = str(json.loads((audit_dir / "summary.json").read_text(encoding="utf-8"))["store"])
         except FileNotFoundError:
-            fail(f"{audit_dir}: not an audit folder (summary.json is missing); run consist audit --out {audit_dir} first")
+            fail(f"{audit_dir}: not an audit folder (no summary.json); consist review takes the --out folder of consist audit (consist audit IMAGES --out AUDIT_DIR)")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"{audit_dir / 'summary.json'}: cannot read the audit's store from it ({exc}); give --store")
     if token is not None and len(token) < 16:
@@ -100,7 +101,10 @@ def review_command(audit_dir: Path, store_uri: str | None, host: str, port: int 
         url = f"http://{shown}:{bound}/"
         full = f"{url}#token={session.token}"
         if as_json:
-            emit_json({"url": url, "open": full, "token": session.token, "store": store.uri, "audit": str(audit_dir), "samples": len(session.index)})
+            import json
+
+            # one line, flushed: a script reads it with readline() once the server listens
+            click.echo(json.dumps({"url": url, "open": full, "token": session.token, "store": store.uri, "audit": str(audit_dir), "samples": len(session.index)}, ensure_ascii=False))
         else:
             click.echo(f"reviewing {safe(audit_dir)} ({len(session.index)} samples; store {safe(store.uri)})")
             if not _is_loopback(host):
@@ -113,6 +117,8 @@ def review_command(audit_dir: Path, store_uri: str | None, host: str, port: int 
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
+        if not as_json:
+            click.echo("stopped (every action is in the store: consist history --store " + safe(store.uri) + ")")
     finally:
         store.close()
 

@@ -21,7 +21,7 @@ from consist.errors import ConsistError
 from consist.records import HistoryEntry, Provenance, Region, to_dict
 from consist.review.audit_index import AuditIndex, QueueFilter
 
-__all__ = ["BULK_MAX", "REVIEW_REASON", "ReviewActions", "ReviewError"]
+__all__ = ["BULK_MAX", "REVIEW_REASON", "NewLabel", "ReviewActions", "ReviewError", "StaleView"]
 
 #: Prefix of the history reason of every single review action.
 REVIEW_REASON = "review"
@@ -35,6 +35,14 @@ _BATCH = re.compile(r"^review batch ([0-9a-f]{8,}):")
 
 class ReviewError(ConsistError):
     """A review action that cannot be done (the message says why; nothing was written)."""
+
+
+class StaleView(ReviewError):
+    """The page decided on a label that has changed since it was shown."""
+
+
+class NewLabel(ReviewError):
+    """A relabel to a label nobody used yet (a typo?): done only when confirmed."""
 
 
 def entry_json(e: HistoryEntry) -> dict[str, Any]:
@@ -66,6 +74,18 @@ class ReviewActions:
     def _relabel(self, sample_id: str, label: str, reason: str) -> HistoryEntry | None:
         return self.store.relabel(sample_id, label, provenance=Provenance.USER, reason=reason)
 
+    def _check_unchanged(self, sample_id: str, expect_label: str | None) -> None:
+        """Refuse a decision made on a stale view: the page sends the label it showed,
+        and another tab, reviewer or terminal may have changed it since."""
+        if expect_label is None:
+            return
+        sample = self.store.get(sample_id)
+        now = None if sample is None else sample.label
+        if now != expect_label:
+            last = self.store.history(sample_id=sample_id, limit=1)
+            when = f" (history #{last[0].seq}, {last[0].reason or last[0].action})" if last else ""
+            raise StaleView(f"{sample_id} was changed elsewhere since this page showed it: its label is now {now!r}, not {expect_label!r}{when}; nothing was changed (reload to see it)")
+
     def resolve(self, label: str) -> str:
         """A typed label or alias -> the canonical label (an alias of the store maps to
         its label; a new name is a new label)."""
@@ -81,9 +101,10 @@ class ReviewActions:
 
     # ------------------------------------------------------------------ actions
 
-    def accept(self, sample_id: str) -> list[HistoryEntry]:
+    def accept(self, sample_id: str, *, expect_label: str | None = None) -> list[HistoryEntry]:
         """Relabel to the audit's suggestion."""
         row = self._row(sample_id)
+        self._check_unchanged(sample_id, expect_label)
         sug = row.get("suggested_label")
         if not sug or sug == row["given_label"]:
             raise ReviewError(f"{sample_id}: the audit suggests no other label to accept")
@@ -91,18 +112,25 @@ class ReviewActions:
         why = f"{REVIEW_REASON}: accepted the suggestion {sug!r}" + (f" (P(wrong) {conf:.2f})" if isinstance(conf, (int, float)) else "")
         return self._done([self._relabel(sample_id, sug, why)])
 
-    def keep(self, sample_id: str) -> list[HistoryEntry]:
+    def keep(self, sample_id: str, *, expect_label: str | None = None) -> list[HistoryEntry]:
         """A person confirms the given label (rejects the suggestion): the label gets
         user provenance, so no later automatic change may replace it."""
         row = self._row(sample_id)
+        self._check_unchanged(sample_id, expect_label)
         entry = self._relabel(sample_id, row["given_label"], f"{REVIEW_REASON}: kept the given label {row['given_label']!r}")
         if entry is None and isinstance(self.store, AliasStore):  # already the person's label: record the decision itself
             entry = self.store.annotate(sample_id, attributes={"reviewed": "kept"}, provenance=Provenance.USER, reason=f"{REVIEW_REASON}: kept the given label")
         return self._done([entry])
 
-    def relabel(self, sample_id: str, label: str) -> list[HistoryEntry]:
+    def relabel(self, sample_id: str, label: str, *, expect_label: str | None = None, create: bool = False) -> list[HistoryEntry]:
+        """Relabel to ``label`` (or the label an alias names). A label no sample
+        carries and the audit never suggested is refused (:class:`NewLabel`) unless
+        ``create``: a typo must not silently become a class."""
         self._row(sample_id)
+        self._check_unchanged(sample_id, expect_label)
         canonical = self.resolve(label)
+        if not create and canonical not in set(self.index.known_labels()) | set(self.store.labels()):
+            raise NewLabel(f"{canonical!r} is not a label of this store nor an alias of one; confirm to create a new label")
         return self._done([self._relabel(sample_id, canonical, f"{REVIEW_REASON}: relabelled to {canonical!r}" + (f" (typed {label.strip()!r})" if canonical != label.strip() else ""))])
 
     def set_region(self, sample_id: str, region: Region | None) -> list[HistoryEntry]:
@@ -112,11 +140,15 @@ class ReviewActions:
         what = "cleared the object's region" if region is None else ("drew the object's outline" if region.polygon is not None else "drew the object's box")
         return self._done([self.store.set_region(sample_id, region, provenance=Provenance.USER, reason=f"{REVIEW_REASON}: {what}")])
 
+    def bulk_candidates(self, flt: QueueFilter) -> list[dict[str, Any]]:
+        """The samples :meth:`bulk_accept` would change."""
+        return [r for r in self.index.select(flt) if r.get("suggested_label") and r["suggested_label"] != r["given_label"] and self.index.view(r)["decision"] == "pending"]
+
     def bulk_accept(self, flt: QueueFilter, *, expect: int | None = None) -> BulkResult:
         """Accept the suggestion of every sample the filter selects that is still
         pending and has another suggested label, in one transaction (all or nothing).
         ``expect``: the count the person saw; refused if the selection changed."""
-        rows = [r for r in self.index.select(flt) if r.get("suggested_label") and r["suggested_label"] != r["given_label"] and self.index.view(r)["decision"] == "pending"]
+        rows = self.bulk_candidates(flt)
         if expect is not None and expect != len(rows):
             raise ReviewError(f"the selection now holds {len(rows)} samples, not the {expect} shown; reload and try again")
         if len(rows) > BULK_MAX:
@@ -129,7 +161,7 @@ class ReviewActions:
         done = self._done(entries)
         return BulkResult(batch, tuple(done), len(rows) - len(done))
 
-    def tell(self, sample_id: str, sentence: str) -> dict[str, Any]:
+    def tell(self, sample_id: str, sentence: str, *, apply: bool = True) -> dict[str, Any]:
         """A sentence about the sample, understood by the registered interpreter (the
         same as ``consist tell``: consist-semantic's grammar or LMM)."""
         from consist import plugins
@@ -141,7 +173,12 @@ class ReviewActions:
         if not found:
             raise ReviewError("no sentence interpreter is installed (pip install consist-semantic)")
         interpreter = found.get("tell") or found[sorted(found)[0]]
-        outcome = interpreter.interpret(self.store, sentence, sample_id, apply=True)
+        try:
+            outcome = interpreter.interpret(self.store, sentence, sample_id, apply=apply)
+        except ReviewError:
+            raise
+        except ConsistError as exc:  # not understood (the contract's one-line error); nothing was written
+            raise ReviewError(str(exc)) from exc
         self.index.refresh()
         return {
             "sentence": outcome.sentence,
@@ -149,12 +186,22 @@ class ReviewActions:
             "actions": list(outcome.actions),
             "warnings": list(outcome.warnings),
             "entries": [entry_json(e) for e in outcome.entries],
+            "applied": apply,
         }
 
     # --------------------------------------------------------------------- undo
 
     def undo(self, seq: int) -> list[HistoryEntry]:
         return self._done([self.store.undo(int(seq))])
+
+    def undo_group(self, seqs: Sequence[int]) -> list[HistoryEntry]:
+        """Undo the entries of one action of the page (a batch, a sentence of several
+        changes), newest first, in one transaction: all or nothing."""
+        out: list[HistoryEntry | None] = []
+        with self.store.transaction():
+            for seq in sorted({int(s) for s in seqs}, reverse=True):
+                out.append(self.store.undo(seq))
+        return self._done(out)
 
     def last_action(self) -> list[HistoryEntry]:
         """The newest person's action still in effect (all of it, for a batch or a

@@ -104,7 +104,7 @@ class AuditIndex:
         jsonl = self.audit_dir / "audit.jsonl"
         for needed in (summary_path, jsonl):
             if not needed.is_file():
-                raise ConsistError(f"{self.audit_dir}: not an audit folder ({needed.name} is missing; run consist audit --out {self.audit_dir} first)")
+                raise ConsistError(f"{self.audit_dir}: not an audit folder (no {needed.name}); give the --out folder of consist audit (consist audit IMAGES --out AUDIT_DIR)")
         try:
             self.summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

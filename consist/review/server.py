@@ -39,7 +39,7 @@ from consist import __version__
 from consist.contracts.store import AliasStore, Store
 from consist.errors import ConsistError
 from consist.records import Region, to_dict
-from consist.review.actions import ReviewActions, ReviewError, entry_json
+from consist.review.actions import NewLabel, ReviewActions, ReviewError, StaleView, entry_json
 from consist.review.audit_index import DEFAULT_PAGE_SIZE, AuditIndex, QueueFilter
 from consist.review.thumbs import ThumbCache
 
@@ -61,10 +61,12 @@ _CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 
 class SampleAction(BaseModel):
     sample: str = Field(..., max_length=4096)
+    expect_label: str | None = Field(None, description="the label the page showed; refused (409) when the store's label differs (changed elsewhere)")
 
 
 class RelabelAction(SampleAction):
     label: str = Field(..., max_length=200)
+    create: bool = Field(False, description="allow a label nobody uses yet (else refused with code new_label)")
 
 
 class RegionAction(SampleAction):
@@ -74,6 +76,7 @@ class RegionAction(SampleAction):
 
 class TellAction(SampleAction):
     sentence: str = Field(..., max_length=2000)
+    apply: bool = Field(True, description="false: only say what the sentence would do")
 
 
 class BulkAction(BaseModel):
@@ -83,10 +86,12 @@ class BulkAction(BaseModel):
     min_confidence: float | None = Field(None, ge=0, le=1)
     max_confidence: float | None = Field(None, ge=0, le=1)
     expect: int | None = Field(None, ge=0, description="the count the person saw; refused when the selection changed")
+    dry_run: bool = Field(False, description="only count what would change")
 
 
 class UndoAction(BaseModel):
-    seq: int | None = Field(None, description="a history entry; none: the newest person's action (a whole batch)")
+    seq: int | None = Field(None, description="a history entry")
+    seqs: list[int] | None = Field(None, max_length=10_000, description="the entries of one action (a batch), undone together")
 
 
 class SearchRequest(BaseModel):
@@ -276,6 +281,10 @@ def create_app(session: ReviewSession) -> Any:
     def act(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
+        except StaleView as exc:
+            raise HTTPException(409, detail={"code": "stale", "message": str(exc)}) from exc
+        except NewLabel as exc:
+            raise HTTPException(400, detail={"code": "new_label", "message": str(exc)}) from exc
         except (ReviewError, ValueError) as exc:
             raise fail(exc, 400) from exc
         except ConsistError as exc:  # a label conflict, an undo conflict, a store error
@@ -283,15 +292,15 @@ def create_app(session: ReviewSession) -> Any:
 
     @app.post("/api/actions/accept", summary="Relabel a sample to the audit's suggestion")
     def accept(body: SampleAction) -> dict[str, Any]:
-        return done(act(lambda: session.actions.accept(body.sample)))
+        return done(act(lambda: session.actions.accept(body.sample, expect_label=body.expect_label)))
 
     @app.post("/api/actions/keep", summary="Keep the given label (reject the suggestion)")
     def keep(body: SampleAction) -> dict[str, Any]:
-        return done(act(lambda: session.actions.keep(body.sample)))
+        return done(act(lambda: session.actions.keep(body.sample, expect_label=body.expect_label)))
 
     @app.post("/api/actions/relabel", summary="Relabel a sample (a label or an alias)")
     def relabel(body: RelabelAction) -> dict[str, Any]:
-        return done(act(lambda: session.actions.relabel(body.sample, body.label)))
+        return done(act(lambda: session.actions.relabel(body.sample, body.label, expect_label=body.expect_label, create=body.create)))
 
     @app.post("/api/actions/region", summary="Set (or clear, with neither box nor polygon) where the labelled object is")
     def region(body: RegionAction) -> dict[str, Any]:
@@ -308,18 +317,28 @@ def create_app(session: ReviewSession) -> Any:
 
     @app.post("/api/actions/tell", summary="A sentence about the sample, understood as consist tell understands it")
     def tell(body: TellAction) -> dict[str, Any]:
-        return dict(act(lambda: session.actions.tell(body.sample, body.sentence)))
+        return dict(act(lambda: session.actions.tell(body.sample, body.sentence, apply=body.apply)))
 
     @app.post("/api/actions/bulk", summary="Accept the suggestions of every pending sample a filter selects (one batch)")
     def bulk(body: BulkAction) -> dict[str, Any]:
         flt = _filter(body.status, body.label, body.min_confidence, body.max_confidence, "pending", "", "priority")
+        if body.dry_run:
+            would = session.actions.bulk_candidates(flt)
+            return {"entries": [], "would_change": len(would), "samples": [r["sample"] for r in would[:20]]}
         result = act(lambda: session.actions.bulk_accept(flt, expect=body.expect))
         return done(list(result.entries), batch=result.batch, skipped=result.skipped)
 
     @app.post("/api/actions/undo", summary="Undo one history entry, or the newest person's action")
     def undo(body: UndoAction | None = Body(None)) -> dict[str, Any]:
         seq = None if body is None else body.seq
-        return done(act(lambda: session.actions.undo(seq) if seq is not None else session.actions.undo_last()))
+        seqs = None if body is None else body.seqs
+
+        def run() -> list[Any]:
+            if seqs:
+                return session.actions.undo_group(seqs)
+            return session.actions.undo(seq) if seq is not None else session.actions.undo_last()
+
+        return done(act(run))
 
     # ------------------------------------------------------ search and decide
 

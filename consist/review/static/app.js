@@ -57,8 +57,16 @@ async function api(path, body) {
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
   if (!r.ok) {
-    const detail = data && data.detail ? (typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : r.statusText;
-    throw new Error(detail);
+    let msg = r.statusText, code = null;
+    if (data && data.detail) {
+      if (typeof data.detail === "string") msg = data.detail;
+      else if (data.detail.message) { msg = data.detail.message; code = data.detail.code; }
+      else msg = JSON.stringify(data.detail);
+    }
+    const err = new Error(msg);
+    err.code = code;
+    err.status = r.status;
+    throw err;
   }
   return data;
 }
@@ -84,19 +92,44 @@ function describe(entries) {
   return `${e.action} ${e.sample_id}${after} (#${e.seq}${entries.length > 1 ? ` and ${entries.length - 1} more` : ""}) — u undoes`;
 }
 
-async function doAction(kind, body) {
+// What this tab did, newest last: Undo reverts this tab's own last action (a whole
+// batch or sentence), never another tab's or another reviewer's.
+function mine() { try { return JSON.parse(sessionStorage.getItem("consist-mine") || "[]"); } catch (e) { return []; } }
+function pushMine(entries) {
+  if (!entries || !entries.length) return;
+  const st = mine();
+  st.push(entries.map((e) => e.seq));
+  sessionStorage.setItem("consist-mine", JSON.stringify(st.slice(-500)));
+}
+
+async function doAction(kind, body, opts) {
   if (!state.token) { toast("read-only: open the address consist review printed", true); return null; }
   try {
     const res = await api("/api/actions/" + kind, body);
-    toast(kind === "tell" ? `understood (${res.parser}): ${res.actions.join("; ") || "nothing"}${res.warnings.length ? " — " + res.warnings.join("; ") : ""}` : describe(res.entries));
+    if (kind !== "undo") pushMine(res.entries);
+    if (!(opts && opts.quiet)) toast(describe(res.entries));
     return res;
-  } catch (e) { toast(e.message, true); return null; }
+  } catch (e) {
+    if (e.code === "new_label" && kind === "relabel" && !body.create) {
+      if (confirm(`“${body.label}” is not a label of this store yet (nor an alias). Create a new label “${body.label}”?`)) return doAction(kind, { ...body, create: true }, opts);
+      return null;
+    }
+    toast(e.message, true);
+    if (e.code === "stale") render();
+    return null;
+  }
 }
 
 async function undoLast() {
-  const res = await doAction("undo", {});
-  if (res) render();
+  const st = mine();
+  if (!st.length) { toast("nothing of yours to undo in this tab (the History page undoes any entry)", true); return; }
+  const seqs = st.pop();
+  sessionStorage.setItem("consist-mine", JSON.stringify(st));
+  const res = await doAction("undo", { seqs }, { quiet: true });
+  if (res) { toast("undone: " + describe(res.entries).replace(/ — u undoes$/, "")); render(); }
 }
+
+function clearToast() { const t = document.getElementById("toast"); t.className = ""; }
 
 // ------------------------------------------------------------------ overview
 
@@ -155,8 +188,13 @@ async function renderOverview() {
         title: l.kind === "generic" ? "relabel this generic label's images by their suggestions" : "accept every pending suggestion of this label above the confidence",
         onclick: async () => {
           const c = parseFloat(minc.value) || 0;
-          const res = await doAction("bulk", { label: l.label, status: "flagged,suspect", min_confidence: c });
-          if (res) { toast(`accepted ${res.entries.length} suggestions in ${l.label} (batch ${res.batch}) — u undoes the batch`); render(); }
+          const sel = { label: l.label, status: "flagged,suspect", min_confidence: c };
+          const dry = await doAction("bulk", { ...sel, dry_run: true }, { quiet: true });
+          if (!dry) return;
+          if (!dry.would_change) { toast(`nothing to accept in “${l.label}”: no pending suggestion with P(wrong) ≥ ${c}`); return; }
+          if (!confirm(`Accept the suggestion of the ${dry.would_change} pending sample(s) labelled “${l.label}” with P(wrong) ≥ ${c}? (one batch: Undo reverts it whole)`)) return;
+          const res = await doAction("bulk", { ...sel, expect: dry.would_change }, { quiet: true });
+          if (res) { toast(`accepted ${res.entries.length} suggestions in “${l.label}” (batch ${res.batch}) — u undoes the batch`); render(); }
         },
         text: l.kind === "generic" ? "Relabel by suggestions" : "Accept flagged ≥",
       }), " ", minc) : "";
@@ -191,20 +229,30 @@ async function renderQueue() {
   const f = queueFilter();
   const data = await api("/api/queue?" + qs({ ...f, limit: PAGE }));
   state.queue = { filter: f, data };
+  if (state.selPending) { // entering the queue: start on the first row nobody has decided
+    const i = data.items.findIndex((r) => r.decision === "pending");
+    state.sel = i >= 0 ? i : 0;
+    state.selPending = false;
+  }
   if (state.sel >= data.items.length) state.sel = Math.max(0, data.items.length - 1);
   const setF = (patch) => go("#/queue?" + qs({ ...f, offset: 0, ...patch }));
   const statusSel = el("select", { "aria-label": "status", onchange: (e) => setF({ status: e.target.value }) },
     ...[["", "all statuses"], ["flagged,suspect", "flagged + suspect"], ...STATUSES.map((s) => [s, s])].map(([v, t]) => el("option", { value: v, selected: f.status === v, text: t })));
   const labelIn = el("input", { type: "text", list: "label-list", placeholder: "label", value: f.label, "aria-label": "label", onchange: (e) => setF({ label: e.target.value }) });
-  const conf = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: f.min_confidence, placeholder: "min P(wrong)", style: "width:7em", "aria-label": "minimum confidence", onchange: (e) => setF({ min_confidence: e.target.value }) });
+  const conf = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: f.min_confidence, placeholder: "min P(wrong)", style: "width:9em", "aria-label": "minimum confidence", onchange: (e) => setF({ min_confidence: e.target.value }) });
   const review = el("select", { "aria-label": "review state", onchange: (e) => setF({ review: e.target.value }) }, ...["all", "pending", "reviewed"].map((v) => el("option", { value: v, selected: f.review === v, text: v })));
-  const text = el("input", { type: "text", placeholder: "search id or label", value: f.q, "aria-label": "search", onchange: (e) => setF({ q: e.target.value }) });
+  const text = el("input", { type: "text", placeholder: "search id or label", value: f.q, "aria-label": "search" });
+  text.addEventListener("input", () => { clearTimeout(state.typing); state.typing = setTimeout(() => setF({ q: text.value }), 400); });
   const bulkBtn = el("button", {
     type: "button", title: "accept every pending suggestion this filter selects, as one undoable batch",
     onclick: async () => {
-      if (!confirm(`Accept the suggestion of every pending sample this filter selects (up to ${data.total})?`)) return;
-      const res = await doAction("bulk", { status: f.status || "flagged,suspect", label: f.label || null, min_confidence: f.min_confidence === "" ? null : parseFloat(f.min_confidence) });
-      if (res) render();
+      const sel = { status: f.status || "flagged,suspect", label: f.label || null, min_confidence: f.min_confidence === "" ? null : parseFloat(f.min_confidence) };
+      const dry = await doAction("bulk", { ...sel, dry_run: true }, { quiet: true });
+      if (!dry) return;
+      if (!dry.would_change) { toast("nothing to accept: no pending suggestion in this selection"); return; }
+      if (!confirm(`Accept the suggestion of the ${dry.would_change} pending sample(s) this filter selects? (one batch: Undo reverts it whole)`)) return;
+      const res = await doAction("bulk", { ...sel, expect: dry.would_change }, { quiet: true });
+      if (res) { toast(`accepted ${res.entries.length} suggestions (batch ${res.batch}) — u undoes the batch`); render(); }
     },
     text: "Accept all suggestions shown",
   });
@@ -214,7 +262,7 @@ async function renderQueue() {
     el("span", { cls: "muted", id: "page-info", text: `${first}–${last} of ${data.total}` }),
     el("button", { type: "button", disabled: last >= data.total, onclick: () => go("#/queue?" + qs({ ...f, offset: data.offset + PAGE })), text: "next page ›" }));
   const rows = data.items.map((r, i) => el("tr", { cls: i === state.sel ? "sel" : "", "data-id": r.sample, onclick: () => { state.sel = i; openSelected(); } },
-    el("td", {}, el("img", { src: imgUrl(r.sample, 160), alt: "", loading: "lazy" })),
+    el("td", {}, r.provenance === null ? el("span", { cls: "muted", text: "not in the store" }) : el("img", { src: imgUrl(r.sample, 160), alt: "", loading: "lazy" })),
     el("td", { text: r.sample }), el("td", { text: r.given_label }), el("td", { text: r.suggested_label && r.suggested_label !== r.given_label ? r.suggested_label : "" }),
     el("td", { cls: "num", text: pct(r.confidence) }), el("td", { cls: "status-" + r.status, text: r.status }),
     el("td", {}, el("span", { cls: "tag " + r.decision, text: r.decision })), el("td", { text: r.current_label || "" })));
@@ -244,7 +292,7 @@ function openSelected() {
 async function queueAction(kind) {
   const items = state.queue ? state.queue.data.items : [];
   if (!items.length) return;
-  const res = await doAction(kind, { sample: items[state.sel].sample });
+  const res = await doAction(kind, { sample: items[state.sel].sample, expect_label: items[state.sel].current_label });
   if (res) { await renderQueue(); selectRow(state.sel + 1); }
 }
 
@@ -362,22 +410,39 @@ async function renderSample() {
   const nav = (target) => target && go("#/sample?" + qs({ id: target, ...filter }));
   state.sampleNav = { prev: () => nav(s.queue.previous), next: () => nav(s.queue.next), filter };
   const relabelIn = el("input", { type: "text", list: "label-list", id: "relabel-input", placeholder: "label or alias", "aria-label": "new label" });
-  const relabel = async () => { const v = relabelIn.value.trim(); if (!v) return; const res = await doAction("relabel", { sample: s.sample, label: v }); if (res) render(); };
+  const relabel = async () => { const v = relabelIn.value.trim(); if (!v) return; const res = await doAction("relabel", { sample: s.sample, label: v, expect_label: s.current_label }); if (res) render(); };
   relabelIn.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); relabel(); } e.stopPropagation(); });
   const sentence = el("input", { type: "text", id: "tell-input", placeholder: "say what it is: \"that's the Pantheon, not the Louvre\"", style: "flex:1; min-width:260px", "aria-label": "sentence" });
-  const tell = async () => { const v = sentence.value.trim(); if (!v) return; const res = await doAction("tell", { sample: s.sample, sentence: v }); if (res) render(); };
+  const tellMsg = el("div", { cls: "tell-msg", id: "tell-msg" });
+  const tell = async () => {
+    const v = sentence.value.trim();
+    if (!v) return;
+    // first what it means, then (after the person agrees) the change: as consist tell asks "apply?"
+    let plan;
+    try { plan = await api("/api/actions/tell", { sample: s.sample, sentence: v, apply: false }); } catch (e) { tellMsg.replaceChildren(el("span", { cls: "status-flagged", text: e.message })); return; }
+    if (!plan.actions.length) { tellMsg.replaceChildren(el("span", { text: "understood nothing to change" })); return; }
+    tellMsg.replaceChildren(
+      el("div", { text: `understood (${plan.parser}):` }),
+      el("ul", {}, ...plan.actions.map((a) => el("li", { text: a }))),
+      ...plan.warnings.map((w) => el("div", { cls: "status-suspect", text: "warning: " + w })),
+      el("button", { type: "button", cls: "primary", id: "tell-apply", onclick: async () => {
+        const res = await doAction("tell", { sample: s.sample, sentence: v, apply: true }, { quiet: true });
+        if (res) { toast(res.entries.length ? describe(res.entries) : "nothing changed: it was already so"); render(); }
+      }, text: "Apply" }), " ",
+      el("button", { type: "button", onclick: () => tellMsg.replaceChildren(), text: "Cancel" }));
+  };
   sentence.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); tell(); } e.stopPropagation(); });
   const hasSuggestion = s.suggested_label && s.suggested_label !== s.given_label;
   const actions = el("div", { cls: "actions" },
-    el("button", { type: "button", cls: "primary", id: "accept-btn", disabled: !hasSuggestion, onclick: async () => { if (await doAction("accept", { sample: s.sample })) render(); }, text: hasSuggestion ? `Accept “${s.suggested_label}” (a)` : "No suggestion" }),
-    el("button", { type: "button", id: "keep-btn", onclick: async () => { if (await doAction("keep", { sample: s.sample })) render(); }, text: `Keep “${s.given_label}” (x)` }),
+    hasSuggestion ? el("button", { type: "button", cls: "primary", id: "accept-btn", onclick: async () => { if (await doAction("accept", { sample: s.sample, expect_label: s.current_label })) render(); }, text: `Accept “${s.suggested_label}” (a)` }) : el("span", { cls: "muted", text: "the audit suggests no other label" }),
+    el("button", { type: "button", id: "keep-btn", onclick: async () => { if (await doAction("keep", { sample: s.sample, expect_label: s.current_label })) render(); }, text: `Keep “${s.given_label}” (x)` }),
     relabelIn, el("button", { type: "button", id: "relabel-btn", onclick: relabel, text: "Relabel (e)" }));
   const draw = el("div", { cls: "actions" },
     el("button", { type: "button", id: "box-btn", onclick: () => viewer.startMode("box"), text: "Draw box (b)" }),
     el("button", { type: "button", id: "polygon-btn", onclick: () => viewer.startMode("polygon"), text: "Draw polygon (g)" }),
     el("button", { type: "button", disabled: !s.region, onclick: () => setRegion({}), text: "Clear region" }),
     el("span", { cls: "muted", text: s.region ? "the object's region is set (yellow)" : "no region: verification uses the whole photo" }));
-  const sayRow = el("div", { cls: "actions" }, sentence, el("button", { type: "button", id: "tell-btn", onclick: tell, text: "Say (t)" }));
+  const sayRow = el("div", {}, el("div", { cls: "actions" }, sentence, el("button", { type: "button", id: "tell-btn", onclick: tell, text: "Say (t)" })), tellMsg);
   const verdict = el("div", { cls: "verdict box" },
     el("div", { cls: "big" }, el("span", { cls: "status-" + s.status, text: s.status }), ` · given “${s.given_label}”`, hasSuggestion ? ` → suggested “${s.suggested_label}”` : "", ` · P(wrong) ${pct(s.confidence)}`),
     el("div", {}, "label now: ", el("b", { id: "current-label", text: s.current_label || "–" }), ` (${s.provenance || "?"}) `, el("span", { cls: "tag " + s.decision, id: "decision", text: s.decision })),
@@ -400,7 +465,7 @@ async function renderSample() {
       el("h2", { style: "margin:0 0 0 8px", text: s.sample })),
     el("div", { cls: "sample" },
       el("div", {}, viewer.node, actions, draw, sayRow),
-      el("div", {}, verdict, el("h2", { style: "margin-top:12px", text: "Verified neighbours" }), s.neighbours.length ? pairs : el("p", { cls: "muted", text: "no neighbours" }),
+      el("div", {}, verdict, el("h2", { style: "margin-top:12px", text: "Neighbours (verified first)" }), s.neighbours.length ? pairs : el("p", { cls: "muted", text: "no neighbours" }),
         el("h2", { style: "margin-top:12px", text: "Votes" }), votes, el("h2", { style: "margin-top:12px", text: "History of this sample" }), hist)));
 }
 
@@ -484,7 +549,7 @@ async function renderHistory() {
     el("table", { cls: "data", id: "history" },
       el("thead", {}, el("tr", {}, ...["#", "time", "action", "sample", "provenance", "reason", ""].map((x) => el("th", { text: x })))),
       el("tbody", {}, ...h.entries.map((e) => el("tr", {},
-        el("td", { text: e.seq }), el("td", { text: new Date(e.ts * 1000).toLocaleString() }), el("td", { text: e.action }),
+        el("td", { text: e.seq }), el("td", { text: new Date(e.ts * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" }), el("td", { text: e.action }),
         el("td", {}, el("a", { href: "#/sample?" + qs({ id: e.sample_id }), text: e.sample_id })), el("td", { text: e.provenance }), el("td", { text: e.reason }),
         el("td", {}, e.undone_by ? el("span", { cls: "muted", text: "undone by #" + e.undone_by }) : e.action === "undo" || e.action === "conflict" ? "" : el("button", { type: "button", onclick: async () => { if (await doAction("undo", { seq: e.seq })) render(); }, text: "Undo" })))))));
 }
@@ -494,7 +559,7 @@ async function renderHistory() {
 async function render() {
   const hash = location.hash || "#/";
   const name = hash.startsWith("#/queue") ? "queue" : hash.startsWith("#/sample") ? "sample" : hash.startsWith("#/search") ? "search" : hash.startsWith("#/history") ? "history" : "overview";
-  if (name !== state.route) state.sel = name === "queue" ? state.sel : 0;
+  if (name !== state.route && name === "queue") state.selPending = true;
   state.route = name;
   state.viewer = null;
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === name || (name === "sample" && a.dataset.nav === "queue")));
@@ -536,7 +601,7 @@ function onKey(e) {
     else if (e.key === "x") { e.preventDefault(); queueAction("keep"); }
   } else if (state.route === "sample" && state.sample) {
     const s = state.sample;
-    if (e.key === "a") { e.preventDefault(); document.getElementById("accept-btn").click(); }
+    if (e.key === "a") { e.preventDefault(); const b = document.getElementById("accept-btn"); if (b) b.click(); else toast("the audit suggests no other label for this sample", true); }
     else if (e.key === "x") { e.preventDefault(); document.getElementById("keep-btn").click(); }
     else if (e.key === "e") { e.preventDefault(); document.getElementById("relabel-input").focus(); }
     else if (e.key === "t") { e.preventDefault(); document.getElementById("tell-input").focus(); }
@@ -557,7 +622,7 @@ function init() {
   document.getElementById("undo-btn").addEventListener("click", undoLast);
   document.getElementById("help-btn").addEventListener("click", () => { document.getElementById("help").hidden = false; });
   document.getElementById("help-close").addEventListener("click", () => { document.getElementById("help").hidden = true; });
-  window.addEventListener("hashchange", render);
+  window.addEventListener("hashchange", () => { clearToast(); render(); });
   document.addEventListener("keydown", onKey);
   loadLabels();
   render();

@@ -149,6 +149,7 @@ GRAMMAR = (
     ("alias_called", rf"^{_REF}{_IS}\s+(?:called|named)\s+(?P<name>.+)$", "REF is called NAME -> alias of the image's label"),
     ("not_but", rf"^(?:no,?\s*)?{_REF}{_IS}(?:\s+not|n't|n’t)\s+(?P<was>.+?),?\s+(?:but|it'?s|it is|this is|that'?s|rather)\s+(?P<label>.+)$", "REF is not WRONG, (but|it's) RIGHT -> relabel"),
     ("is_not", rf"^(?:no,?\s*)?{_REF}{_IS}\s+(?P<label>.+?),?\s+not\s+(?P<was>.+)$", "REF is RIGHT, not WRONG -> relabel"),
+    ("only_not", rf"^(?:no,?\s*)?{_REF}{_IS}(?:\s+not|n't|n’t)\s+(?P<was>.+)$", "REF is not WRONG -> refused: say what it is instead"),
     ("attribute", r"^(?:its|the)\s+(?P<key>[\w ]+?)\s+is\s+(?P<value>.+)$", "its KEY is VALUE -> an attribute of the image"),
     ("is", rf"^(?:no,?\s*)?{_REF}{_IS}\s+(?P<label>.+)$", "REF is LABEL -> relabel (\"this is my mug\" keeps 'my': a personal label)"),
 )
@@ -195,6 +196,8 @@ def parse_rules(sentence: str, store: Store | None, target: Sample | None = None
             if m is None:
                 continue
             g = {k: _clean(v) for k, v in m.groupdict().items() if v is not None}
+            if kind == "only_not":  # a negation alone names no label: never relabel to "not a cat"
+                raise FeedbackError(f"{clause!r} says what it is not, not what it is: say what it is (\"it's not {g['was']}, it's ...\")")
             if kind == "note":
                 actions.append(Note(_need_target(target, clause).id, g["text"]))
             elif kind == "attribute":
