@@ -528,3 +528,27 @@ def test_a_writer_killed_mid_transaction_leaves_whole_transactions_and_frees_the
         assert s.get("after").label == "dog"
     finally:
         s.close()
+
+
+def test_postgres_reconnects_between_transactions_never_inside_one(pg_server):
+    import psycopg
+
+    uri = pg_server.create_database()
+    s = consist.open_store(uri)
+    s.put([Sample("a", label="cat")])
+
+    def kill_session() -> None:
+        with psycopg.connect(uri, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (s._db.info.backend_pid,))
+
+    kill_session()  # a server restart or an idle timeout between two calls
+    assert s.get("a").label == "cat" and s.labels() == {"cat": 1}
+    with pytest.raises(StoreError, match="PostgreSQL server failed") as info, s.transaction():
+        s.put([Sample("b", label="dog")])
+        kill_session()
+        s.put([Sample("c", label="dog")])
+    assert "\n" not in str(info.value)
+    assert [x.id for x in s.samples()] == ["a"] and len(s.history(limit=None)) == 1  # nothing of it was kept
+    s.put([Sample("d", label="fox")])
+    assert s.get("d").label == "fox"
+    s.close()

@@ -227,20 +227,18 @@ class PostgresStore:
         self.timeout = float(timeout)
         self.readonly = bool(readonly)
         pg = _psycopg()
+        self._pg = pg
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
-        try:
-            self._db: psycopg.Connection[Any] = pg.connect(autocommit=True, connect_timeout=max(1, math.ceil(connect_timeout)), **target.connect)
-        except pg.Error as exc:
-            raise StoreError(f"{self.uri}: cannot connect to the PostgreSQL server: {_one_line(exc)}") from None
+        self._connect_args = {"autocommit": True, "connect_timeout": max(1, math.ceil(connect_timeout)), **target.connect}
+        self._db: psycopg.Connection[Any] = self._connect()
         self._lock = threading.RLock()
         self._tx_depth = 0
+        self._reading = False  # inside a read-only snapshot transaction (vector index reads)
+        self._closed = False
         self._pending_vectors = False
         self._lock_key = f"consist:{self.schema}"
         try:
-            self._db.execute(f'SET search_path TO "{self.schema}"')
-            if self.readonly:
-                self._db.execute("SET default_transaction_read_only = on")
             self._open_schema(create and not self.readonly)
         except BaseException:
             self._db.close()
@@ -258,12 +256,37 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- plumbing
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A session on the store's schema (read-only when the store is)."""
+        try:
+            db: psycopg.Connection[Any] = self._pg.connect(**self._connect_args)
+            db.execute(f'SET search_path TO "{self.schema}"')
+            if self.readonly:
+                db.execute("SET default_transaction_read_only = on")
+        except self._pg.Error as exc:
+            raise StoreError(f"{self.uri}: cannot connect to the PostgreSQL server: {_one_line(exc)}") from None
+        return db
+
     def _x(self, sql: str, args: Sequence[Any] | dict[str, Any] = (), *, binary: bool = False) -> Any:
         """Execute one statement; a server error becomes a one-line StoreError.
         ``binary``: results in binary format (``bytea`` as raw bytes instead of hex
         text: 4x faster for embeddings and the index snapshot)."""
+        status = self._pg.pq.TransactionStatus
+        # between transactions: nothing of ours is open on the connection (UNKNOWN: it
+        # broke, and whatever was open on it has been reported to its caller already)
+        between = self._tx_depth == 0 and not self._reading and not self._closed and self._db.info.transaction_status in (status.IDLE, status.UNKNOWN)
         try:
-            return self._db.execute(sql, args, binary=binary)
+            try:
+                return self._db.execute(sql, args, binary=binary)
+            except self._errors.OperationalError:
+                # a connection lost between transactions (a server restart, an idle
+                # timeout, a failover) is opened again once and the statement, which
+                # began nothing yet, runs again; inside a transaction it is an error
+                if not (between and (self._db.broken or self._db.closed)):
+                    raise
+                log.warning("store_reconnect", store=self.uri)
+                self._db = self._connect()
+                return self._db.execute(sql, args, binary=binary)
         except self._errors.LockNotAvailable as exc:
             raise StoreLockedError(f"{self.uri}: another process is writing to the store and did not finish within {self.timeout:g} s") from exc
         except self._errors.ReadOnlySqlTransaction as exc:
@@ -375,6 +398,7 @@ class PostgresStore:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             try:
                 self._db.close()
             except self._psycopg_error:
@@ -933,9 +957,11 @@ class _PgVectorSource:
             yield
             return
         s._x("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        s._reading = True
         try:
             yield
         finally:
+            s._reading = False
             s._rollback()
 
     def read_all(self) -> VectorRead:
