@@ -116,7 +116,10 @@ def review_command(audit_dir: Path, store_uri: str | None, host: str, port: int 
             threading.Timer(0.5, lambda: webbrowser.open(full)).start()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM re-raised once uvicorn has shut down: the normal way to stop a server
+            pass
         if not as_json:
             click.echo("stopped (every action is in the store: consist history --store " + safe(store.uri) + ")")
     finally:
