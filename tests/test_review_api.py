@@ -232,6 +232,11 @@ def test_queue_pages_a_10000_sample_audit(tmp_path):
         assert first[0]["status"] == "flagged" and first[0]["confidence"] >= first[1]["confidence"]
         ov = httpx.get(f"{base}/api/overview").json()
         assert ov["samples"] == 10_000 and sum(ov["status"].values()) == 10_000
+        # a bulk action's scope: what is wrong AND whose suggestion is sure enough
+        rows = [json.loads(line) for line in (audit / "audit.jsonl").open()]
+        want = sum(1 for r in rows if r["status"] in ("flagged", "suspect") and r["confidence"] >= 0.8 and r["suggestion_confidence"] >= 0.9)
+        dry = httpx.post(f"{base}/api/actions/bulk", json={"status": "flagged,suspect", "min_confidence": 0.8, "min_suggestion_confidence": 0.9, "dry_run": True}, headers=H).json()
+        assert dry["would_change"] == want > 0
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, audit):

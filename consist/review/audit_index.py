@@ -77,6 +77,7 @@ class QueueFilter:
     review: str = "all"
     text: str = ""
     sort: str = "priority"
+    min_suggestion_confidence: float | None = None
 
 
 def _decision(row: Mapping[str, Any], state: ReviewState | None) -> str:
@@ -235,6 +236,8 @@ class AuditIndex:
             if flt.min_confidence is not None and (conf is None or conf < flt.min_confidence):
                 continue
             if flt.max_confidence is not None and (conf is None or conf > flt.max_confidence):
+                continue
+            if flt.min_suggestion_confidence is not None and (row.get("suggestion_confidence") is None or row["suggestion_confidence"] < flt.min_suggestion_confidence):
                 continue
             if text and text not in row["sample"].lower() and text not in row["given_label"].lower():
                 continue

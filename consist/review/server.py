@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import attrs
 import structlog
 from fastapi import Body, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -85,6 +86,7 @@ class BulkAction(BaseModel):
     label: str | None = None
     min_confidence: float | None = Field(None, ge=0, le=1)
     max_confidence: float | None = Field(None, ge=0, le=1)
+    min_suggestion_confidence: float | None = Field(None, ge=0, le=1, description="the suggestion's posterior at least this")
     expect: int | None = Field(None, ge=0, description="the count the person saw; refused when the selection changed")
     dry_run: bool = Field(False, description="only count what would change")
 
@@ -321,7 +323,7 @@ def create_app(session: ReviewSession) -> Any:
 
     @app.post("/api/actions/bulk", summary="Accept the suggestions of every pending sample a filter selects (one batch)")
     def bulk(body: BulkAction) -> dict[str, Any]:
-        flt = _filter(body.status, body.label, body.min_confidence, body.max_confidence, "pending", "", "priority")
+        flt = attrs.evolve(_filter(body.status, body.label, body.min_confidence, body.max_confidence, "pending", "", "priority"), min_suggestion_confidence=body.min_suggestion_confidence)
         if body.dry_run:
             would = session.actions.bulk_candidates(flt)
             return {"entries": [], "would_change": len(would), "samples": [r["sample"] for r in would[:20]]}

@@ -140,7 +140,10 @@ function svgBars(items, opts) {
   const svg = el("svg:svg", { width: w, height: items.length * rowH + 4, viewBox: `0 0 ${w} ${items.length * rowH + 4}`, role: "img", "aria-label": opts.title || "" });
   items.forEach((it, i) => {
     const y = i * rowH + 2, bw = (w - left - 40) * it.value / max;
-    svg.appendChild(el("svg:text", { x: left - 6, y: y + 12, "text-anchor": "end", text: it.label.length > 24 ? it.label.slice(0, 23) + "…" : it.label }));
+    const room = Math.floor(left / 6.2);
+    const t = el("svg:text", { x: left - 6, y: y + 12, "text-anchor": "end", text: it.label.length > room ? it.label.slice(0, room - 1) + "…" : it.label });
+    t.appendChild(el("svg:title", { text: it.label }));
+    svg.appendChild(t);
     const rect = el("svg:rect", { x: left, y: y + 2, width: Math.max(1, bw), height: rowH - 5, cls: "bar " + (it.cls || "") });
     rect.appendChild(el("svg:title", { text: `${it.label}: ${it.value}` }));
     svg.appendChild(rect);
@@ -182,21 +185,21 @@ async function renderOverview() {
     el("thead", {}, el("tr", {}, ...["label", "kind", "samples", "flagged", "suspect", "verified share", "reviewed", "suggested into", "bulk action"].map((h) => el("th", { text: h })))),
     el("tbody", {}, ...o.labels.map((l) => {
       const wrong = l.flagged + l.suspect;
-      const minc = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: l.kind === "generic" ? 0 : 0.9, style: "width:5em", "aria-label": "minimum confidence" });
+      const minc = el("input", { type: "number", min: 0, max: 1, step: 0.05, value: 0.9, style: "width:5em", "aria-label": "minimum confidence" });
       const bulk = wrong ? el("span", {}, el("button", {
         type: "button",
-        title: l.kind === "generic" ? "relabel this generic label's images by their suggestions" : "accept every pending suggestion of this label above the confidence",
+        title: l.kind === "generic" ? "relabel this generic label's images by their suggestions, where the suggested label's posterior is at least the number" : "accept every pending suggestion of this label where P(wrong) and the suggestion's posterior are at least the number",
         onclick: async () => {
           const c = parseFloat(minc.value) || 0;
-          const sel = { label: l.label, status: "flagged,suspect", min_confidence: c };
+          const sel = { label: l.label, status: "flagged,suspect", min_confidence: c, min_suggestion_confidence: c };
           const dry = await doAction("bulk", { ...sel, dry_run: true }, { quiet: true });
           if (!dry) return;
-          if (!dry.would_change) { toast(`nothing to accept in “${l.label}”: no pending suggestion with P(wrong) ≥ ${c}`); return; }
-          if (!confirm(`Accept the suggestion of the ${dry.would_change} pending sample(s) labelled “${l.label}” with P(wrong) ≥ ${c}? (one batch: Undo reverts it whole)`)) return;
+          if (!dry.would_change) { toast(`nothing to accept in “${l.label}”: no pending suggestion with P(wrong) and posterior ≥ ${c}`); return; }
+          if (!confirm(`Accept the suggestion of the ${dry.would_change} pending sample(s) labelled “${l.label}” whose P(wrong) and suggestion posterior are ≥ ${c}? (one batch: Undo reverts it whole)`)) return;
           const res = await doAction("bulk", { ...sel, expect: dry.would_change }, { quiet: true });
           if (res) { toast(`accepted ${res.entries.length} suggestions in “${l.label}” (batch ${res.batch}) — u undoes the batch`); render(); }
         },
-        text: l.kind === "generic" ? "Relabel by suggestions" : "Accept flagged ≥",
+        text: l.kind === "generic" ? "Relabel by suggestions ≥" : "Accept flagged ≥",
       }), " ", minc) : "";
       return el("tr", {},
         el("td", {}, el("a", { href: "#/queue?" + qs({ label: l.label }), text: l.label })),
@@ -210,9 +213,9 @@ async function renderOverview() {
     cards,
     el("div", { cls: "grid2" },
       el("div", { cls: "box" }, el("h2", { text: "Confidence that the given label is wrong" }), histogram(o.histogram),
-        el("p", { cls: "muted", text: "red: flagged (verified evidence), orange: suspect (retrieval only), green: confirmed" })),
+        el("p", { cls: "muted", text: "red: flagged (verified evidence) · orange: suspect (retrieval only) · green: confirmed by verified views · blue: plausible (retrieval does not contradict it)" })),
       el("div", { cls: "box" }, el("h2", { text: "Given → suggested (what is reported wrong)" }),
-        o.confusion.length ? svgBars(o.confusion.slice(0, 15).map((c) => ({ label: `${c.given} → ${c.suggested}`, value: c.count, cls: "flag" })), { left: 230, title: "confusion" }) : el("p", { cls: "muted", text: "nothing is reported wrong" })),
+        o.confusion.length ? svgBars(o.confusion.slice(0, 15).map((c) => ({ label: `${c.given} → ${c.suggested}`, value: c.count, cls: "flag" })), { left: 300, width: 460, title: "confusion" }) : el("p", { cls: "muted", text: "nothing is reported wrong" })),
       el("div", { cls: "box" }, el("h2", { text: "Labels with the largest share reported wrong" }),
         worst.length ? svgBars(worst.map((l) => ({ label: l.label, value: l.flagged + l.suspect, cls: "sus" })), { title: "per label" }) : el("p", { cls: "muted", text: "none" }))),
     el("h2", { style: "margin-top:16px", text: "Labels" }), table);
