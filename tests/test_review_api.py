@@ -262,3 +262,43 @@ def test_store_is_the_one_truth_after_review_and_cli(audit):
         row = httpx.get(f"{base}/api/sample", params={"id": sid}).json()
         assert row["current_label"] == "changed-elsewhere" and row["decision"] == "relabelled"
         assert json.dumps(row)  # JSON all the way
+
+
+def test_review_on_a_postgresql_store(audit, pg_uri):
+    """The same review over a shared PostgreSQL store (consist store copy moved the
+    audit's store there): actions, undo and 8 concurrent writers."""
+    from consist.stores.copy import copy_store
+
+    src = consist.open_store(f"sqlite:///{audit / 'store.db'}")
+    dst = consist.open_store(pg_uri)
+    try:
+        copy_store(src, dst)
+    finally:
+        src.close()
+        dst.close()
+    with serve_in_thread(audit, store_uri=pg_uri) as (base, session):
+        assert session.store.uri.startswith("postgresql://")
+        flagged = _flagged(base)
+        assert len(flagged) == 5
+        before = len(session.store.history(limit=None))
+        errors: list[str] = []
+
+        def writer(row: dict) -> None:
+            r = httpx.post(f"{base}/api/actions/accept", json={"sample": row["sample"], "expect_label": row["given_label"]}, headers=H, timeout=60)
+            if r.status_code != 200:
+                errors.append(r.text)
+
+        threads = [threading.Thread(target=writer, args=(row,)) for row in flagged] + [
+            threading.Thread(target=lambda i=i: httpx.post(f"{base}/api/actions/region", json={"sample": flagged[i]["sample"], "box": [1, 1, 50, 50]}, headers=H, timeout=60)) for i in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        hist = session.store.history(limit=None)
+        assert len(hist) == before + 8 and len({e.seq for e in hist}) == len(hist)
+        assert {x["decision"] for x in _flagged(base)} == {"accepted"}
+        r = httpx.post(f"{base}/api/actions/undo", json={"seq": max(e.seq for e in hist if e.action == "relabel")}, headers=H)
+        assert r.status_code == 200
+        assert sum(x["decision"] == "pending" for x in _flagged(base)) == 1
