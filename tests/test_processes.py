@@ -69,6 +69,7 @@ def _wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
 def test_killing_the_audit_leaves_no_worker_alive(tmp_path, sig):
     root, _truth = audit_data.build(tmp_path / "photos")
     proc = _start_audit(root, tmp_path / "out")
+    workers: list[int] = []
     try:
         workers = _wait_for_workers(proc, 2)
         time.sleep(0.2)  # the workers are busy (or blocked waiting for tasks)
@@ -82,8 +83,10 @@ def test_killing_the_audit_leaves_no_worker_alive(tmp_path, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for pid in _alive([c.pid for c in psutil.Process().children(recursive=True)]):
-            os.kill(pid, signal.SIGKILL)  # never leave a process of this test behind
+        # never leave a process of this test behind -- only this test's: the session's
+        # other children (the PostgreSQL server of the store tests) must live on
+        for pid in _alive(workers):
+            os.kill(pid, signal.SIGKILL)
 
 
 SCRIPT = """

@@ -288,16 +288,20 @@ def test_review_on_a_postgresql_store(audit, pg_uri):
             if r.status_code != 200:
                 errors.append(r.text)
 
-        threads = [threading.Thread(target=writer, args=(row,)) for row in flagged] + [
-            threading.Thread(target=lambda i=i: httpx.post(f"{base}/api/actions/region", json={"sample": flagged[i]["sample"], "box": [1, 1, 50, 50]}, headers=H, timeout=60)) for i in range(3)
-        ]
+        def region(row: dict) -> None:
+            r = httpx.post(f"{base}/api/actions/region", json={"sample": row["sample"], "box": [1, 1, 50, 50]}, headers=H, timeout=60)
+            if r.status_code != 200:
+                errors.append(r.text)
+
+        threads = [threading.Thread(target=writer, args=(row,)) for row in flagged] + [threading.Thread(target=region, args=(row,)) for row in flagged[:3]]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert not errors
         hist = session.store.history(limit=None)
-        assert len(hist) == before + 8 and len({e.seq for e in hist}) == len(hist)
+        assert len(hist) == before + 8, [(e.seq, e.action, e.sample_id) for e in hist[:10]]
+        assert len({e.seq for e in hist}) == len(hist)
         assert {x["decision"] for x in _flagged(base)} == {"accepted"}
         r = httpx.post(f"{base}/api/actions/undo", json={"seq": max(e.seq for e in hist if e.action == "relabel")}, headers=H)
         assert r.status_code == 200
