@@ -138,7 +138,10 @@ class ArmKiller(distributed.WorkerPlugin):
         KillOnce.armed = self.marker
 
 
-def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> None:
+    """On a shared SQLite file and on a real PostgreSQL server (tests/pgserver.py)."""
+    store = f"sqlite:///{tmp_path / 'dask' / 'store.db'}" if store_kind == "sqlite" else request.getfixturevalue("pg_uri")
     root, truth = audit_data.build(tmp_path / "photos")
     assert VICTIM in truth
     _register_killer()  # in this process: the checker is known (unarmed: it only abstains)
@@ -149,7 +152,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(tmp_path: Pa
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
             client.register_plugin(ArmKiller(str(marker)))
             before = set(client.scheduler_info()["workers"])
-            remote = consist.audit(root, tmp_path / "dask", executor=client, checkers=checkers, report=False)
+            remote = consist.audit(root, tmp_path / "dask", executor=client, store=store, checkers=checkers, report=False)
             after = set(client.scheduler_info()["workers"])
     finally:
         plugins.get_plugin_manager().unregister(name="test_kill_once")
@@ -165,7 +168,7 @@ def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(tmp_path: Pa
     # one feature set and one history entry per sample (the rerun task rewrote the same rows)
     lines = _journal(tmp_path / "dask")
     assert sorted(rec["id"] for rec in lines) == sorted(truth)
-    st = open_store(f"sqlite:///{tmp_path / 'dask' / 'store.db'}", create=False)
+    st = open_store(store, create=False)
     try:
         kinds = st.artefact_kinds()
         assert kinds[lines[0]["in_store"]] == len(truth)
@@ -173,3 +176,34 @@ def test_a_worker_killed_mid_task_loses_nothing_and_doubles_nothing(tmp_path: Pa
         assert Counter(e.action for e in st.history(limit=None)) == Counter({"add": len(truth)})
     finally:
         st.close()
+
+
+def test_resume_of_a_cluster_run_reverifies_what_the_journal_or_the_store_lost(tmp_path: Path) -> None:
+    root, truth = audit_data.build(tmp_path / "photos")
+    out = tmp_path / "dask"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        consist.audit(root, out, executor=client, report=False)
+        expected = (out / "audit.csv").read_bytes()
+        journal = out / ".audit" / "verified.jsonl"
+        lines = journal.read_text(encoding="utf-8").splitlines()
+        # interrupted: the journal kept 6 samples (and a torn line) ...
+        journal.write_text("\n".join(lines[:6]) + '\n{"id": "torn', encoding="utf-8")
+        # ... and the record of one of those is no longer in the store
+        gone = json.loads(lines[0])
+        st = open_store(f"sqlite:///{out / 'store.db'}", create=False)
+        try:
+            assert st.delete_artefacts(gone["in_store"], gone["id"]) == 1
+        finally:
+            st.close()
+        notes: list[str] = []
+        again = consist.audit(root, out, executor=client, resume=True, report=False, say=notes.append)
+    assert again.summary["verified_this_run"] == len(truth) - 5
+    assert any("1 verified samples have no record in the store" in n for n in notes)
+    assert (out / "audit.csv").read_bytes() == expected
+    st = open_store(f"sqlite:///{out / 'store.db'}", create=False)
+    try:
+        assert st.artefact_kinds()[gone["in_store"]] == len(truth)
+        assert Counter(e.action for e in st.history(limit=None)) == Counter({"add": len(truth)})
+    finally:
+        st.close()
+    assert sorted(rec["id"] for rec in _journal(out)) == sorted(truth)

@@ -61,6 +61,23 @@ def test_non_link_per_group_size_equals_the_pairwise_sum(seed: int) -> None:
     assert np.abs(got - base).max() > 1e-3  # the step does something
 
 
+def test_non_link_tracks_a_whole_row_when_its_small_beliefs_could_matter() -> None:
+    """Rows whose whole mass sits on a class many other groups hold are penalised so
+    hard that their tiny beliefs (below the tracked level) grow past the threshold:
+    the guard tracks those rows whole, and the result still equals the pairwise sum."""
+    groups, classes = 120, 6
+    base = np.full((groups, classes), 1e-12)
+    base[:, 0] = 1.0
+    base[100:, 1:] = 1e-11  # far below the tracked level: untracked at first
+    base[:100, 1] = 1e-3
+    base /= base.sum(axis=1, keepdims=True)
+    sizes = [5] * groups
+    got = labelmodel._with_non_link(base, sizes, 0.6)
+    want = _dense_non_link(base, sizes, 0.6)
+    assert np.abs(got - want).max() < 1e-9
+    assert got[100:, 1:].max() > 100 * labelmodel.NON_LINK_TRACKED  # those beliefs did grow
+
+
 def _synthetic(n: int, classes: int, seed: int = 0) -> LabelModelInput:
     """``n`` images of ``classes`` objects in groups of 1-6 views, 10% label noise."""
     rng = random.Random(seed)
@@ -173,3 +190,40 @@ def test_report_table_is_shown_a_page_at_a_time_in_a_browser(tmp_path: Path) -> 
             assert load_s < 20
         finally:
             browser.close()
+
+
+# ------------------------------------------------- byte-identical copies, bounded
+
+
+def test_thousands_of_identical_copies_list_a_bounded_number_each(tmp_path: Path) -> None:
+    """A placeholder image copied under two labels 600 times: each row lists at most
+    MAX_COPIES_LISTED copies of the other label (all copies against all would be
+    360,000 pairs, and a row naming 300 files)."""
+    from types import SimpleNamespace
+
+    from consist.audit import run
+    from consist.audit.decide import Decisions
+    from consist.audit.labelmodel import LabelFindings
+
+    payload = b"\x89PNG placeholder" * 10
+    items = []
+    for i in range(600):
+        p = tmp_path / f"{i:04d}.png"
+        p.write_bytes(payload)
+        items.append(SimpleNamespace(id=f"{'ab'[i % 2]}/{i:04d}.png", uri=str(p), label="ab"[i % 2]))
+    (tmp_path / "other.png").write_bytes(payload[:-1] + b"!")  # same size, other bytes: not a copy
+    items.append(SimpleNamespace(id="b/other.png", uri=str(tmp_path / "other.png"), label="b"))
+    ds = SimpleNamespace(items=items)
+    rows = tuple(AuditRow(sample=it.id, given_label=it.label, suggested_label=it.label, flagged=False, confidence=0.0, status="ok", reason="r") for it in items)
+    decisions = Decisions(rows=rows, findings=LabelFindings(generic={}, same_object=[], label_stats={}), model={})
+    t0 = time.perf_counter()
+    out = run._with_identical_copies(decisions, ds, run._contents(ds))
+    assert time.perf_counter() - t0 < 10
+    by = {r.sample: r for r in out.rows}
+    for r in out.rows[:-1]:
+        assert len(r.near_duplicates) == run.MAX_COPIES_LISTED
+        assert all(d.split("/")[0] != r.given_label for d in r.near_duplicates)
+        assert "byte-identical copy of" in r.reason
+    assert by["b/other.png"].near_duplicates == () and by["b/other.png"].reason == "r"
+    # deterministic: the first copies by id
+    assert by["a/0000.png"].near_duplicates == tuple(f"b/{i:04d}.png" for i in range(1, 2 * run.MAX_COPIES_LISTED, 2))

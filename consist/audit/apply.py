@@ -41,7 +41,8 @@ def apply_corrections(ds: Any, rows: Sequence[AuditRow], out_dir: Path, store_ur
     from consist.stores.uri import open_store
 
     changes = [r for r in rows if applicable(r, cfg.min_confidence, cfg.min_witnesses)]
-    below = sum(1 for r in rows if r.flagged and r not in changes)
+    changing = {r.sample for r in changes}  # a set: `r not in changes` was flagged x changes comparisons
+    below = sum(1 for r in rows if r.flagged and r.sample not in changing)
     applied: list[tuple[AuditRow, int | None]] = []
     kept: list[str] = []
     store = open_store(store_uri, create=False)

@@ -56,6 +56,15 @@ EM_TOLERANCE = 1e-7
 #: Groups whose belief in a class is below this neither discount it elsewhere nor are
 #: discounted (1e-6: summed over 10^4 groups, at most 0.01 of log-odds ignored).
 NON_LINK_MIN_BELIEF = 1e-6
+#: Beliefs the non-link step updates one by one (the others only follow their row's
+#: normalisation): 10x below :data:`NON_LINK_MIN_BELIEF`, so a row is tracked whole
+#: (the guard of :func:`_with_non_link`) only once its scale passes 10; 1e-10 tracked
+#: 4x more beliefs on the 10k benchmark for the same verdicts.
+NON_LINK_TRACKED = 1e-7
+#: Values (observations x classes) one slice of the general posterior sum holds (32 MB).
+POSTERIOR_BLOCK = 1 << 22
+#: Decimals the posteriors are rounded to before verdicts read them (ties stay ties).
+BELIEF_DECIMALS = 9
 
 
 @attrs.frozen
@@ -283,14 +292,44 @@ class _Packed:
     ann_group: np.ndarray  # annotated groups
     ann_class: np.ndarray  # their annotated class
     ann_band: np.ndarray  # their strength band
+    spec: np.ndarray  # the label column of each class
+    col_class: np.ndarray  # label column -> its class (-1: a label that is no class)
+    generic_cols: np.ndarray  # the label columns that are no class
+    generic_counts: np.ndarray  # groups x generic_cols: how often each group observed each
 
 
-def _pack(observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | None]) -> _Packed:
+def _pack(observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | None], spec: Sequence[int], n_labels: int) -> _Packed:
     g = np.fromiter((i for i, labels in enumerate(observed) for _ in labels), dtype=np.int64)
     lab = np.fromiter((c for labels in observed for c in labels), dtype=np.int64)
     annotated = [(i, a[0], a[1]) for i, a in enumerate(ann) if a is not None]
     arr = np.asarray(annotated, dtype=np.int64).reshape(-1, 3)
-    return _Packed(len(observed), g, lab, arr[:, 0], arr[:, 1], arr[:, 2])
+    spec_arr = np.asarray(spec, dtype=np.int64)
+    col_class = np.full(n_labels, -1, dtype=np.int64)
+    col_class[spec_arr] = np.arange(len(spec_arr))
+    generic_cols = np.flatnonzero(col_class < 0)
+    gen_index = np.full(n_labels, -1, dtype=np.int64)
+    gen_index[generic_cols] = np.arange(len(generic_cols))
+    counts = np.zeros((len(observed), len(generic_cols)))
+    is_gen = gen_index[lab] >= 0 if len(lab) else np.zeros(0, dtype=bool)
+    np.add.at(counts, (g[is_gen], gen_index[lab[is_gen]]), 1.0)
+    return _Packed(len(observed), g, lab, arr[:, 0], arr[:, 1], arr[:, 2], spec_arr, col_class, generic_cols, counts)
+
+
+def _one_coin_logs(log_theta: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(off, diag)`` when ``log_theta`` has the one-coin form on the class columns
+    (log P(label u | class t) the same for every u != t: ``off[t]``; ``diag[t]`` for
+    u == t), as :func:`_one_coin` makes it; ``None`` otherwise (the first E-step's
+    theta)."""
+    block = log_theta[:, spec]
+    C = block.shape[0]
+    diag = np.diag(block).copy()
+    if C < 2:
+        return np.zeros(C), diag
+    off_mask = ~np.eye(C, dtype=bool)
+    off = block[np.arange(C), (np.arange(C) + 1) % C]
+    if not np.array_equal(np.where(off_mask, block, off[:, None]), np.broadcast_to(off[:, None], block.shape)):
+        return None
+    return off, diag
 
 
 def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndarray, extra: np.ndarray | None = None, *, with_ann: bool = True) -> np.ndarray:
@@ -298,11 +337,30 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
     (x ``extra``: per-group log-odds from other checkers)."""
     C = len(pi)
     lu = np.tile(np.log(pi), (packed.n, 1))
-    if len(packed.group):
+    log_theta = np.log(theta)
+    parts = _one_coin_logs(log_theta, packed.spec) if len(packed.group) else None
+    if parts is not None:
+        # one coin: every specific label adds off[t] to each class t but its own, which
+        # gets diag[t]: a count per group, a correction per observation, and the
+        # generic labels' columns — O(groups x classes) once, never observations x
+        # classes (10^4 observations x 1,188 classes, 125 times, at 10k images)
+        off, diag = parts
+        cls = packed.col_class[packed.label]
+        specific = cls >= 0
+        n_spec = np.bincount(packed.group[specific], minlength=packed.n).astype(float)
+        lu += n_spec[:, None] * off[None, :]
+        np.add.at(lu, (packed.group[specific], cls[specific]), (diag - off)[cls[specific]])
+        if len(packed.generic_cols):
+            lu += packed.generic_counts @ log_theta[:, packed.generic_cols].T
+    elif len(packed.group):
         # observations are packed group by group (ascending): one segment sum per
-        # group (np.add.reduceat), several times faster than np.add.at's scatter
-        starts = np.flatnonzero(np.r_[True, packed.group[1:] != packed.group[:-1]])
-        lu[packed.group[starts]] += np.add.reduceat(np.log(theta)[:, packed.label].T, starts, axis=0)
+        # group (np.add.reduceat), several times faster than np.add.at's scatter; in
+        # slices of observations, so that the observations x classes block stays small
+        step = max(1, POSTERIOR_BLOCK // max(1, C))
+        for lo in range(0, len(packed.group), step):
+            grp, lab = packed.group[lo : lo + step], packed.label[lo : lo + step]
+            starts = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+            lu[grp[starts]] += np.add.reduceat(log_theta[:, lab].T, starts, axis=0)
     if with_ann and len(packed.ann_group):
         a = acc[packed.ann_band]
         wrong = np.log(np.maximum(1e-12, (1.0 - a) / max(1, C - 1)))
@@ -321,40 +379,80 @@ def _with_non_link(base: np.ndarray, sizes: Sequence[int], v: float, iters: int 
     Only beliefs above :data:`NON_LINK_MIN_BELIEF` take part (a group that is almost
     surely not t neither discounts t elsewhere nor needs its own tiny q(t) discounted).
 
-    Why bucketed by size: w_gh depends on g only through |g|, so for every distinct
-    group size u one sum over all groups, L_u(t) = sum_h log(1 - w(u, |h|) q_h(t)),
-    serves every group of that size (less its own term). The cost per round is
-    (distinct sizes) x (beliefs above the threshold, a few per group) — linear in
-    the collection — where the
-    groups x groups matrix per class took 133 s on a 10k-image synthetic graph
-    (6.8 s at 3k); the result is the same sum, in another order."""
+    Why it is computed this way (the result is the groups x groups sum, in another
+    order; tests/test_audit_scale.py compares the two):
+
+    * per group size: w_gh depends on g only through |g|, so for every distinct size u
+      one sum over all groups, L_u(t) = sum_h log(1 - w(u, |h|) q_h(t)), serves every
+      group of that size (less its own term) — where a groups x groups matrix per class
+      took 133 s on a 10k-image synthetic graph (6.8 s at 3k);
+    * sparse in classes: a group believes in a few classes; every other belief of a
+      row only follows the row's normalisation, so it is kept as ``s_g * base`` (one
+      scale per group) and only the beliefs that can matter (above
+      :data:`NON_LINK_TRACKED`) are updated one by one. A row whose untracked beliefs
+      could pass the threshold is tracked whole (a guard: then nothing is approximated).
+      Each round costs O(tracked beliefs + groups), not O(groups x classes): with one
+      class per ~8 images that product grows as N^2 (1,188 classes x 897 linked groups
+      in benchmarks/bench_scale.py at 10k images).
+    """
     if v <= 0 or len(base) < 2:
         return base
-    logu = np.log(np.clip(base, 1e-300, None))
+    G = base.shape[0]
     sz = np.asarray(sizes, dtype=float)
     distinct, size_of = np.unique(sz, return_inverse=True)
     C = base.shape[1]
-    q = base.copy()
-    for _ in range(iters):
-        # only the (group, class) beliefs above the threshold: a few per group
-        rows, cols = np.nonzero(q > NON_LINK_MIN_BELIEF)
-        qv = q[rows, cols]
-        sz_rows = sz[rows]
-        totals = np.empty((len(distinct), C))
-        for n, u in enumerate(distinct):
-            w = 1.0 - (1.0 - v) ** np.minimum(u, sz_rows)  # w(u, |h|) for each belief of each group h
-            totals[n] = np.bincount(cols, weights=np.log(np.clip(1.0 - w * qv, 1e-12, None)), minlength=C)
-        own = np.log(np.clip(1.0 - (1.0 - (1.0 - v) ** sz_rows) * qv, 1e-12, None))  # w(|g|, |g|): the group itself
-        pen = np.zeros_like(q)
-        pen[rows, cols] = totals[size_of[rows], cols] - own
-        lb = logu + pen
-        nb = np.exp(lb - lb.max(axis=1, keepdims=True))
-        nb /= nb.sum(axis=1, keepdims=True)
-        new = damping * q + (1.0 - damping) * nb
-        done = float(np.abs(new - q).max()) < EM_TOLERANCE
-        q = new
-        if done:
-            break
+    tracked = base > NON_LINK_TRACKED
+    rows, cols = np.nonzero(tracked)
+    untracked = np.where(tracked, 0.0, base)
+    untracked_max = untracked.max(axis=1)
+    untracked_sum = untracked.sum(axis=1)
+    del untracked, tracked
+    bt = base[rows, cols]  # the tracked beliefs' starting values
+    qt = bt.copy()
+    s = np.ones(G)  # an untracked belief of row g is s[g] * base[g, t]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for _ in range(iters):
+            over = np.flatnonzero(s * untracked_max > NON_LINK_MIN_BELIEF)
+            if len(over):  # the guard: these rows' every belief is tracked from now on
+                extra_r, extra_c = np.nonzero((base[over] <= NON_LINK_TRACKED) & (base[over] > 0))
+                extra_r = over[extra_r]
+                rows, cols = np.r_[rows, extra_r], np.r_[cols, extra_c]
+                bt = np.r_[bt, base[extra_r, extra_c]]
+                qt = np.r_[qt, s[extra_r] * base[extra_r, extra_c]]
+                untracked_max[over] = 0.0
+                untracked_sum[over] = 0.0
+                order = np.lexsort((cols, rows))  # by row, as the segment sums need
+                rows, cols, bt, qt = rows[order], cols[order], bt[order], qt[order]
+            mask = qt > NON_LINK_MIN_BELIEF
+            r, c, qv = rows[mask], cols[mask], qt[mask]
+            sz_r = sz[r]
+            totals = np.empty((len(distinct), C))
+            for n, u in enumerate(distinct):
+                w = 1.0 - (1.0 - v) ** np.minimum(u, sz_r)  # w(u, |h|) for each belief of each group h
+                totals[n] = np.bincount(c, weights=np.log(np.clip(1.0 - w * qv, 1e-12, None)), minlength=C)
+            own = np.log(np.clip(1.0 - (1.0 - (1.0 - v) ** sz_r) * qv, 1e-12, None))  # w(|g|, |g|): the group itself
+            pen = totals[size_of[r], c] - own
+            # the row's new beliefs: base * exp(pen) normalised, computed in logs with
+            # the row's largest term taken out (as a softmax)
+            lb = np.log(np.clip(bt[mask], 1e-300, None)) + pen
+            rest = untracked_sum + np.bincount(rows[~mask], weights=bt[~mask], minlength=G)  # the unpenalised mass
+            log_rest = np.log(np.clip(rest, 1e-300, None))
+            top = log_rest.copy()
+            if len(r):  # the row's largest penalised term (rows are sorted: segments)
+                seg = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+                top[r[seg]] = np.maximum(top[r[seg]], np.maximum.reduceat(lb, seg))
+            z = np.exp(log_rest - top) + np.bincount(r, weights=np.exp(lb - top[r]), minlength=G)
+            unpen = np.exp(-top) / z  # the factor of every unpenalised belief of the row
+            nb = bt * unpen[rows]
+            nb[mask] = np.exp(lb - top[r]) / z[r]
+            new_qt = damping * qt + (1.0 - damping) * nb
+            new_s = np.minimum(damping * s + (1.0 - damping) * unpen, 1e300)
+            moved = max(float(np.abs(new_qt - qt).max()) if len(qt) else 0.0, float((np.abs(new_s - s) * untracked_max).max()))
+            qt, s = new_qt, new_s
+            if moved < EM_TOLERANCE:
+                break
+    q = s[:, None] * base
+    q[rows, cols] = qt
     return q
 
 
@@ -419,8 +517,9 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     obs_multi = [observed[g] for g in multi]
     ann_multi = [ann[g] for g in multi]
 
-    packed_all = _pack(observed, ann)
-    packed_multi = _pack(obs_multi, ann_multi)
+    spec_cols = [lidx[t] for t in classes]
+    packed_all = _pack(observed, ann, spec_cols, len(labels))
+    packed_multi = _pack(obs_multi, ann_multi, spec_cols, len(labels))
 
     def multi_posteriors(with_ann: bool = True) -> np.ndarray:
         base = _posteriors(pi, theta, packed_multi, acc, with_ann=with_ann)
@@ -443,7 +542,12 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
             pi /= pi.sum()
             cnt = np.zeros((len(labels), C))
             if len(packed_multi.group):
-                np.add.at(cnt, packed_multi.label, bm[packed_multi.group])
+                # expected counts per label: one segment sum per label (observations
+                # sorted by label once), not np.add.at's scatter of rows
+                by_label = np.argsort(packed_multi.label, kind="stable")
+                lab_sorted = packed_multi.label[by_label]
+                starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+                cnt[lab_sorted[starts]] = np.add.reduceat(bm[packed_multi.group[by_label]], starts, axis=0)
             cnt = cnt.T
             theta = _one_coin(cnt, classes, labels, generic, cfg)
             if max(float(np.abs(pi - previous[0]).max()), float(np.abs(theta - previous[1]).max())) < EM_TOLERANCE:
@@ -454,7 +558,7 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
         # images (agreement with their given labels), pooled with its hit rate on groups
         spec = [lidx[t] for t in classes]
         p_right = sum(pi[c] * theta[c, lidx[t]] for c, t in enumerate(classes))
-        p_spec = sum(pi[c] * theta[c, col] for c in range(C) for col in spec)
+        p_spec = float(pi @ theta[:, spec].sum(axis=1))  # (a Python loop over classes x classes was C^2)
         eps = 1.0 - p_right / max(1e-12, p_spec)
         agree, total = np.zeros(n_bands), np.zeros(n_bands)
         for g in range(G):
@@ -489,17 +593,28 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
         for n, g in enumerate(multi):
             belief[g] = bm[n]
 
+    # posteriors to 1e-9: two classes the evidence cannot tell apart are tied whatever
+    # order the sums ran in (an exact tie, such as a two-image group with two labels,
+    # must not be broken by the last bits of a floating-point sum); ties go to the
+    # first class by name (classes are sorted)
+    belief = np.round(belief, BELIEF_DECIMALS)
+    top1 = belief.argmax(axis=1)
+    runner = belief.copy()
+    runner[np.arange(G), top1] = -1.0
+    top2 = runner.argmax(axis=1)
+    del runner
     p_wrong: dict[str, float] = {}
     suggestion: dict[str, str | None] = {}
     sprob: dict[str, float | None] = {}
     pgiven: dict[str, float] = {}
     basis: dict[str, str] = {}
     for g, m in enumerate(members):
-        order = sorted(range(C), key=lambda c: (-belief[g, c], classes[c]))
+        first, second = int(top1[g]), int(top2[g])
         for i in m:
             label = given[i]
             p = float(belief[g, cidx[label]]) if label in cidx else 0.0
-            best = next((classes[c] for c in order if classes[c] != label), None)
+            # the most probable class other than the given label
+            best = classes[first] if classes[first] != label else (classes[second] if C >= 2 else None)
             pgiven[i] = p
             p_wrong[i] = 1.0 - p
             suggestion[i] = best
@@ -507,7 +622,7 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
             basis[i] = "verified" if len(m) >= 2 else ("retrieval" if ann[g] is not None else "none")
     communities: dict[str, Counter[str]] = defaultdict(Counter)
     for g, m in enumerate(members):
-        top = classes[int(np.argmax(belief[g]))]
+        top = classes[int(top1[g])]
         for i in m:
             if given[i] in generic and len(m) >= 2:
                 communities[given[i]][top] += 1

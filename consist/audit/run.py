@@ -304,8 +304,8 @@ def _run_audit(
     via_store = bool(getattr(ex, "results_via_store", False))
     kind = record_kind(_run_key(fp, out_dir)) if via_store else None
     try:
-        if kind is not None and not (resume and run_file.exists()):
-            st.delete_artefacts(kind)  # a fresh run of this audit: last run's records go
+        if kind is not None and not resume:
+            st.delete_artefacts(kind)  # a fresh run of this audit: the last run's records go
         # 2. features
         t0 = time.perf_counter()
         extracted = _extract(ds, st, ex, cfg, failures, progress, say, changed=changed, store_uri=store_uri if via_store else None)
@@ -585,11 +585,17 @@ def _file_digest(path: str) -> str | None:
     return h.hexdigest()
 
 
+#: Byte-identical copies with another label listed per sample at most.
+MAX_COPIES_LISTED = 10
+
+
 def _with_identical_copies(decisions: Decisions, ds: Any, contents: Mapping[str, str]) -> Decisions:
     """List byte-identical files with different labels as near-duplicates, whatever
     verification found: a copy of a photo with a plain sky or wall gets too few
     keypoints for the inlier-coverage test, and is still the same picture. Only files
-    of equal size are read (to hash them)."""
+    of equal size are read (to hash them); each sample lists at most
+    :data:`MAX_COPIES_LISTED` copies (the first by id), so the work and the output stay
+    O(N) however many copies of one file there are."""
     from collections import defaultdict
 
     uris = {it.id: it.uri for it in ds.items}
@@ -607,10 +613,19 @@ def _with_identical_copies(decisions: Decisions, ds: Any, contents: Mapping[str,
     rows = {r.sample: r for r in decisions.rows}
     copies: dict[str, set[str]] = defaultdict(set)
     for ids in groups.values():
-        for a in ids:
-            for b in ids:
-                if a != b and a in rows and b in rows and rows[a].given_label != rows[b].given_label:
-                    copies[a].add(b)
+        members = sorted(sid for sid in ids if sid in rows)
+        # per label present, the first few copies carrying another label: a placeholder
+        # image copied 10^4 times would otherwise list 10^8 pairs
+        others: dict[str, list[str]] = {}
+        for label in {rows[sid].given_label for sid in members}:
+            others[label] = []
+            for b in members:
+                if rows[b].given_label != label:
+                    others[label].append(b)
+                    if len(others[label]) == MAX_COPIES_LISTED:
+                        break
+        for a in members:
+            copies[a].update(others[rows[a].given_label])
     if not copies:
         return decisions
     out = []
