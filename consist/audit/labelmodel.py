@@ -368,8 +368,11 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
         lu[packed.ann_group, packed.ann_class] += np.log(np.maximum(1e-12, a)) - wrong
     if extra is not None:
         lu += extra
-    b = np.exp(lu - lu.max(axis=1, keepdims=True))
-    return b / b.sum(axis=1, keepdims=True)
+    # normalised in place: groups x classes arrays are the model's memory at scale
+    lu -= lu.max(axis=1, keepdims=True)
+    np.exp(lu, out=lu)
+    lu /= lu.sum(axis=1, keepdims=True)
+    return lu
 
 
 def _with_non_link(base: np.ndarray, sizes: Sequence[int], v: float, iters: int = 20, damping: float = 0.5) -> np.ndarray:
@@ -494,12 +497,14 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     observed = [[lidx[given[i]] for i in m] for m in members]
     multi = [g for g in range(G) if len(members[g]) >= 2]
     ann: list[tuple[int, int] | None] = _retrieval_annotations(data, comp, G, cidx) if cfg.retrieval else [None] * G
-    extra = np.zeros((G, C))
-    for i, logits in data.logits.items():
-        if i in comp:
-            for label, value in logits.items():
-                if label in cidx:
-                    extra[comp[i], cidx[label]] += value
+    extra: np.ndarray | None = None  # log-odds of checkers without pair evidence, when there are any
+    if data.logits:
+        extra = np.zeros((G, C))
+        for i, logits in data.logits.items():
+            if i in comp:
+                for label, value in logits.items():
+                    if label in cidx:
+                        extra[comp[i], cidx[label]] += value
     n_bands = len(BAND_EDGES) + 1
     count_given = Counter(given[i] for i in ids)
     pi = np.array([count_given[t] + 1.0 for t in classes])
@@ -588,7 +593,7 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
             break
     belief = _posteriors(pi, theta, packed_all, acc, extra)
     if multi:
-        base = _posteriors(pi, theta, packed_multi, acc, extra[multi])
+        base = _posteriors(pi, theta, packed_multi, acc, None if extra is None else extra[multi])
         bm = _with_non_link(base, sizes_multi, v_link) if cfg.non_link else base
         for n, g in enumerate(multi):
             belief[g] = bm[n]
@@ -597,12 +602,13 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     # order the sums ran in (an exact tie, such as a two-image group with two labels,
     # must not be broken by the last bits of a floating-point sum); ties go to the
     # first class by name (classes are sorted)
-    belief = np.round(belief, BELIEF_DECIMALS)
+    np.round(belief, BELIEF_DECIMALS, out=belief)
     top1 = belief.argmax(axis=1)
-    runner = belief.copy()
-    runner[np.arange(G), top1] = -1.0
-    top2 = runner.argmax(axis=1)
-    del runner
+    rows_g = np.arange(G)
+    saved = belief[rows_g, top1]
+    belief[rows_g, top1] = -1.0  # the runner-up, without a copy of the array
+    top2 = belief.argmax(axis=1)
+    belief[rows_g, top1] = saved
     p_wrong: dict[str, float] = {}
     suggestion: dict[str, str | None] = {}
     sprob: dict[str, float | None] = {}
