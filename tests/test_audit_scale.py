@@ -227,3 +227,36 @@ def test_thousands_of_identical_copies_list_a_bounded_number_each(tmp_path: Path
     assert by["b/other.png"].near_duplicates == () and by["b/other.png"].reason == "r"
     # deterministic: the first copies by id
     assert by["a/0000.png"].near_duplicates == tuple(f"b/{i:04d}.png" for i in range(1, 2 * run.MAX_COPIES_LISTED, 2))
+
+
+# ------------------------------------------------------------- bench_scale.py
+
+
+def test_scale_benchmark_quick_run_prints_stages_memory_and_targets(tmp_path: Path) -> None:
+    """Two tiny sizes on the local executor (scikit-image photos only): every stage
+    timed, the parent's and the workers' peak memory, the store size, the targets."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("consist_spatial")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+    cmd = [sys.executable, str(script), "--sizes", "40,80", "--configs", "local", "--no-shared", "--work", str(tmp_path), "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert [x["images"] for x in out["results"]] == [40, 80]
+    for x in out["results"]:
+        assert set(x["stage_ms_per_image"]) == {"read", "extract", "index", "verify", "decide", "outputs"}
+        assert x["stage_ms_per_image"]["verify"] > 0 and x["parent_peak_rss_mb"] > 50
+        assert len(x["worker_peak_rss_mb"]) == 2 and x["store_kb_per_image"] > 0
+        assert x["counts"]["samples"] == x["images"]
+    assert {t["metric"] for t in out["targets"]} == {
+        "local: time per image 80 / 40",
+        "local: parent peak RSS 80 / 40",
+        "local: largest worker peak RSS 80 / 40",
+    }
+    assert [p["stage"] for p in out["projection"]] == ["read", "extract", "index", "verify", "decide", "outputs"]
+    # the generated dataset: 8 views per object, flipped labels and distractors recorded
+    manifest = json.loads((tmp_path / "dataset-80" / "manifest.json").read_text(encoding="utf-8"))
+    assert len(manifest["items"]) == 80 and any(it["object"] is None for it in manifest["items"])
