@@ -3,6 +3,7 @@ and real photos from scikit-image."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,6 +16,15 @@ import consist
 from consist import plugins
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the commands the tests start, however pytest was started: a
+    shell starts a background job (``cmd &``) with SIGINT ignored, its children inherit
+    that, and the tests that interrupt an audit then saw it finish instead (exit 0, not
+    130). A Python handler here is SIG_DFL again in every child after exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -42,7 +42,7 @@ records arrived in (executor, workers, --resume).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -63,6 +63,8 @@ NON_LINK_MIN_BELIEF = 1e-6
 NON_LINK_TRACKED = 1e-7
 #: Values (observations x classes) one slice of the general posterior sum holds (32 MB).
 POSTERIOR_BLOCK = 1 << 22
+#: Values (observations x classes) one block of the expected label counts gathers (8 MB).
+COUNT_BLOCK = 1 << 20
 #: Decimals the posteriors are rounded to before verdicts read them (ties stay ties).
 BELIEF_DECIMALS = 9
 
@@ -276,10 +278,14 @@ def _one_coin(cnt: np.ndarray, classes: Sequence[str], labels: Sequence[str], ge
             theta[:, col] = p_gen * (cnt[:, col] + 1.0) / (g_share + len(gen))
     # one shared noise rate: eps / (C - 1) off the diagonal, 1 - eps on it (vectorised:
     # a Python loop over classes x classes was C^2 per EM round)
+    # (in place: at 10k images each classes x labels array is 11 MB, and four of them
+    # at once were the largest step of the parent's memory)
     spec_block = np.full((C, C), eps / max(1, C - 1))
     np.fill_diagonal(spec_block, 1.0 - eps)
-    theta[:, spec] = (1.0 - p_gen)[:, None] * spec_block
-    return np.clip(theta, 1e-12, None)
+    spec_block *= (1.0 - p_gen)[:, None]
+    theta[:, spec] = spec_block
+    del spec_block
+    return np.clip(theta, 1e-12, None, out=theta)
 
 
 @attrs.frozen
@@ -315,20 +321,66 @@ def _pack(observed: Sequence[Sequence[int]], ann: Sequence[tuple[int, int] | Non
     return _Packed(len(observed), g, lab, arr[:, 0], arr[:, 1], arr[:, 2], spec_arr, col_class, generic_cols, counts)
 
 
-def _one_coin_logs(log_theta: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(off, diag)`` when ``log_theta`` has the one-coin form on the class columns
+def _label_counts(belief: np.ndarray, packed: _Packed, n_labels: int) -> np.ndarray:
+    """Expected counts ``cnt[label, t]``: the sum of ``belief[group of o, t]`` over the
+    observations ``o`` of each label.
+
+    One segment sum per label (observations sorted by label), not np.add.at's scatter
+    of rows; the rows are gathered a block of labels at a time (about
+    :data:`COUNT_BLOCK` values, a label never split), never the observations x classes
+    array at once: 8,013 x 1,188 values (76 MB) at 10k images, the largest single
+    allocation of the audit's parent. Each label's sum runs in the same order as over
+    the whole array, so the counts are the same to the last bit.
+
+    Shapes: ``belief`` (G, C); result (n_labels, C).
+    """
+    C = belief.shape[1]
+    cnt = np.zeros((n_labels, C))
+    if not len(packed.group):
+        return cnt
+    by_label = np.argsort(packed.label, kind="stable")
+    lab_sorted = packed.label[by_label]
+    starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+    ends = np.r_[starts[1:], len(lab_sorted)]
+    block = starts // max(1, COUNT_BLOCK // max(1, C))
+    cuts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+    for a, b in zip(cuts, np.r_[cuts[1:], len(starts)], strict=True):
+        lo, hi = int(starts[a]), int(ends[b - 1])
+        rows = belief[packed.group[by_label[lo:hi]]]
+        cnt[lab_sorted[starts[a:b]]] = np.add.reduceat(rows, starts[a:b] - lo, axis=0)
+    return cnt
+
+
+def _row_blocks(n: int, width: int) -> Iterator[slice]:
+    """Slices of ``n`` rows, about :data:`COUNT_BLOCK` values of ``width`` each: an
+    update of a rows x classes array a block at a time, whose temporaries stay small."""
+    step = max(1, COUNT_BLOCK // max(1, width))
+    for lo in range(0, n, step):
+        yield slice(lo, min(n, lo + step))
+
+
+def _one_coin_logs(theta: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(off, diag)`` when ``log(theta)`` has the one-coin form on the class columns
     (log P(label u | class t) the same for every u != t: ``off[t]``; ``diag[t]`` for
     u == t), as :func:`_one_coin` makes it; ``None`` otherwise (the first E-step's
-    theta)."""
-    block = log_theta[:, spec]
-    C = block.shape[0]
-    diag = np.diag(block).copy()
+    theta). Checked a block of rows at a time: the classes x classes logs at once
+    were 11 MB (and a masked copy as much again) at 10k images.
+
+    Shapes: ``theta`` (C, labels), ``spec`` (C,) the label column of each class.
+    """
+    C = len(spec)
+    every = np.arange(C)
+    diag = np.log(theta[every, spec])
     if C < 2:
         return np.zeros(C), diag
-    off_mask = ~np.eye(C, dtype=bool)
-    off = block[np.arange(C), (np.arange(C) + 1) % C]
-    if not np.array_equal(np.where(off_mask, block, off[:, None]), np.broadcast_to(off[:, None], block.shape)):
-        return None
+    off = np.log(theta[every, spec[(every + 1) % C]])
+    step = max(1, COUNT_BLOCK // C)
+    for lo in range(0, C, step):
+        rows = every[lo : lo + step]
+        block = np.log(theta[lo : lo + step][:, spec])
+        block[rows - lo, rows] = off[rows]  # the diagonal is not compared
+        if not np.array_equal(block, np.broadcast_to(off[rows, None], block.shape)):
+            return None
     return off, diag
 
 
@@ -337,8 +389,7 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
     (x ``extra``: per-group log-odds from other checkers)."""
     C = len(pi)
     lu = np.tile(np.log(pi), (packed.n, 1))
-    log_theta = np.log(theta)
-    parts = _one_coin_logs(log_theta, packed.spec) if len(packed.group) else None
+    parts = _one_coin_logs(theta, packed.spec) if len(packed.group) else None
     if parts is not None:
         # one coin: every specific label adds off[t] to each class t but its own, which
         # gets diag[t]: a count per group, a correction per observation, and the
@@ -348,11 +399,13 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
         cls = packed.col_class[packed.label]
         specific = cls >= 0
         n_spec = np.bincount(packed.group[specific], minlength=packed.n).astype(float)
-        lu += n_spec[:, None] * off[None, :]
+        for rows in _row_blocks(packed.n, C):  # (the groups x classes product at once is 27 MB at 10k images)
+            lu[rows] += n_spec[rows, None] * off[None, :]
         np.add.at(lu, (packed.group[specific], cls[specific]), (diag - off)[cls[specific]])
         if len(packed.generic_cols):
-            lu += packed.generic_counts @ log_theta[:, packed.generic_cols].T
+            lu += packed.generic_counts @ np.log(theta[:, packed.generic_cols]).T
     elif len(packed.group):
+        log_theta = np.log(theta)
         # observations are packed group by group (ascending): one segment sum per
         # group (np.add.reduceat), several times faster than np.add.at's scatter; in
         # slices of observations, so that the observations x classes block stays small
@@ -364,7 +417,8 @@ def _posteriors(pi: np.ndarray, theta: np.ndarray, packed: _Packed, acc: np.ndar
     if with_ann and len(packed.ann_group):
         a = acc[packed.ann_band]
         wrong = np.log(np.maximum(1e-12, (1.0 - a) / max(1, C - 1)))
-        lu[packed.ann_group] += wrong[:, None]
+        for part in _row_blocks(len(packed.ann_group), C):  # (each annotated group once: no temporary of all their rows)
+            lu[packed.ann_group[part]] += wrong[part, None]
         lu[packed.ann_group, packed.ann_class] += np.log(np.maximum(1e-12, a)) - wrong
     if extra is not None:
         lu += extra
@@ -545,15 +599,7 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
             previous = (pi, theta)
             pi = (bm * sz[:, None]).sum(axis=0) + 1.0
             pi /= pi.sum()
-            cnt = np.zeros((len(labels), C))
-            if len(packed_multi.group):
-                # expected counts per label: one segment sum per label (observations
-                # sorted by label once), not np.add.at's scatter of rows
-                by_label = np.argsort(packed_multi.label, kind="stable")
-                lab_sorted = packed_multi.label[by_label]
-                starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
-                cnt[lab_sorted[starts]] = np.add.reduceat(bm[packed_multi.group[by_label]], starts, axis=0)
-            cnt = cnt.T
+            cnt = _label_counts(bm, packed_multi, len(labels)).T
             theta = _one_coin(cnt, classes, labels, generic, cfg)
             if max(float(np.abs(pi - previous[0]).max()), float(np.abs(theta - previous[1]).max())) < EM_TOLERANCE:
                 break  # converged
@@ -584,8 +630,10 @@ def fit_label_model(data: LabelModelInput, cfg: LabelModelConfig | None = None) 
     # whose photos verify well (theta and the retrieval accuracy fixed)
     size_all = np.array([len(m) for m in members], dtype=float)
     for _ in range(cfg.em_iterations):
-        ball = _posteriors(pi, theta, packed_all, acc)
-        new_pi = (ball * size_all[:, None]).sum(axis=0) + 1.0
+        weighted = _posteriors(pi, theta, packed_all, acc)
+        weighted *= size_all[:, None]  # in place: two more groups x classes arrays were the parent's peak
+        new_pi = weighted.sum(axis=0) + 1.0
+        del weighted
         new_pi /= new_pi.sum()
         moved = float(np.abs(new_pi - pi).max())
         pi = new_pi

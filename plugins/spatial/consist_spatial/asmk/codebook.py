@@ -106,8 +106,12 @@ def train_centroids(pool: Sequence[Sample], store: Store, extractor: FeatureExtr
     pool = sorted(pool, key=lambda s: s.id)
     rng = np.random.default_rng(params.seed)
     per_image = max(1, -(-params.train_descriptors // max(1, len(pool))))
-    parts: list[np.ndarray] = []
+    # one buffer filled in place, not one small array per image concatenated at the
+    # end: thousands of small arrays fragment the heap, and the parent kept the whole
+    # training set's worth of it (~130 MB) for the rest of the audit
+    train: np.ndarray | None = None
     total = 0
+    used = 0
     images = 0
     for sample in pool:
         if progress:
@@ -123,10 +127,15 @@ def train_centroids(pool: Sequence[Sample], store: Store, extractor: FeatureExtr
         images += 1
         total += n
         des = np.asarray(feats.descriptors, dtype=np.float32)
-        parts.append(des if n <= per_image else des[np.sort(rng.choice(n, per_image, replace=False))])
-    if not parts:
+        if train is None:
+            train = np.empty((per_image * len(pool), des.shape[1]), dtype=np.float32)
+        take = des if n <= per_image else des[np.sort(rng.choice(n, per_image, replace=False))]
+        train[used : used + len(take)] = take
+        used += len(take)
+        del feats, des, take
+    if train is None or used == 0:
         raise ConsistError(f"{getattr(store, 'uri', store)}: no local features to train an ASMK codebook on (no readable image with keypoints)")
-    train = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    train = train[:used]
     size = params.codebook_size or default_codebook_size(total, cap=params.max_codebook_size)
     size = min(size, len(train))
     t0 = time.perf_counter()
