@@ -251,6 +251,7 @@ def test_scale_benchmark_quick_run_prints_stages_memory_and_targets(tmp_path: Pa
         assert x["stage_ms_per_image"]["verify"] > 0 and x["parent_peak_rss_mb"] > 50
         assert len(x["worker_peak_rss_mb"]) == 2 and x["store_kb_per_image"] > 0
         assert x["counts"]["samples"] == x["images"]
+        assert x["flags_same_landmark"] == 0  # scikit-image's photos show nothing in common
     assert {t["metric"] for t in out["targets"]} == {
         "local: time per image 80 / 40",
         "local: parent peak RSS 80 / 40",
@@ -260,3 +261,40 @@ def test_scale_benchmark_quick_run_prints_stages_memory_and_targets(tmp_path: Pa
     # the generated dataset: 8 views per object, flipped labels and distractors recorded
     manifest = json.loads((tmp_path / "dataset-80" / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["items"]) == 80 and any(it["object"] is None for it in manifest["items"])
+
+
+def test_scale_benchmark_flag_precision_sets_apart_tiles_of_one_landmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag that names, for a correct image, a tile of ANOTHER photo of the same
+    landmark may be right (one surface, two labels): counted apart; a tile of the same
+    photo or of another landmark is a false flag in both figures."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_scale_under_test", script)
+        assert spec is not None and spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(script.parent))
+    monkeypatch.setattr(bench, "_landmarks", lambda: {"p1": frozenset({"tower"}), "p2": frozenset({"tower"}), "p3": frozenset({"door"})})
+    items = [
+        {"sample": "s1", "object": "A", "given": "A", "flipped": False, "source": "p1#0"},
+        {"sample": "s2", "object": "B", "given": "B", "flipped": False, "source": "p2#0"},
+        {"sample": "s3", "object": "C", "given": "C", "flipped": False, "source": "p3#0"},
+        {"sample": "s4", "object": "D", "given": "D", "flipped": False, "source": "p1#1"},
+        {"sample": "s5", "object": "A", "given": "C", "flipped": True, "source": "p1#0"},
+        {"sample": "s6", "object": None, "given": "B", "flipped": False, "source": "p3#1"},
+    ]
+    rows = [
+        {"sample": "s1", "flagged": "true", "suggested_label": "B"},  # another photo of the tower: set apart
+        {"sample": "s2", "flagged": "true", "suggested_label": "C"},  # another landmark: a false flag
+        {"sample": "s3", "flagged": "false", "suggested_label": "C"},
+        {"sample": "s4", "flagged": "true", "suggested_label": "A"},  # a tile of the same photo: a false flag
+        {"sample": "s5", "flagged": "true", "suggested_label": "A"},  # the planted flip
+        {"sample": "s6", "flagged": "true", "suggested_label": "C"},  # the distractor
+    ]
+    q = bench.flag_quality({"items": items}, rows)
+    assert q == {"planted_flips": 1, "flipped_flagged": 1, "flag_precision": 0.4, "flags_same_landmark": 1, "flag_precision_other": 0.5}
