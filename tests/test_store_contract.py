@@ -232,6 +232,21 @@ def test_artefacts_cached_replaced_invalidated(store):
     assert store.history(limit=1)[0].action == "update"  # artefacts are caches, never history
 
 
+def test_large_binary_artefacts_come_back_whole(store):
+    """Every byte value, a few MB (PostgreSQL reads them in binary format), inside and
+    outside a transaction, replaced by a shorter one."""
+    rng = np.random.default_rng(1)
+    blob = rng.integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    store.put_artefact("__asmk__", "asmk/ivf/x", blob)
+    assert store.get_artefact("__asmk__", "asmk/ivf/x") == blob
+    with store.transaction():
+        store.put_artefact("__asmk__", "asmk/ivf/x", blob[::-1])
+        assert store.get_artefact("__asmk__", "asmk/ivf/x") == blob[::-1]  # the transaction's own write
+    assert store.get_artefact("__asmk__", "asmk/ivf/x") == blob[::-1]
+    store.put_artefact("__asmk__", "asmk/ivf/x", bytes(range(256)))
+    assert store.get_artefact("__asmk__", "asmk/ivf/x") == bytes(range(256))
+
+
 def test_other_connections_see_writes_and_vectors(open_):
     a, b = open_(), open_()
     rng = np.random.default_rng(4)
