@@ -137,10 +137,6 @@ class _Edge(NamedTuple):
     b_label: Any
 
 
-#: What the decision reads of an edge (:class:`_Edge`'s fields).
-EDGE_KEYS = _Edge._fields
-
-
 @attrs.frozen
 class _Compact:
     """What the decision keeps of a journal record (O(k) per sample)."""

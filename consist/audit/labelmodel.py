@@ -63,7 +63,8 @@ NON_LINK_MIN_BELIEF = 1e-6
 NON_LINK_TRACKED = 1e-7
 #: Values (observations x classes) one slice of the general posterior sum holds (32 MB).
 POSTERIOR_BLOCK = 1 << 22
-#: Values (observations x classes) one block of the expected label counts gathers (8 MB).
+#: Values one block of a rows x classes computation holds (8 MB): the expected label
+#: counts' gathered rows, the one-coin check, row-wise updates of the posteriors.
 COUNT_BLOCK = 1 << 20
 #: Decimals the posteriors are rounded to before verdicts read them (ties stay ties).
 BELIEF_DECIMALS = 9
@@ -277,9 +278,9 @@ def _one_coin(cnt: np.ndarray, classes: Sequence[str], labels: Sequence[str], ge
         for col in gen:
             theta[:, col] = p_gen * (cnt[:, col] + 1.0) / (g_share + len(gen))
     # one shared noise rate: eps / (C - 1) off the diagonal, 1 - eps on it (vectorised:
-    # a Python loop over classes x classes was C^2 per EM round)
-    # (in place: at 10k images each classes x labels array is 11 MB, and four of them
-    # at once were the largest step of the parent's memory)
+    # a Python loop over classes x classes was C^2 per EM round; in place: at 10k images
+    # each classes x labels array is 11 MB, and four of them at once were the largest
+    # step of the parent's memory)
     spec_block = np.full((C, C), eps / max(1, C - 1))
     np.fill_diagonal(spec_block, 1.0 - eps)
     spec_block *= (1.0 - p_gen)[:, None]
@@ -374,11 +375,10 @@ def _one_coin_logs(theta: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, np.
     if C < 2:
         return np.zeros(C), diag
     off = np.log(theta[every, spec[(every + 1) % C]])
-    step = max(1, COUNT_BLOCK // C)
-    for lo in range(0, C, step):
-        rows = every[lo : lo + step]
-        block = np.log(theta[lo : lo + step][:, spec])
-        block[rows - lo, rows] = off[rows]  # the diagonal is not compared
+    for part in _row_blocks(C, C):
+        rows = every[part]
+        block = np.log(theta[part][:, spec])
+        block[rows - part.start, rows] = off[rows]  # the diagonal is not compared
         if not np.array_equal(block, np.broadcast_to(off[rows, None], block.shape)):
             return None
     return off, diag
